@@ -1,0 +1,136 @@
+"""Initial parameters ``theta0`` of shape ``(1, P)`` (see :class:`lcnrun.core.models.Model`).
+
+=============  ==========================================================================
+kind           what it draws
+=============  ==========================================================================
+gaussian       every entry ``scale * N(0, 1)``, from ``seed``
+balanced       a balanced point. DLN: ``W_p = U_p S^{1/L} U_{p-1}^T`` from the SVD of a random
+               ``scale * N(0,1)`` end-to-end matrix (``U_p`` random orthonormal columns), so
+               ``W_{p+1}^T W_{p+1} = W_p W_p^T``. LCN: a gaussian draw whose filters are rescaled to
+               a common norm (the geometric mean), so every ``delta_l = 0`` and ``v`` is unchanged.
+file           ``layer_0 .. layer_{L-1}`` from an ``.npz``
+explicit       the layers written in the spec
+=============  ==========================================================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models import Model
+from .options import OptionError, option
+
+
+class GaussianInit:
+    name = "gaussian"
+
+    @dataclass(frozen=True)
+    class Options:
+        scale: float = option(0.1, kind="float", check="nonnegative", doc="std of every entry")
+        seed: int = option(0, kind="int", doc="seed of the draw")
+
+    @staticmethod
+    def build(options, model: Model) -> np.ndarray:
+        rng = np.random.default_rng(options.seed)
+        return options.scale * rng.standard_normal((1, model.n_params))
+
+
+def _random_orthonormal(rng, n: int, r: int) -> np.ndarray:
+    q, rr = np.linalg.qr(rng.standard_normal((n, r)))
+    return q * np.sign(np.diag(rr))
+
+
+def balance_filters(model: Model, theta: np.ndarray) -> np.ndarray:
+    """Rescale each layer of ``theta (B, P)`` to the geometric mean norm (keeps the end-to-end map
+    of a multilinear model, makes every ``|w_l|`` equal)."""
+    n = np.sqrt(model.layer_norms_sq(theta))
+    if np.any(n == 0):
+        return theta.copy()
+    target = np.exp(np.mean(np.log(n), axis=1, keepdims=True))
+    layers = [w * (target[:, l] / n[:, l]).reshape((-1,) + (1,) * (w.ndim - 1))
+              for l, w in enumerate(model.split(theta))]
+    return model.join(layers)
+
+
+class BalancedInit:
+    name = "balanced"
+
+    @dataclass(frozen=True)
+    class Options:
+        scale: float = option(0.1, kind="float", check="nonnegative",
+                              doc="DLN: std of the random end-to-end matrix; LCN: std of the filters")
+        seed: int = option(0, kind="int", doc="seed of the draw")
+
+    @staticmethod
+    def build(options, model: Model) -> np.ndarray:
+        rng = np.random.default_rng(options.seed)
+        if not hasattr(model, "widths"):
+            return balance_filters(model, options.scale * rng.standard_normal((1, model.n_params)))
+        widths, L = model.widths, model.n_layers
+        r = min(widths)
+        X = options.scale * rng.standard_normal((widths[-1], widths[0]))
+        U, s, Vt = np.linalg.svd(X)
+        root = np.diag(s[:r] ** (1.0 / L))
+        frames = [Vt[:r].T] + [_random_orthonormal(rng, d, r) for d in widths[1:-1]] + [U[:, :r]]
+        layers = [(frames[p + 1] @ root @ frames[p].T)[None] for p in range(L)]
+        return model.join(layers)
+
+
+def _check_layers(model: Model, arrays: list[np.ndarray], where: str) -> np.ndarray:
+    if len(arrays) != model.n_layers:
+        raise OptionError(where, f"has {len(arrays)} layers but the model has {model.n_layers}")
+    for l, (a, shape) in enumerate(zip(arrays, model.param_shapes)):
+        if a.shape != shape:
+            raise OptionError(f"{where}[{l}]" if where == "layers" else where,
+                              f"layer_{l} has shape {list(a.shape)} but the model needs {list(shape)}")
+        if not np.all(np.isfinite(a)):
+            raise OptionError(where, f"layer_{l} is not finite")
+    return model.join([a[None] for a in arrays])
+
+
+class FileInit:
+    name = "file"
+
+    @dataclass(frozen=True)
+    class Options:
+        path: str = option(kind="path", doc="npz with layer_0 .. layer_{L-1}")
+
+    @staticmethod
+    def build(options, model: Model) -> np.ndarray:
+        try:
+            with np.load(options.path) as f:
+                missing = [f"layer_{l}" for l in range(model.n_layers) if f"layer_{l}" not in f]
+                if missing:
+                    raise OptionError("path", f"{options.path} lacks {', '.join(missing)} "
+                                              f"(has {sorted(f.files)})")
+                arrays = [np.asarray(f[f"layer_{l}"], dtype=float) for l in range(model.n_layers)]
+        except OSError as err:
+            raise OptionError("path", f"cannot read {options.path}: {err}") from None
+        except ValueError as err:
+            raise OptionError("path", f"{options.path} is not a numpy .npz file ({err})") from None
+        return _check_layers(model, arrays, "path")
+
+
+class ExplicitInit:
+    name = "explicit"
+
+    @dataclass(frozen=True)
+    class Options:
+        layers: tuple = option(kind="array_list", doc="one (nested) list of numbers per layer")
+
+    @staticmethod
+    def build(options, model: Model) -> np.ndarray:
+        return _check_layers(model, [np.asarray(a, dtype=float) for a in options.layers], "layers")
+
+
+INITS: dict[str, type] = {
+    "gaussian": GaussianInit,
+    "balanced": BalancedInit,
+    "file": FileInit,
+    "explicit": ExplicitInit,
+}
+
+
+def build_init(section, model: Model) -> np.ndarray:
+    return INITS[section.kind].build(section.options, model)

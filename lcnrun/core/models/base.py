@@ -1,0 +1,165 @@
+"""The contract every model family fulfils.
+
+A model is a parametrization ``theta -> e`` of an end-to-end map ``e`` (the filter ``v`` of an LCN,
+the matrix ``X`` of a DLN), linear in each layer. Parameters are always *batched*: ``theta`` has
+shape ``(B, P)`` with ``B`` ensemble members (a single run is ``B = 1``) and ``P = sum_l |w_l|``
+parameters, the layers concatenated in order, each flattened in C order.
+
+A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
+
+1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`) and
+   ``check_options`` for the consistency checks that involve several keys;
+2. ``param_shapes`` (one shape per layer) and ``end_to_end_shape``;
+3. ``end_to_end(theta)`` and its pull-back ``end_to_end_vjp(theta, g) = J^T g``;
+4. ``jacobian(theta)``: ``J = de/dtheta`` of shape ``(B, E, P)``;
+5. ``forward(theta, x)``: the network applied layer by layer (the independent reference);
+6. ``output_shape(input_shape)``, ``features``/``predict``/``predict_vjp`` (outputs of all samples
+   as a linear function of ``e``), and ``square_loss_statistics`` (the sufficient statistics of the
+   square loss, so that a step never touches the samples);
+7. ``invariants(theta)``: the quantities gradient flow conserves.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+
+class Model(ABC):
+    """Base class: bookkeeping of the flat batched parameter vector; subclasses do the mathematics."""
+
+    #: registry name, e.g. ``"lcn"``
+    name: str = ""
+    #: frozen dataclass of the family's spec keys
+    Options: type
+
+    def __init__(self, options: Any):
+        self.options = options
+        self.param_shapes: list[tuple[int, ...]] = self._param_shapes()
+        self.layer_sizes = [int(np.prod(s)) for s in self.param_shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.layer_sizes)]).astype(int)
+        self.n_params = int(self.offsets[-1])
+        self.n_layers = len(self.param_shapes)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """Raise :class:`~lcnrun.core.options.OptionError` if the keys are inconsistent."""
+
+    @abstractmethod
+    def _param_shapes(self) -> list[tuple[int, ...]]:
+        ...
+
+    @property
+    @abstractmethod
+    def end_to_end_shape(self) -> tuple[int, ...]:
+        ...
+
+    @property
+    def end_to_end_size(self) -> int:
+        return int(np.prod(self.end_to_end_shape))
+
+    def split(self, theta: np.ndarray) -> list[np.ndarray]:
+        """``theta (B, P)`` -> list of layer views ``(B, *param_shapes[l])``."""
+        theta = np.asarray(theta)
+        B = theta.shape[0]
+        return [
+            theta[:, self.offsets[l]: self.offsets[l + 1]].reshape((B,) + self.param_shapes[l])
+            for l in range(self.n_layers)
+        ]
+
+    def join(self, layers: list[np.ndarray]) -> np.ndarray:
+        """List of layers ``(B, *shape_l)`` -> ``theta (B, P)``."""
+        B = layers[0].shape[0]
+        return np.concatenate([np.reshape(w, (B, -1)) for w in layers], axis=1)
+
+    def layer_norms_sq(self, theta: np.ndarray) -> np.ndarray:
+        """``|w_l|^2`` (Frobenius) per layer, shape ``(B, L)``."""
+        return np.stack(
+            [np.einsum("bi,bi->b", theta[:, a:b], theta[:, a:b])
+             for a, b in zip(self.offsets[:-1], self.offsets[1:])], axis=1)
+
+    # -- the mathematics -------------------------------------------------------------------------
+    @abstractmethod
+    def end_to_end(self, theta: np.ndarray) -> np.ndarray:
+        """``e(theta)``, shape ``(B, *end_to_end_shape)``."""
+
+    @abstractmethod
+    def end_to_end_vjp(self, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``J^T g`` for ``g`` of shape ``(B, *end_to_end_shape)``; returns ``(B, P)``."""
+
+    def end_to_end_with_pullback(self, theta: np.ndarray):
+        """``(e, pullback)`` with ``pullback(g) = J^T g``; families override it to share work."""
+        return self.end_to_end(theta), lambda g: self.end_to_end_vjp(theta, g)
+
+    @abstractmethod
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """``J = de/dtheta``, shape ``(B, E, P)`` with ``e`` flattened in C order."""
+
+    @abstractmethod
+    def forward(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The network layer by layer: ``x (N, *input_shape)`` -> ``(B, N, *output_shape)``."""
+
+    @abstractmethod
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one output for one input of ``input_shape``; OptionError if impossible."""
+
+    @abstractmethod
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """Per-sample features making the outputs linear in ``e`` (patches / inputs)."""
+
+    @abstractmethod
+    def predict(self, e: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Outputs ``(B, N, *output_shape)`` of end-to-end maps ``e (B, *e_shape)``."""
+
+    @abstractmethod
+    def predict_vjp(self, features: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Pull-back of ``r (B, N, *output_shape)`` to the end-to-end map: ``(B, *e_shape)``."""
+
+    @abstractmethod
+    def square_loss_statistics(self, x: np.ndarray, y: np.ndarray) -> "QuadraticForm":
+        """Sufficient statistics of ``(1/2N) sum_n |f(x_n) - y_n|^2`` as a quadratic in ``e``."""
+
+    @abstractmethod
+    def invariants(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Conserved quantities of gradient flow, each with a leading batch axis.
+
+        Always contains ``"invariants"`` of shape ``(B, n)`` (flattened, the dataset stored in run
+        files); families add named extras (norms, balancedness).
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """Scalars worth storing as attributes (number of parameters, end-to-end shape ...)."""
+        return {"n_params": self.n_params, "n_layers": self.n_layers,
+                "end_to_end_shape": list(self.end_to_end_shape)}
+
+
+class QuadraticForm:
+    """``l(e) = l_min + 1/2 (e - e_min)^T G (e - e_min)`` on flattened end-to-end maps.
+
+    Written around a minimiser ``e_min`` (least squares, so ``G e_min = b``) and the exactly
+    computed minimum ``l_min`` rather than as ``1/2 e^T G e - b^T e + c``: near a global minimum
+    the expanded form loses all digits to cancellation, this one keeps them.
+
+    ``apply_gram(d)`` multiplies ``(B, *e_shape)`` by ``G``; subclasses may use structure
+    (``I kron Sigma_xx`` for a DLN).
+    """
+
+    def __init__(self, gram: np.ndarray, e_min: np.ndarray, l_min: float, e_shape: tuple[int, ...]):
+        self.gram = gram
+        self.e_min = e_min
+        self.l_min = float(l_min)
+        self.e_shape = e_shape
+
+    def apply_gram(self, d: np.ndarray) -> np.ndarray:
+        B = d.shape[0]
+        return (d.reshape(B, -1) @ self.gram).reshape(d.shape)
+
+    def value_and_gradient(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Loss ``(B,)`` and gradient ``(B, *e_shape)`` of the quadratic at ``e``."""
+        d = e - self.e_min
+        gd = self.apply_gram(d)
+        B = e.shape[0]
+        val = self.l_min + 0.5 * np.einsum("bi,bi->b", d.reshape(B, -1), gd.reshape(B, -1))
+        return val, gd

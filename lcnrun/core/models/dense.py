@@ -1,0 +1,156 @@
+"""Deep linear networks (DLNs): ``f(x) = W_L ... W_1 x`` with ``W_l`` of shape ``(d_l, d_{l-1})``.
+
+End-to-end matrix ``X = W_L ... W_1`` of shape ``(d_L, d_0)``. Gradient flow conserves
+``W_{l+1}^T W_{l+1} - W_l W_l^T`` (l = 1..L-1); balancedness is ``Phi_p = W_p W_p^T - W_{p+1}^T W_{p+1}``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..options import OptionError, option
+from .base import Model, QuadraticForm
+
+
+class DenseQuadratic(QuadraticForm):
+    """Square loss of a DLN: ``G = I_{d_L} kron Sigma_xx`` applied as ``D @ Sigma_xx``."""
+
+    def apply_gram(self, d):
+        return d @ self.gram
+
+
+class Dense(Model):
+    """Deep linear network with widths ``[d_0, ..., d_L]``."""
+
+    name = "dense"
+
+    @dataclass(frozen=True)
+    class Options:
+        widths: tuple = option(kind="int_list", doc="layer widths [d0, d1, ..., dL] (input first)")
+
+    @classmethod
+    def check_options(cls, options):
+        if len(options.widths) < 2:
+            raise OptionError("widths", "needs at least two entries [d0, d1]")
+        for i, d in enumerate(options.widths):
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+                raise OptionError(f"widths[{i}]", "must be a positive integer")
+
+    def __init__(self, options):
+        self.check_options(options)
+        self.widths = [int(d) for d in options.widths]
+        super().__init__(options)
+
+    def _param_shapes(self):
+        return [(self.widths[l + 1], self.widths[l]) for l in range(len(self.widths) - 1)]
+
+    @property
+    def end_to_end_shape(self):
+        return (self.widths[-1], self.widths[0])
+
+    def output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if input_shape != (self.widths[0],):
+            raise OptionError("input_size", f"is {list(input_shape) if len(input_shape) > 1 else input_shape[0]}"
+                              f" but the network's input width is {self.widths[0]}")
+        return (self.widths[-1],)
+
+    # -- end-to-end map ----------------------------------------------------------------------------
+    def _prefixes(self, layers):
+        """``A_l = W_l ... W_1`` for l = 1..L."""
+        A = [layers[0]]
+        for W in layers[1:]:
+            A.append(W @ A[-1])
+        return A
+
+    def end_to_end(self, theta):
+        return self._prefixes(self.split(np.asarray(theta, dtype=float)))[-1]
+
+    def end_to_end_vjp(self, theta, g):
+        return self.end_to_end_with_pullback(theta)[1](g)
+
+    def end_to_end_with_pullback(self, theta):
+        layers = self.split(np.asarray(theta, dtype=float))
+        A = self._prefixes(layers)
+        return A[-1], lambda g: self._pullback(layers, A, g)
+
+    def _pullback(self, layers, A, g):
+        """``grad W_l = (W_L...W_{l+1})^T g (W_{l-1}...W_1)^T``."""
+        grads = [None] * self.n_layers
+        C = g  # (W_L ... W_{l+1})^T g, built from the top
+        for l in range(self.n_layers - 1, -1, -1):
+            grads[l] = C @ np.swapaxes(A[l - 1], 1, 2) if l > 0 else C
+            if l > 0:
+                C = np.swapaxes(layers[l], 1, 2) @ C
+        return self.join(grads)
+
+    def jacobian(self, theta):
+        """``dX[i, j] / dW_l[a, b] = (W_L..W_{l+1})[i, a] (W_{l-1}..W_1)[b, j]``."""
+        layers = self.split(np.asarray(theta, dtype=float))
+        B = layers[0].shape[0]
+        A = self._prefixes(layers)
+        dL, d0 = self.end_to_end_shape
+        blocks = []
+        top = np.broadcast_to(np.eye(dL), (B, dL, dL))
+        tops = [None] * self.n_layers
+        for l in range(self.n_layers - 1, -1, -1):
+            tops[l] = top
+            top = top @ layers[l]
+        for l in range(self.n_layers):
+            bottom = A[l - 1] if l > 0 else np.broadcast_to(np.eye(d0), (B, d0, d0))
+            blk = np.einsum("bia,bkj->bijak", tops[l], bottom)
+            blocks.append(blk.reshape(B, dL * d0, -1))
+        return np.concatenate(blocks, axis=2)
+
+    # -- the network and the data ----------------------------------------------------------------
+    def forward(self, theta, x):
+        h = np.asarray(x, dtype=float)[None]  # (1, N, d0)
+        for W in self.split(np.asarray(theta, dtype=float)):
+            h = h @ np.swapaxes(W, 1, 2)
+        return h
+
+    def features(self, x):
+        x = np.asarray(x, dtype=float)
+        self.output_shape(x.shape[1:])
+        return x
+
+    def predict(self, e, features):
+        return features[None] @ np.swapaxes(e, 1, 2)
+
+    def predict_vjp(self, features, r):
+        return np.swapaxes(r, 1, 2) @ features[None]
+
+    def square_loss_statistics(self, x, y):
+        """``Sigma_xx = x^T x / N`` and the least-squares matrix ``X_min`` (from the data, not G)."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        N = x.shape[0]
+        sigma_xx = x.T @ x / N
+        X_min = np.linalg.lstsq(x, y, rcond=None)[0].T
+        r = x @ X_min.T - y
+        return DenseQuadratic(sigma_xx, X_min, 0.5 * float(np.sum(r * r)) / N, self.end_to_end_shape)
+
+    # -- invariants ------------------------------------------------------------------------------
+    def imbalance_matrices(self, theta):
+        """``W_{l+1}^T W_{l+1} - W_l W_l^T`` for l = 1..L-1, each ``(B, d_l, d_l)``."""
+        layers = self.split(np.asarray(theta, dtype=float))
+        return [np.swapaxes(layers[l + 1], 1, 2) @ layers[l + 1] - layers[l] @ np.swapaxes(layers[l], 1, 2)
+                for l in range(self.n_layers - 1)]
+
+    def invariants(self, theta):
+        """Flattened imbalance matrices, their Frobenius norms, and the balancedness norm.
+
+        ``balancedness = sqrt(sum_p |Phi_p|_F^2)`` with ``Phi_p = -(imbalance_p)``: zero iff balanced.
+        """
+        mats = self.imbalance_matrices(theta)
+        B = np.shape(theta)[0]
+        if not mats:
+            z = np.zeros((B, 0))
+            return {"invariants": z, "invariant_norms": z, "balancedness": np.zeros(B)}
+        norms = np.stack([np.sqrt(np.einsum("bij,bij->b", M, M)) for M in mats], axis=1)
+        return {
+            "invariants": np.concatenate([M.reshape(B, -1) for M in mats], axis=1),
+            "invariant_norms": norms,
+            "balancedness": np.sqrt(np.sum(norms ** 2, axis=1)),
+        }
