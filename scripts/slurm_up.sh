@@ -59,6 +59,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 mkdir -p "$(dirname "$LOCK")"
+# fd 9 holds the lock; every daemon below is started with 9>&- so that it
+# does not inherit (and keep holding) the lock.
 exec 9>"$LOCK"
 if ! flock -w 300 9; then
     die 5 "could not take the lock $LOCK within 300 s (another slurm_up.sh hanging?)"
@@ -168,8 +170,8 @@ else
         stop_daemon munged "$MUNGE_PID"
     fi
     log "starting munged"
-    runuser -u munge -- /usr/sbin/munged >/dev/null 2>&1 || \
-        runuser -u munge -- /usr/sbin/munged --force >/dev/null 2>&1 || true
+    runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 9>&- || \
+        runuser -u munge -- /usr/sbin/munged --force </dev/null >/dev/null 2>&1 9>&- || true
     for i in $(seq 50); do munge_ok && break; sleep 0.1; done
     if ! munge_ok; then
         show_logs
@@ -259,7 +261,7 @@ if [ -n "$conf_changed" ]; then
     # A new config means a new cluster: stop what runs, drop the old state.
     if daemon_pid slurmctld "$CTLD_PID" >/dev/null || daemon_pid slurmd "$SLURMD_PID" >/dev/null; then
         log "stopping running Slurm daemons for the new config"
-        bash "$HERE/slurm_down.sh" --keep-munge >/dev/null 2>&1 || true
+        bash "$HERE/slurm_down.sh" --keep-munge >/dev/null 2>&1 9>&- || true
         stop_daemon slurmd "$SLURMD_PID"
         stop_daemon slurmctld "$CTLD_PID"
     fi
@@ -274,7 +276,7 @@ ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 
 if ! daemon_pid slurmctld "$CTLD_PID" >/dev/null; then
     log "starting slurmctld"
-    if ! slurmctld >>"$LOG_DIR/slurmctld.stdout" 2>&1; then
+    if ! slurmctld >>"$LOG_DIR/slurmctld.stdout" 2>&1 9>&- </dev/null; then
         show_logs
         die 5 "slurmctld failed to start"
     fi
@@ -287,7 +289,7 @@ fi
 
 if ! daemon_pid slurmd "$SLURMD_PID" >/dev/null; then
     log "starting slurmd"
-    if ! slurmd >>"$LOG_DIR/slurmd.stdout" 2>&1; then
+    if ! slurmd >>"$LOG_DIR/slurmd.stdout" 2>&1 9>&- </dev/null; then
         show_logs
         die 5 "slurmd failed to start"
     fi

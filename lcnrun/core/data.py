@@ -203,6 +203,8 @@ class FileData:
                     raise OptionError("path", f"{options.path} must contain arrays 'X' and 'Y' "
                                               f"(has {sorted(f.files)})")
                 x, y = np.asarray(f["X"], dtype=float), np.asarray(f["Y"], dtype=float)
+        except OptionError:  # a ValueError too: keep its own message
+            raise
         except OSError as err:
             raise OptionError("path", f"cannot read {options.path}: {err}") from None
         except ValueError as err:

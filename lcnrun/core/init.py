@@ -48,7 +48,7 @@ def balance_filters(model: Model, theta: np.ndarray) -> np.ndarray:
     if np.any(n == 0):
         return theta.copy()
     target = np.exp(np.mean(np.log(n), axis=1, keepdims=True))
-    layers = [w * (target[:, l] / n[:, l]).reshape((-1,) + (1,) * (w.ndim - 1))
+    layers = [w * (target[:, 0] / n[:, l]).reshape((-1,) + (1,) * (w.ndim - 1))
               for l, w in enumerate(model.split(theta))]
     return model.join(layers)
 
@@ -105,6 +105,8 @@ class FileInit:
                     raise OptionError("path", f"{options.path} lacks {', '.join(missing)} "
                                               f"(has {sorted(f.files)})")
                 arrays = [np.asarray(f[f"layer_{l}"], dtype=float) for l in range(model.n_layers)]
+        except OptionError:  # a ValueError too: keep its own message
+            raise
         except OSError as err:
             raise OptionError("path", f"cannot read {options.path}: {err}") from None
         except ValueError as err:

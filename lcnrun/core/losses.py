@@ -116,8 +116,12 @@ class LogCosh(Loss):
 
     def pointwise(self, r):
         a = np.abs(r)
-        # log cosh r = |r| + log(1 + exp(-2|r|)) - log 2, stable for large |r|
-        return a + np.log1p(np.exp(-2.0 * a)) - np.log(2.0)
+        # |r| >= 1: log cosh r = |r| + log(1 + exp(-2|r|)) - log 2 (no overflow for large |r|);
+        # |r| < 1: log cosh r = log(1 + 2 sinh(r/2)^2) (no cancellation: ~ r^2/2 to full precision)
+        with np.errstate(over="ignore"):
+            small = np.log1p(2.0 * np.sinh(0.5 * a) ** 2)
+        large = a + np.log1p(np.exp(-2.0 * a)) - np.log(2.0)
+        return np.where(a < 1.0, small, large)
 
     def pointwise_grad(self, r):
         return np.tanh(r)

@@ -13,7 +13,7 @@ plus one line in ``DYNAMICS`` (``lcnrun/core/dynamics/__init__.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,6 +55,26 @@ class Trajectory:
     message: str = ""
     series: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A scalar function of the state that *happens* when it falls to zero or below.
+
+    ``fun(y, loss) -> float`` with ``y`` the state of one member (``(P,)`` for parameter dynamics)
+    and ``loss`` its training loss. Flows locate the crossing with ``solve_ivp`` (direction -1, on
+    accepted steps), descents test it at every step. A ``terminal`` event ends the member's run with
+    ``status`` and the message ``"<message> at t = ..."``; a non-terminal one only records the first
+    time it happened (0 if it already holds at t = 0, NaN if never). Examples: ``loss - eps``
+    (first time the loss reached eps), ``sigma_k(D)/sigma_1(D) - rtol`` (the rank condition of the
+    output-metric flow).
+    """
+
+    name: str
+    fun: Callable[[np.ndarray, float], float]
+    terminal: bool = False
+    status: str = FAILED
+    message: str = ""
 
 
 def divergence_threshold(options: StoppingOptions, loss0: np.ndarray) -> np.ndarray:

@@ -237,8 +237,25 @@ class LCN(Model):
             G += P.T @ P
             Pty += P.T @ y[lo: lo + chunk].reshape(-1)
         G /= N
-        # minimiser from the normal equations, refined once against the data (keeps l_min exact)
-        e_min = np.linalg.lstsq(G, Pty / N, rcond=None)[0]
+        # Minimiser from the normal equations (pseudo-inverse of G: the minimum-norm least-squares
+        # filter), then one step of iterative refinement with the residual taken against the data
+        # (corrected semi-normal equations). Without it, the rounding in forming G and P^T y leaves
+        # e_min off by ~ eps |y| / sigma_min(P), a spurious floor l_min ~ 1e-28 |y|^2 on realizable
+        # data; with it e_min is as accurate as a QR solve of P e = y, and l_min is then computed
+        # exactly from the data at e_min.
+        lam, Q = np.linalg.eigh(G)
+        keep = lam > E * np.finfo(float).eps * max(float(lam[-1]), 0.0)
+        Qk, lk = Q[:, keep], lam[keep]
+
+        def solve(rhs):
+            return Qk @ ((Qk.T @ rhs) / lk)
+
+        e_min = solve(Pty / N)
+        Ptr = np.zeros(E)
+        for lo in range(0, N, chunk):
+            P = self._patch_matrix(self.features(x[lo: lo + chunk])).reshape(-1, E)
+            Ptr += P.T @ (P @ e_min - y[lo: lo + chunk].reshape(-1))
+        e_min = e_min - solve(Ptr / N)
         l_min = 0.0
         for lo in range(0, N, chunk):
             P = self._patch_matrix(self.features(x[lo: lo + chunk])).reshape(-1, E)

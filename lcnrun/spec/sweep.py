@@ -1,0 +1,273 @@
+"""Sweeps: one experiment spec -> many runs.
+
+    sweep:
+      grid:   {init.seed: [0, 1, 2], model.strides: [[1, 1, 1], [2, 2, 1]]}   # cartesian product
+      zip:    {dynamics.lr: [0.1, 0.01], dynamics.steps: [100, 1000]}          # paired, same length
+      points: [{data.noise: 0.0}, {data.noise: 0.1, data.seed: 3}]              # explicit overrides
+
+The parts combine as a product ``grid x zip x points`` (a missing part is one empty override), in
+that order: grid outermost, its keys in the order written (the last key varies fastest), then the zip
+rows, then the points. A key is any dotted key of the spec (``data.target.scale``, ``model.filters[0]``,
+``dynamics.kind``); a value replaces the key's value in the spec as written (a list-valued key takes
+a list of lists). Each point is then validated exactly like a spec, defaults filled in. Nothing runs
+unless every point is valid and no two points are the same run (same run id).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .canonical import run_id as compute_run_id
+from .errors import Problem, SpecError
+from .schema import SECTIONS, Context, RunSpec, did_you_mean, validate_run
+
+SWEEP_PARTS = ("grid", "zip", "points")
+SWEEPABLE = ("description", *SECTIONS, "diagnostics")
+KEY_RE = re.compile(r"^[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*$")
+TOKEN_RE = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
+MANIFEST_COLUMNS = ("index", "run_id", "overrides")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of an experiment: ``index`` (0-based, product order), ``overrides`` (dotted key ->
+    value, in order), the validated ``run_spec`` and its ``run_id``."""
+
+    index: int
+    overrides: dict[str, Any]
+    run_spec: RunSpec
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A loaded experiment: ``raw`` as written, its line map, the ``base`` run (no sweep applied;
+    ``None`` if it is only valid with the sweep's overrides) and every sweep point."""
+
+    path: str | None
+    raw: dict[str, Any]
+    lines: dict[str, int]
+    base: RunSpec | None
+    points: tuple[SweepPoint, ...]
+
+    @property
+    def name(self) -> str:
+        return self.points[0].run_spec.name
+
+
+def format_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def format_overrides(overrides: dict[str, Any]) -> str:
+    """``{"model.strides": [2, 2, 1], "init.seed": 0}`` -> ``model.strides=[2, 2, 1] init.seed=0``."""
+    return " ".join(f"{k}={format_value(v)}" for k, v in overrides.items())
+
+
+def manifest_rows(experiment: ExperimentSpec) -> list[tuple[int, str, str]]:
+    """Rows ``(index, run_id, overrides as JSON)`` of ``manifest.tsv`` (columns MANIFEST_COLUMNS)."""
+    return [(p.index, p.run_id, json.dumps(p.overrides, default=str)) for p in experiment.points]
+
+
+# -------------------------------------------------------------------------------------------------
+# parsing the sweep block
+_Row = tuple[dict[str, Any], dict[str, int]]  # overrides, and the sweep line of each key
+
+
+def _check_key(key: Any, where: str, ctx: Context) -> bool:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        ctx.add(where, f"{key!r} is not a dotted key like model.strides or data.target.scale")
+        return False
+    head = TOKEN_RE.match(key).group(1)
+    if head not in SWEEPABLE:
+        ctx.add(where, f"cannot sweep '{key}': '{head}' is not a sweepable key"
+                + did_you_mean(head, SWEEPABLE) + f" (sweepable: {', '.join(SWEEPABLE)})")
+        return False
+    return True
+
+
+def _value_lists(part: Any, where: str, ctx: Context) -> dict[str, list] | None:
+    if not isinstance(part, dict):
+        ctx.add(where, "must be a mapping of dotted keys to lists of values")
+        return None
+    ok = True
+    for key, values in part.items():
+        kw = f"{where}.{key}"
+        ok = _check_key(key, kw, ctx) and ok
+        if not isinstance(values, list):
+            ctx.add(kw, "must be a list of values")
+            ok = False
+        elif not values:
+            ctx.add(kw, "is an empty list (a sweep axis needs at least one value)")
+            ok = False
+    return part if ok else None
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or b.startswith((a + ".", a + "[")) or a.startswith((b + ".", b + "["))
+
+
+def parse_sweep(sweep: Any, ctx: Context) -> list[_Row] | None:
+    """The override rows of every point, in product order; ``None`` if the block is malformed."""
+    if not isinstance(sweep, dict):
+        ctx.add("sweep", "must be a mapping with grid, zip and/or points")
+        return None
+    start = len(ctx.problems)
+    for part in sweep:
+        if part not in SWEEP_PARTS:
+            ctx.add(f"sweep.{part}", f"unknown sweep part '{part}'" + did_you_mean(part, SWEEP_PARTS)
+                    + f" (known: {', '.join(SWEEP_PARTS)})")
+    grid_rows: list[_Row] = [({}, {})]
+    if sweep.get("grid") is not None and (grid := _value_lists(sweep["grid"], "sweep.grid", ctx)):
+        lines = {k: ctx.line_of(f"sweep.grid.{k}") for k in grid}
+        grid_rows = [(dict(zip(grid, combo)), lines) for combo in itertools.product(*grid.values())]
+    zip_rows: list[_Row] = [({}, {})]
+    if sweep.get("zip") is not None and (zipped := _value_lists(sweep["zip"], "sweep.zip", ctx)):
+        lengths = {k: len(v) for k, v in zipped.items()}
+        if len(set(lengths.values())) > 1:
+            ctx.add("sweep.zip", "lists of a zip must have the same length, got "
+                    + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+        else:
+            lines = {k: ctx.line_of(f"sweep.zip.{k}") for k in zipped}
+            zip_rows = [(dict(zip(zipped, row)), lines) for row in zip(*zipped.values())]
+    point_rows: list[_Row] = [({}, {})]
+    points = sweep.get("points")
+    if points is not None:
+        if not isinstance(points, list) or not points:
+            ctx.add("sweep.points", "must be a non-empty list of mappings {dotted.key: value}")
+        else:
+            point_rows = []
+            for i, p in enumerate(points):
+                where = f"sweep.points[{i}]"
+                if not isinstance(p, dict):
+                    ctx.add(where, "must be a mapping {dotted.key: value}")
+                    continue
+                if all([_check_key(k, f"{where}.{k}", ctx) for k in p]):
+                    point_rows.append((dict(p), {k: ctx.line_of(f"{where}.{k}") for k in p}))
+    axes = list(grid_rows[0][0]) + list(zip_rows[0][0])
+    for i, a in enumerate(axes):
+        for b in axes[i + 1:]:
+            if _overlap(a, b):
+                ctx.add("sweep", f"'{a}' and '{b}' are both swept (by grid and zip)")
+    for i, (p, _) in enumerate(point_rows if points is not None else []):
+        for a in axes:
+            for b in p:
+                if _overlap(a, b):
+                    ctx.add(f"sweep.points[{i}].{b}", f"'{b}' is also swept by grid or zip ('{a}')")
+    if len(ctx.problems) > start:
+        return None
+    return [({**g, **z, **p}, {**gl, **zl, **pl})
+            for (g, gl), (z, zl), (p, pl) in itertools.product(grid_rows, zip_rows, point_rows)]
+
+
+# -------------------------------------------------------------------------------------------------
+# applying overrides and validating the points
+class _CannotApply(Exception):
+    pass
+
+
+def apply_override(raw: dict, key: str, value: Any) -> None:
+    """Set dotted ``key`` of ``raw`` (in place), creating missing mappings on the way."""
+    tokens = [name if name else int(index) for name, index in TOKEN_RE.findall(key)]
+    cur: Any = raw
+    done = ""
+    for tok, nxt in zip(tokens, tokens[1:] + [None]):
+        here = f"{done}[{tok}]" if isinstance(tok, int) else (f"{done}.{tok}" if done else tok)
+        if isinstance(tok, int):
+            if not isinstance(cur, list) or tok >= len(cur):
+                raise _CannotApply(f"{done} is not a list with an entry [{tok}]")
+        elif not isinstance(cur, dict):
+            raise _CannotApply(f"{done} is not a mapping")
+        if nxt is None:
+            cur[tok] = value
+        else:
+            if isinstance(tok, str) and cur.get(tok) is None and isinstance(nxt, str):
+                cur[tok] = {}
+            cur = cur[tok] if isinstance(tok, int) or tok in cur else None
+        done = here
+
+
+def _related(problem_key: str, overrides: dict[str, Any]) -> str | None:
+    """The override a problem comes from (its key, a parent, a child, or the section's kind)."""
+    for o in overrides:
+        if _overlap(o, problem_key):
+            return o
+        if o.endswith(".kind") and problem_key.startswith((o[:-5] + ".", o[:-5] + "[")):
+            return o
+    return None
+
+
+def _point_problems(raw: dict, row: _Row, ctx: Context, spec_path) -> tuple[RunSpec | None, list]:
+    """Validate one point; its problems as ``(problem, related override or None)``."""
+    overrides, _ = row
+    point_raw = copy.deepcopy(raw)
+    pctx = Context(ctx.file, ctx.lines, ctx.base_dir, ctx.check_files)
+    for key, value in overrides.items():
+        try:
+            apply_override(point_raw, key, copy.deepcopy(value))
+        except _CannotApply as err:
+            pctx.add(key, f"cannot apply the override: {err}")
+    run = validate_run(point_raw, pctx, spec_path=spec_path) if not pctx.problems else None
+    return run, [(p, _related(p.key, overrides)) for p in pctx.problems]
+
+
+def _by_line(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Path,
+                      spec_path: str | None = None) -> ExperimentSpec:
+    """Validate an experiment and every point of its sweep; raise SpecError listing all problems."""
+    ctx = Context(file, lines, base_dir)
+    base_raw = {k: v for k, v in raw.items() if k != "sweep"}
+    rows: list[_Row] | None = [({}, {})]
+    if raw.get("sweep") is not None:
+        rows = parse_sweep(raw["sweep"], ctx)
+    base_ctx = Context(file, lines, base_dir)
+    base = validate_run(base_raw, base_ctx, spec_path=spec_path)
+    if rows is None:
+        raise SpecError(_by_line(ctx.problems + base_ctx.problems))
+    base_problems = {(p.key, p.message) for p in base_ctx.problems}
+
+    results = [_point_problems(base_raw, row, ctx, spec_path) for row in rows]
+    # A problem is the sweep's if it concerns an overridden key, or if the base spec does not have
+    # it (a combination of overrides): it gets the sweep's line. A problem shared by every point is
+    # reported once; others name their point.
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, problems) in enumerate(results):
+        overrides, sweep_lines = rows[i]
+        for p, rel in problems:
+            if rel is None and overrides and (p.key, p.message) not in base_problems:
+                rel = next(iter(overrides))
+            line = sweep_lines[rel] if rel is not None else p.line
+            groups.setdefault((line, p.key, p.message, rel is not None), []).append(i)
+    for (line, key, message, related), indices in groups.items():
+        if len(indices) == len(rows) and (not related or len(rows) > 1):
+            context = f"all {len(rows)} sweep points" if related else ""
+            ctx.problems.append(Problem(file, line, key, message, context))
+            continue
+        for i in indices:
+            overrides = rows[i][0]
+            ctx.problems.append(Problem(file, line, key, message,
+                                        f"sweep point {i} ({format_overrides(overrides) or 'no overrides'})"))
+    if ctx.problems:
+        raise SpecError(_by_line(ctx.problems))
+
+    hashes: dict[str, str] = {}  # each data/init file is hashed once per load
+    points = tuple(SweepPoint(i, dict(rows[i][0]), run, compute_run_id(run, file_hashes=hashes))
+                   for i, (run, _) in enumerate(results))
+    first: dict[str, SweepPoint] = {}
+    for p in points:
+        q = first.setdefault(p.run_id, p)
+        if q is not p:
+            ctx.add("sweep", f"sweep points {q.index} ({format_overrides(q.overrides) or 'no overrides'}) and "
+                             f"{p.index} ({format_overrides(p.overrides) or 'no overrides'}) are the same run "
+                             f"(run id {p.run_id}); remove one of them")
+    if ctx.problems:
+        raise SpecError(ctx.problems)
+    return ExperimentSpec(file, raw, lines, base, points)

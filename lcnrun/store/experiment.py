@@ -1,0 +1,157 @@
+"""The experiment folder ``results/<name>/`` (SPEC.md section 3)::
+
+    experiment.yaml     the spec as given            (atomic; rewritten only when it changed)
+    manifest.tsv        index<TAB>run_id<TAB>overrides, one line per sweep point, compact JSON
+    runs/<run_id>.h5    one run file each             (lcnrun.store.runfile)
+    .lock               flock target serialising manifest writes of concurrent sweeps
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .atomic import atomic_write_text, clean_stale_temporaries
+from .runfile import RunFileError, read_run_status
+
+MANIFEST_HEADER = ("index", "run_id", "overrides")
+UNREADABLE = "unreadable"
+
+
+class ManifestRow(NamedTuple):
+    """One sweep point: its index, its run id and the overrides (dotted key -> value) it sets."""
+
+    index: int
+    run_id: str
+    overrides: dict[str, Any]
+
+
+def _overrides_json(overrides: Any) -> str:
+    """Compact JSON of ``overrides`` (a dict, or JSON text of one); key order is kept."""
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    if not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict, got {type(overrides).__name__}")
+    return json.dumps(overrides, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class ExperimentDir:
+    """Paths and bookkeeping of one experiment folder (nothing is created until written)."""
+
+    def __init__(self, root: os.PathLike | str):
+        self.root = Path(root)
+        self.experiment_yaml = self.root / "experiment.yaml"
+        self.manifest_tsv = self.root / "manifest.tsv"
+        self.runs_dir = self.root / "runs"
+        self.lock_path = self.root / ".lock"
+
+    def __repr__(self) -> str:
+        return f"ExperimentDir({str(self.root)!r})"
+
+    def run_path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.h5"
+
+    def create(self) -> "ExperimentDir":
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- experiment.yaml ----------------------------------------------------------------------
+    def write_experiment_yaml(self, text: str) -> bool:
+        """Store the spec as given; returns False (and touches nothing) if it is unchanged."""
+        try:
+            if self.experiment_yaml.read_text(encoding="utf-8") == text:
+                return False
+        except FileNotFoundError:
+            pass
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.experiment_yaml, text)
+        return True
+
+    # -- manifest.tsv -------------------------------------------------------------------------
+    def write_manifest(self, rows: Iterable[tuple[int, str, Any]]) -> None:
+        """Replace ``manifest.tsv`` atomically by ``rows`` of ``(index, run_id, overrides)``
+        (overrides: a dict or its JSON text). Hold :meth:`lock` when sweeps may run concurrently.
+        """
+        lines = ["\t".join(MANIFEST_HEADER)]
+        for index, run_id, overrides in rows:
+            if not run_id or any(c in run_id for c in "\t\r\n"):
+                raise ValueError(f"bad run id {run_id!r} in manifest row {index}")
+            lines.append(f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.manifest_tsv, "\n".join(lines) + "\n")
+
+    def read_manifest(self) -> list[ManifestRow]:
+        """The rows of ``manifest.tsv`` in file order; ``ValueError`` names file and line."""
+        text = self.manifest_tsv.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if not lines or tuple(lines[0].split("\t")) != MANIFEST_HEADER:
+            raise ValueError(f"{self.manifest_tsv}:1: expected the header "
+                             f"{chr(9).join(MANIFEST_HEADER)!r}")
+        rows = []
+        for lineno, line in enumerate(lines[1:], start=2):
+            if not line:
+                continue
+            try:
+                index, run_id, overrides = line.split("\t")
+                row = ManifestRow(int(index), run_id, json.loads(overrides))
+                if not isinstance(row.overrides, dict):
+                    raise ValueError("overrides is not a JSON object")
+            except ValueError as exc:
+                raise ValueError(f"{self.manifest_tsv}:{lineno}: malformed row ({exc})") from None
+            rows.append(row)
+        return rows
+
+    # -- runs ---------------------------------------------------------------------------------
+    def existing_runs(self) -> dict[str, str]:
+        """``{run_id: status}`` of every run file under ``runs/`` (hidden temporaries skipped);
+        a file that is not a readable run file maps to ``"unreadable"``."""
+        out: dict[str, str] = {}
+        try:
+            entries = os.scandir(self.runs_dir)
+        except FileNotFoundError:
+            return out
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.name.endswith(".h5"):
+                    continue
+                try:
+                    out[entry.name[:-3]] = read_run_status(entry.path)
+                except RunFileError:
+                    out[entry.name[:-3]] = UNREADABLE
+        return out
+
+    def clean_stale_temporaries(self, older_than_seconds: float = 600.0) -> list[Path]:
+        """Remove temporaries left by killed writers, in the folder and in ``runs/``."""
+        return (clean_stale_temporaries(self.root, older_than_seconds)
+                + clean_stale_temporaries(self.runs_dir, older_than_seconds))
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<root>/.lock`` (blocks; ``timeout`` seconds at most,
+        then ``TimeoutError``). Serialises manifest writes of sweeps of one experiment running
+        at once, on one host or, where the file system supports flock (NFSv4, Lustre with
+        ``flock`` mount option), across nodes. Not re-entrant."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if timeout is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise TimeoutError(f"{self.lock_path}: still locked after "
+                                               f"{timeout} s") from None
+                        time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock

@@ -1,0 +1,403 @@
+"""One run = one self-contained HDF5 file ``runs/<run_id>.h5`` (SPEC.md section 3).
+
+Layout (``format_version`` 1)::
+
+    /                     attrs: format="lcnrun-run", format_version=1, run_id, status,
+                                 lcnrun_version, the record's extra attrs, attrs_json
+    /spec                 scalar UTF-8 string dataset: the resolved run spec (YAML)
+    /provenance           scalar UTF-8 string dataset: JSON (lcnrun.provenance)
+    /trajectory/<key>     one dataset per series, first axis = stored times; keys with '/' nest
+                          (t, loss, grad_norm, end_to_end, params/layer_0, invariants, rank_D ...)
+    /final/<key>          arrays of the last state;  attrs: loss, grad_norm, t, ...
+    /diagnostics/<name>/  arrays as datasets, scalar figures as attrs
+
+Conventions:
+
+- Attribute values are scalars only: str (stored as variable-length UTF-8), bool (numpy bool),
+  int, float (numpy types keep their dtype). A ``None`` value is *not stored*: readers give a
+  missing attribute, which a table shows as empty. Arrays go into datasets.
+- Arrays are stored in their own dtype, never converted (bitwise reproducibility); only numeric
+  and bool dtypes are accepted. Datasets of at least ``COMPRESS_MIN_BYTES`` are chunked and
+  gzip-compressed (lossless, level 1, with shuffle); smaller ones are contiguous and uncompressed
+  (thousands of small files: speed first).
+- ``attrs_json`` (root attribute) is a JSON copy of every scalar attribute in the file under the
+  names :func:`read_run_attrs` returns (``status``, ``final.loss``, ``diagnostics.<name>.<key>``).
+  It lets a listing read one attribute per file instead of dozens (HDF5 costs ~30 us per
+  attribute). The individual attributes stay authoritative; a file without ``attrs_json`` is
+  read by walking them.
+- The file is written to a hidden temporary in the same folder and renamed into place
+  (:mod:`lcnrun.store.atomic`): a file under its final name is always whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
+
+from ..provenance import lcnrun_version
+from .atomic import atomic_replace
+
+FORMAT = "lcnrun-run"
+FORMAT_VERSION = 1
+STATUSES = ("completed", "diverged", "failed", "stopped")
+COMPRESS_MIN_BYTES = 1 << 20
+INDEX_ATTR = "attrs_json"
+RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", INDEX_ATTR)
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+_STR = h5py.string_dtype("utf-8")
+Scalar = str | bool | int | float
+
+
+class RunFileError(Exception):
+    """``path`` is not a readable lcnrun run file (missing, not HDF5, truncated, wrong format)."""
+
+    def __init__(self, path: os.PathLike | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass
+class RunRecord:
+    """Everything the runner hands to :func:`write_run` (plain data, no spec objects).
+
+    ``trajectory`` and ``final_arrays`` map keys (``'/'`` nests: ``params/layer_0``) to arrays;
+    ``final_attrs`` and ``attrs`` map names to scalars; ``diagnostics`` maps a diagnostic name to
+    ``{"arrays": {key: array}, "scalars": {key: scalar}}``.
+    """
+
+    run_id: str
+    status: str
+    spec_text: str
+    provenance: dict = field(default_factory=dict)
+    trajectory: dict[str, np.ndarray] = field(default_factory=dict)
+    final_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    final_attrs: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, dict] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunData(RunRecord):
+    """A run read back by :func:`read_run`: the record (attribute values as Python scalars, arrays
+    in their stored dtype, ``provenance`` parsed) plus where it came from."""
+
+    path: Path | None = None
+    format_version: int = FORMAT_VERSION
+    lcnrun_version: str = ""
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _attr_value(where: str, value: Any) -> Any:
+    """The value stored for an attribute (``None``: not stored); raises ``TypeError``."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (str, np.str_)):
+        return str(value)
+    if isinstance(value, int):
+        return np.int64(value)
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value
+    raise TypeError(f"attribute {where}: {type(value).__name__} is not a str/bool/int/float "
+                    "scalar (store arrays as datasets)")
+
+
+def _python_scalar(value: Any) -> Any:
+    """A stored attribute value as a plain Python value (arrays, from foreign files, unchanged)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        value = value.item()
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _write_attrs(attrs: h5py.AttributeManager, values: dict, prefix: str, index: dict) -> None:
+    for key, value in values.items():
+        stored = _attr_value(prefix + key, value)
+        if stored is None:
+            continue
+        attrs[key] = stored
+        index[prefix + key] = _python_scalar(stored)
+
+
+def _write_dataset(group: h5py.Group, key: str, value: Any, where: str) -> None:
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise ValueError(f"{where}: bad dataset key {key!r}")
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{where}/{key}: cannot store an array of dtype {arr.dtype} "
+                        "(numeric or bool arrays only)")
+    if arr.ndim and arr.nbytes >= COMPRESS_MIN_BYTES:
+        group.create_dataset(key, data=arr, chunks=True, compression="gzip",
+                             compression_opts=1, shuffle=True)
+    else:
+        group.create_dataset(key, data=arr)
+
+
+def _write_arrays(group: h5py.Group, arrays: dict, where: str) -> None:
+    for key, value in arrays.items():
+        _write_dataset(group, key, value, where)
+
+
+def _write_contents(f: h5py.File, record: RunRecord) -> None:
+    index: dict[str, Any] = {}
+    clash = set(record.attrs) & set(RESERVED_ROOT_ATTRS)
+    if clash:
+        raise ValueError(f"record.attrs may not set the reserved attributes {sorted(clash)}")
+    root = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": record.run_id,
+            "status": record.status, "lcnrun_version": lcnrun_version(), **record.attrs}
+    _write_attrs(f.attrs, root, "", index)
+    f.create_dataset("spec", data=record.spec_text, dtype=_STR)
+    f.create_dataset("provenance", dtype=_STR, data=json.dumps(
+        record.provenance, sort_keys=True, ensure_ascii=False, default=_json_default))
+    _write_arrays(f.create_group("trajectory"), record.trajectory, "trajectory")
+    final = f.create_group("final")
+    _write_arrays(final, record.final_arrays, "final")
+    _write_attrs(final.attrs, record.final_attrs, "final.", index)
+    diagnostics = f.create_group("diagnostics")
+    for name, parts in record.diagnostics.items():
+        if not name or "/" in name or "." in name:
+            raise ValueError(f"diagnostics: bad diagnostic name {name!r} (no '/' or '.')")
+        unknown = set(parts) - {"arrays", "scalars"}
+        if unknown:
+            raise ValueError(f"diagnostics/{name}: unknown parts {sorted(unknown)} "
+                             "(expected 'arrays' and 'scalars')")
+        group = diagnostics.create_group(name)
+        _write_arrays(group, parts.get("arrays", {}), f"diagnostics/{name}")
+        _write_attrs(group.attrs, parts.get("scalars", {}), f"diagnostics.{name}.", index)
+    f.attrs[INDEX_ATTR] = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True) -> Path:
+    """Write ``record`` to ``path`` atomically (see the module docstring); returns ``path``.
+
+    The parent folder is created if needed. On any exception nothing is left behind: neither a
+    file under ``path`` (an existing one is kept as it was) nor the temporary.
+    ``fsync=False`` skips the two fsyncs (tests, scratch folders): still atomic, not durable.
+    """
+    path = Path(path)
+    if not RUN_ID_PATTERN.match(record.run_id):
+        raise ValueError(f"run id {record.run_id!r} must match {RUN_ID_PATTERN.pattern}")
+    if record.status not in STATUSES:
+        raise ValueError(f"status {record.status!r} must be one of {', '.join(STATUSES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_replace(path, fsync=fsync) as tmp:
+        with h5py.File(tmp, "x", locking=False) as f:
+            _write_contents(f, record)
+    return path
+
+
+# -- reading: fast path (low-level h5py, attributes and spec only) -------------------------------
+@lru_cache(maxsize=1)
+def _fast_fapl() -> h5p.PropFAID:
+    fapl = h5p.create(h5p.FILE_ACCESS)
+    fapl.set_fclose_degree(h5f.CLOSE_STRONG)  # closing the file releases everything at once
+    try:
+        fapl.set_file_locking(False, True)  # run files are immutable once in place
+    except (AttributeError, RuntimeError):
+        pass
+    return fapl
+
+
+@lru_cache(maxsize=1)
+def _str_memtype() -> h5t.TypeID:
+    return h5t.py_create(_STR)
+
+
+def _open_fast(path: Path) -> h5f.FileID:
+    try:
+        return h5f.open(os.fsencode(path), h5f.ACC_RDONLY, fapl=_fast_fapl())
+    except (OSError, ValueError) as exc:
+        if not path.exists():
+            raise RunFileError(path, "no such file") from exc
+        raise RunFileError(path, f"not a readable HDF5 file ({exc})") from exc
+
+
+def _read_attr(attr: h5a.AttrID) -> Any:
+    tid = attr.get_type()
+    if tid.get_class() == h5t.STRING:
+        out = np.empty(attr.shape, dtype=_STR)
+        attr.read(out, mtype=_str_memtype())
+    else:
+        out = np.empty(attr.shape, dtype=tid.dtype)
+        attr.read(out)
+    return _python_scalar(out[()] if out.ndim == 0 else out)
+
+
+def _walk_attrs(oid: Any, prefix: str, out: dict) -> None:
+    for i in range(h5a.get_num_attrs(oid)):
+        attr = h5a.open(oid, index=i)
+        name = attr.name.decode("utf-8")
+        if not (prefix == "" and name == INDEX_ATTR):
+            out[prefix + name] = _read_attr(attr)
+
+
+def _walk_all_attrs(fid: h5f.FileID) -> dict:
+    out: dict[str, Any] = {}
+    _walk_attrs(fid, "", out)
+    root = h5g.open(fid, b"/")
+    if b"final" in root:
+        _walk_attrs(h5g.open(fid, b"final"), "final.", out)
+    if b"diagnostics" in root:
+        diagnostics = h5g.open(fid, b"diagnostics")
+        for name in diagnostics:
+            _walk_attrs(h5g.open(diagnostics, name), f"diagnostics.{name.decode('utf-8')}.", out)
+    return out
+
+
+def _read_text(fid: h5f.FileID, name: bytes) -> str:
+    dset = h5d.open(fid, name)
+    out = np.empty((), dtype=_STR)
+    dset.read(h5s.ALL, h5s.ALL, out, mtype=_str_memtype())
+    value = out[()]
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _check_format(path: Path, fmt: Any, version: Any) -> None:
+    if fmt != FORMAT:
+        raise RunFileError(path, f"not an lcnrun run file (format attribute is {fmt!r}, "
+                                 f"expected {FORMAT!r})")
+    if not isinstance(version, int) or version < 1:
+        raise RunFileError(path, f"bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise RunFileError(path, f"written by a newer lcnrun (format_version {version} > "
+                                 f"{FORMAT_VERSION}); upgrade lcnrun to read it")
+
+
+def _fast(path: os.PathLike | str, body) -> Any:
+    path = Path(path)
+    fid = _open_fast(path)
+    try:
+        return body(path, fid)
+    except RunFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise RunFileError(path, f"unreadable run file ({exc})") from exc
+    finally:
+        fid.close()
+
+
+def _attrs_body(path: Path, fid: h5f.FileID, walk: bool) -> dict:
+    if not walk and h5a.exists(fid, INDEX_ATTR.encode()):
+        out = json.loads(_read_attr(h5a.open(fid, INDEX_ATTR.encode())))
+    else:
+        out = _walk_all_attrs(fid)
+    _check_format(path, out.get("format"), out.get("format_version"))
+    out["spec"] = _read_text(fid, b"spec")
+    return out
+
+
+def read_run_attrs(path: os.PathLike | str, *, walk: bool = False) -> dict[str, Any]:
+    """Every scalar of a run, without reading any array: fast enough for 10,000 files.
+
+    Returns ``{root attr: value, "final.<key>": value, "diagnostics.<name>.<key>": value,
+    "spec": resolved spec YAML text}`` with plain Python values (``format``, ``format_version``,
+    ``run_id``, ``status``, ``lcnrun_version`` always present). Reads the ``attrs_json`` index
+    attribute and the ``spec`` dataset; ``walk=True`` (or a file without the index) reads the
+    attributes one by one instead. Raises :class:`RunFileError`.
+    """
+    return _fast(path, lambda p, fid: _attrs_body(p, fid, walk))
+
+
+def _status_body(path: Path, fid: h5f.FileID) -> str:
+    values = {}
+    for name in ("format", "format_version", "status"):
+        values[name] = _read_attr(h5a.open(fid, name.encode())) \
+            if h5a.exists(fid, name.encode()) else None
+    _check_format(path, values["format"], values["format_version"])
+    if values["status"] not in STATUSES:
+        raise RunFileError(path, f"bad status {values['status']!r}")
+    return values["status"]
+
+
+def read_run_status(path: os.PathLike | str) -> str:
+    """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError`."""
+    return _fast(path, _status_body)
+
+
+def is_complete_run(path: os.PathLike | str) -> bool:
+    """Whether ``path`` holds a whole, readable lcnrun run file (any status). Never raises."""
+    try:
+        read_run_status(path)
+    except RunFileError:
+        return False
+    return True
+
+
+# -- reading: everything ---------------------------------------------------------------------------
+def _read_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            value = obj[()]
+            out[name] = value if isinstance(value, np.ndarray) else np.asarray(value, obj.dtype)
+
+    group.visititems(visit)
+    return out
+
+
+def _scalars(attrs: h5py.AttributeManager, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: _python_scalar(v) for k, v in attrs.items() if k not in skip}
+
+
+def read_run(path: os.PathLike | str) -> RunData:
+    """Everything in a run file, arrays as numpy arrays in their stored dtype.
+
+    Raises :class:`RunFileError` for a file that is missing, not HDF5, truncated, not an lcnrun
+    run file, or whose contents cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RunFileError(path, "no such file")
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            root = _scalars(f.attrs)
+            _check_format(path, root.get("format"), root.get("format_version"))
+            diagnostics = {}
+            if "diagnostics" in f:
+                for name, group in f["diagnostics"].items():
+                    diagnostics[name] = {"arrays": _read_arrays(group),
+                                         "scalars": _scalars(group.attrs)}
+            final = f["final"] if "final" in f else None
+            return RunData(
+                run_id=root["run_id"], status=root["status"],
+                spec_text=f["spec"].asstr()[()],
+                provenance=json.loads(f["provenance"].asstr()[()]),
+                trajectory=_read_arrays(f["trajectory"]) if "trajectory" in f else {},
+                final_arrays=_read_arrays(final) if final is not None else {},
+                final_attrs=_scalars(final.attrs) if final is not None else {},
+                diagnostics=diagnostics,
+                attrs={k: v for k, v in root.items() if k not in RESERVED_ROOT_ATTRS},
+                path=path, format_version=root["format_version"],
+                lcnrun_version=root["lcnrun_version"])
+    except RunFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise RunFileError(path, f"unreadable run file ({exc})") from exc
