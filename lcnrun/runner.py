@@ -17,12 +17,13 @@ import numpy as np
 import yaml
 
 from .core.data import build_dataset
-from .core.diagnostics import DIAGNOSTICS
+from .core.diagnostics import DIAGNOSTICS, check_data_condition
 from .core.dynamics import COMPLETED, DYNAMICS, FAILED, STOPPED, Trajectory
 from .core.init import build_init
 from .core.losses import LOSSES
 from .core.models import MODELS, Model
 from .core.problem import Problem
+from .core.regularization import fiber_decomposition, regularize
 from .provenance import collect_provenance, finish_provenance
 from .spec import resolved_dict
 from .store.runfile import RunRecord, write_run
@@ -66,10 +67,7 @@ def build(run_spec) -> Built:
     dataset = build_dataset(run_spec.data, model)
     loss = LOSSES[run_spec.loss.kind](run_spec.loss.options)
     problem = Problem(model, loss, dataset)
-    regularization = getattr(run_spec, "regularization", None)
-    if regularization is not None:
-        from .core.regularization import regularize
-        problem = regularize(problem, regularization)
+    problem = regularize(problem, run_spec.regularization)
     theta0 = build_init(run_spec.init, model)
     dynamics = DYNAMICS[run_spec.dynamics.kind](run_spec.dynamics.options)
     return Built(model, problem, theta0, dynamics)
@@ -141,8 +139,10 @@ def execute(run_spec, run_id: str) -> RunRecord:
         with stop_on_sigterm(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             built = build(run_spec)
+            # the convergence theorem's data condition (full-rank patch Gram), checked up front
+            data_condition = check_data_condition(built.problem)
             traj = built.dynamics.run(built.problem, built.theta0, run_spec.record)[0]
-            record = _finish(run_spec, run_id, built, traj, provenance, caught)
+            record = _finish(run_spec, run_id, built, traj, provenance, caught, data_condition)
         finish_provenance(provenance, None)
         return record
     except StopRequested as err:
@@ -154,8 +154,11 @@ def execute(run_spec, run_id: str) -> RunRecord:
         return _record(run_spec, run_id, FAILED, f"{type(err).__name__}: {err}", provenance)
 
 
-def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught) -> RunRecord:
+def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught, data_condition) -> RunRecord:
     model = built.model
+    if run_spec.regularization.l2 > 0 and len(traj.t):
+        # the papers' fast-slow picture: velocity along the fiber (regularizing) and across it
+        traj.series.update(fiber_decomposition(built.problem, np.asarray(traj.theta)))
     arrays = trajectory_arrays(model, traj, run_spec.record.params)
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
     final_arrays, final_attrs = {}, {}
@@ -176,7 +179,9 @@ def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught
             final_attrs[k] = v
     diagnostics = {}
     status = traj.status
-    warn_texts = []
+    warn_texts = list(data_condition.warnings)
+    final_attrs["data_gram_rank"] = data_condition.scalars["gram_rank"]
+    final_attrs["data_full_rank"] = bool(data_condition.scalars["full_rank"])
     for name in run_spec.diagnostics:
         result = DIAGNOSTICS[name]().compute(built.problem, traj)
         diagnostics[name] = {"arrays": result.arrays, "scalars": result.scalars}

@@ -1,10 +1,10 @@
 """Shared fixtures of the core tests: a table of architectures (every registered model family),
 small problems built from them, and the Taylor-remainder slope of a gradient check.
 
-A test that takes an argument named ``arch`` runs once per entry of :data:`ARCHITECTURES` (``lcn_arch``,
-``dense_arch``: once per entry of that family); the
-helpers are fixtures (``make_model``, ``make_problem``, ``taylor_slope`` ...) so that test files never
-import this module.
+A test that takes an argument named ``arch`` runs once per entry of :data:`ARCHITECTURES`
+(``lcn_arch`` / ``dense_arch``: once per entry of that family). The helpers are fixtures
+(``make_model``, ``make_problem``, ``input_shape``, ``taylor_slope``) so that test files never import
+this module.
 """
 from __future__ import annotations
 

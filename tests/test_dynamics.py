@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from lcnrun.core.data import EndToEndTarget, FunctionSpaceData, build_dataset
-from lcnrun.core.dynamics import COMPLETED, DIVERGED, DYNAMICS, GradientDescent, GradientFlow
+from lcnrun.core.dynamics import COMPLETED, DIVERGED, DYNAMICS
+from lcnrun.core.dynamics.gradient_flow import METHODS
 from lcnrun.core.init import ExplicitInit
 from lcnrun.core.losses import LOSSES
 from lcnrun.core.models import Dense
@@ -44,6 +45,11 @@ def dynamics_of(kind, **overrides):
 def t_end(dynamics):
     o = dynamics.options
     return o.t_max if hasattr(o, "t_max") else o.steps * o.lr
+
+
+def is_descent(kind):
+    """Descents (``lr``, ``steps``) store whole steps at ``t = step * lr``; flows integrate."""
+    return "lr" in {f.name for f in dataclasses.fields(DYNAMICS[kind].Options)}
 
 
 def init(model, rng, scale=0.5, batch=1):
@@ -122,10 +128,8 @@ def test_gradient_descent_converges_to_gradient_flow_at_order_one(name, loss, ma
 
 # ---------------------------------------------------------------------------------------------
 # a closed form
-@pytest.mark.parametrize("s, a0", [(2.0, 0.1), (1.0, 3.0), (-0.5, 0.2)])
-def test_scalar_two_layer_dln_follows_the_logistic_closed_form(s, a0):
-    """``L = 1/2 (w2 w1 - s)^2`` with ``w1 = w2 = sqrt(a0)``: ``a = w2 w1`` obeys
-    ``da/dt = -(w1^2 + w2^2)(a - s) = 2 a (s - a)``, so ``a(t) = s / (1 + (s/a0 - 1) exp(-2 s t))``."""
+def scalar_dln_run(s, a0, **flow_options):
+    """``L = 1/2 (w2 w1 - s)^2`` from ``w1 = w2 = sqrt(a0)`` under gradient flow on ``[0, 4]``."""
     model = Dense(Dense.Options(widths=(1, 1, 1)))
     data = build_dataset(Section("function_space", FunctionSpaceData.Options(
         target=Section("end_to_end", EndToEndTarget.Options(value=((s,),))))), model)
@@ -133,21 +137,53 @@ def test_scalar_two_layer_dln_follows_the_logistic_closed_form(s, a0):
     w = np.sqrt(a0)
     theta0 = ExplicitInit.build(ExplicitInit.Options(layers=(((w,),), ((w,),))), model)
     np.testing.assert_allclose(problem.direct_value(theta0), 0.5 * (a0 - s) ** 2, rtol=1e-14)
-    (traj,) = dynamics_of("gradient_flow", t_max=4.0, rtol=1e-10, atol=1e-12).run(
+    (traj,) = dynamics_of("gradient_flow", t_max=4.0, **flow_options).run(
         problem, theta0, RecordOptions(points=9, spacing="linear"))
-    a = model.end_to_end(traj.theta)[:, 0, 0]
-    closed = s / (1 + (s / a0 - 1) * np.exp(-2 * s * traj.t))
+    return model.end_to_end(traj.theta)[:, 0, 0], traj
+
+
+def logistic(s, a0, t):
+    return s / (1 + (s / a0 - 1) * np.exp(-2 * s * t))
+
+
+@pytest.mark.parametrize("s, a0", [(2.0, 0.1), (1.0, 3.0), (-0.5, 0.2)])
+def test_scalar_two_layer_dln_follows_the_logistic_closed_form(s, a0):
+    """``a = w2 w1`` obeys ``da/dt = -(w1^2 + w2^2)(a - s) = 2 a (s - a)`` (balanced: ``w1^2 = w2^2 = a``),
+    so ``a(t) = s / (1 + (s/a0 - 1) exp(-2 s t))``."""
+    a, traj = scalar_dln_run(s, a0, rtol=1e-10, atol=1e-12)
+    closed = logistic(s, a0, traj.t)
     np.testing.assert_allclose(a, closed, rtol=1e-9)
     np.testing.assert_allclose(traj.loss, 0.5 * (a - s) ** 2, rtol=1e-12, atol=1e-30)
     assert abs(a[-1] - a[0]) > 0.1 * abs(s - a0)  # it moved
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_every_integrator_follows_the_closed_form(method):
+    a, traj = scalar_dln_run(2.0, 0.1, method=method, rtol=1e-12, atol=1e-14)
+    assert traj.status == COMPLETED
+    np.testing.assert_allclose(a, logistic(2.0, 0.1, traj.t), rtol=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------
 # stopping rules, divergence, recording, determinism: every dynamics
 @pytest.fixture
-def small_problem(make_model, make_problem):
-    model = make_model("lcn-1d-k432-s221")
-    return model, make_problem(model, "square", n_samples=6)
+def small_problem(request, make_model, make_problem):
+    """The 3-layer strided LCN problem, or a DLN one for a dynamics (the test's ``kind``) that is not
+    defined for LCNs (it refuses with a ValueError)."""
+    kind = getattr(request.node, "callspec", None)
+    kind = kind.params.get("kind", "gradient_descent") if kind is not None else "gradient_descent"
+    refusals = []
+    for name in ("lcn-1d-k432-s221", "dense-2.3.3.4.2"):
+        model = make_model(name)
+        problem = make_problem(model, "square", n_samples=6)
+        try:
+            dynamics_of(kind, **({"steps": 2} if is_descent(kind) else {"t_max": 1e-3})).run(
+                problem, np.full((1, model.n_params), 0.5), RecordOptions(points=2))
+        except ValueError as err:
+            refusals.append(str(err))
+            continue
+        return model, problem
+    pytest.fail(f"{kind} runs on none of the test problems: {refusals}")
 
 
 def reference_run(kind, problem, theta0):
@@ -159,8 +195,11 @@ def test_loss_below_stops_the_run(kind, small_problem, rng):
     model, problem = small_problem
     theta0 = init(model, rng)
     ref = reference_run(kind, problem, theta0)
+    if kind in ("gradient_descent", "gradient_flow"):
+        assert ref.loss[-1] < 0.5 * ref.loss[0]
+    elif not ref.loss[-1] < 0.9 * ref.loss[0]:
+        pytest.skip(f"the loss does not decrease under {kind}")
     threshold = float(np.sqrt(ref.loss[0] * ref.loss[-1]))  # crossed half-way (geometrically)
-    assert ref.loss[-1] < threshold < ref.loss[0]
     (traj,) = dynamics_of(kind, loss_below=threshold).run(problem, theta0, RecordOptions(points=50))
     assert traj.status == COMPLETED
     assert traj.attrs["stop_reason"] == "loss_below" and "loss_below" in traj.message
@@ -168,7 +207,7 @@ def test_loss_below_stops_the_run(kind, small_problem, rng):
     assert traj.loss[-1] <= threshold * (1 + 1e-9) and np.all(traj.loss[:-1] > threshold)
     # the last stored point is the stop state
     np.testing.assert_allclose(problem.value(traj.theta[-1:])[0], traj.loss[-1], rtol=1e-14)
-    if kind == "gradient_flow":  # the event's root: the loss there is the threshold
+    if not is_descent(kind):  # the event's root: the loss there is the threshold
         np.testing.assert_allclose(traj.loss[-1], threshold, rtol=1e-9)
     if kind == "gradient_descent":  # the first step at or below the threshold
         k = int(traj.series["step"][-1])
@@ -184,15 +223,18 @@ def test_grad_norm_below_stops_the_run(kind, small_problem, rng):
     model, problem = small_problem
     theta0 = init(model, rng)
     ref = reference_run(kind, problem, theta0)
-    threshold = float(np.sqrt(ref.grad_norm[0] * ref.grad_norm[-1]))
-    assert ref.grad_norm[-1] < threshold < ref.grad_norm[0]
+    if kind in ("gradient_descent", "gradient_flow"):
+        assert ref.grad_norm.min() < 0.5 * ref.grad_norm[0]
+    elif not ref.grad_norm.min() < 0.9 * ref.grad_norm[0]:
+        pytest.skip(f"|grad L| does not decrease under {kind} on this problem")
+    threshold = float(np.sqrt(ref.grad_norm[0] * ref.grad_norm.min()))
     (traj,) = dynamics_of(kind, grad_norm_below=threshold).run(problem, theta0, RecordOptions(points=50))
     assert traj.status == COMPLETED and traj.attrs["stop_reason"] == "grad_norm_below"
     assert traj.t[-1] < t_end(dynamics_of(kind))
     assert traj.grad_norm[-1] <= threshold * (1 + 1e-9) and np.all(traj.grad_norm[:-1] > threshold)
     np.testing.assert_allclose(np.linalg.norm(problem.value_and_grad(traj.theta[-1:])[1]), traj.grad_norm[-1],
                                rtol=1e-14)
-    if kind == "gradient_flow":
+    if not is_descent(kind):
         np.testing.assert_allclose(traj.grad_norm[-1], threshold, rtol=1e-9)
 
 
@@ -203,8 +245,9 @@ def test_a_rule_that_holds_at_the_start_stops_at_t_0(kind, small_problem, rng):
     (traj,) = dynamics_of(kind, loss_below=1e6).run(problem, theta0, RecordOptions(points=50))
     assert traj.status == COMPLETED and traj.attrs["stop_reason"] == "loss_below"
     np.testing.assert_array_equal(traj.t, [0.0])
-    np.testing.assert_array_equal(traj.theta, theta0)
-    assert traj.loss[0] == problem.value(theta0)[0]
+    assert traj.loss[0] == problem.value(traj.theta[:1])[0]
+    if kind in ("gradient_descent", "gradient_flow"):  # (others may map the start, e.g. balance it)
+        np.testing.assert_array_equal(traj.theta, theta0)
 
 
 @pytest.mark.parametrize("kind", list(DYNAMICS))
@@ -213,7 +256,8 @@ def test_a_run_without_rules_completes_with_no_stop_reason(kind, small_problem, 
     (traj,) = dynamics_of(kind).run(problem, init(model, rng), RecordOptions(points=30))
     assert traj.status == COMPLETED and traj.attrs["stop_reason"] == "" and traj.message == ""
     assert traj.t[-1] == pytest.approx(t_end(dynamics_of(kind)), rel=1e-15)
-    assert np.all(np.diff(traj.loss) <= 0)  # gradient descent with a small step decreases the loss too
+    # the loss never increases (beyond rounding / the integrator's tolerance; small steps too)
+    assert np.all(np.diff(traj.loss) <= (1e-13 if is_descent(kind) else 1e-9) * traj.loss[0])
 
 
 def test_huge_step_diverges_and_keeps_the_finite_prefix(small_problem, rng):
@@ -262,7 +306,7 @@ def test_recording_grid(kind, spacing, small_problem, rng):
     t = traj.t
     assert t[0] == 0.0 and t[-1] == pytest.approx(T, rel=1e-15) and np.all(np.diff(t) > 0)
     assert traj.theta.shape == (len(t), model.n_params) and traj.loss.shape == traj.grad_norm.shape == t.shape
-    if kind == "gradient_descent":
+    if is_descent(kind):
         lr = dynamics.options.lr
         steps = traj.series["step"]
         np.testing.assert_array_equal(t, steps * lr)  # t = step * lr
@@ -299,11 +343,17 @@ def test_runs_are_deterministic(kind, arch, make_model, make_problem):
     def run():
         rng = np.random.default_rng(11)
         problem = make_problem(model, "log_cosh" if model.name == "dense" else "square", n_samples=4, seed=2)
-        return dynamics_of(kind, **({"t_max": 0.5} if kind == "gradient_flow" else {"steps": 50})).run(
+        return dynamics_of(kind, **({"steps": 50} if is_descent(kind) else {"t_max": 0.5})).run(
             problem, init(model, rng, batch=2), RecordOptions(points=10))
 
-    first, second = run(), run()
+    try:
+        first = run()
+    except ValueError as err:  # the dynamics is not defined for this model
+        pytest.skip(str(err))
+    second = run()
     for a, b in zip(first, second):
         for name in ("t", "theta", "loss", "grad_norm"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-        assert a.status == b.status and a.attrs == b.attrs
+        assert a.status == b.status and a.message == b.message
+        np.testing.assert_equal(a.attrs, b.attrs)  # (NaN == NaN here)
+        np.testing.assert_equal(a.series, b.series)

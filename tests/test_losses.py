@@ -155,7 +155,7 @@ def test_quadratic_form_at_and_near_the_minimum(arch, noise, make_model, make_pr
     as_batch = lambda e: e.reshape((1,) + model.end_to_end_shape)  # noqa: E731
     value, grad = q.value_and_gradient(as_batch(e_ls))
     # the exact minimum (with noise 0 both are rounding, O(eps^2 |y|^2)) ...
-    np.testing.assert_allclose(value, l_ls, rtol=1e-12, atol=1e-28 * np.mean(y ** 2))
+    np.testing.assert_allclose(value, l_ls, rtol=1e-12, atol=2e-29 * np.mean(y ** 2))
     assert np.abs(grad).max() < 1e-13 * np.abs(A.T @ y.ravel() / N).max()  # ... is critical
     # next to it: l_ls + the excess 1/(2N) |A d|^2 + <r_ls, A d>/N (the second term ~ 0), to 1e-12
     # relative or to the accuracy that rounding e alone allows (|e| |grad l(e)| eps): with noise 0,
@@ -174,16 +174,37 @@ def test_quadratic_form_at_and_near_the_minimum(arch, noise, make_model, make_pr
     np.testing.assert_allclose(problem.value_and_grad(theta)[1], grad, rtol=1e-10, atol=1e-13 * np.abs(grad).max())
 
 
-def test_quadratic_form_at_the_teacher_without_noise(arch, make_model, make_problem):
-    """Realizable targets: the loss at the teacher's parameters is 0 up to rounding of the outputs."""
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+def test_quadratic_form_at_the_teacher(arch, noise, make_model, make_problem, rng):
+    """Next to the minimum in parameter space: at (and around) the teacher's parameters the loss
+    from the sufficient statistics equals the layer-by-layer loss; with realizable targets both are
+    0 up to the rounding of the outputs, O(eps^2 |y|^2)."""
     model = make_model(arch)
-    problem = make_problem(model, n_samples=8, noise=0.0)
+    problem = make_problem(model, n_samples=8, noise=noise)
     rng_target = np.random.default_rng(np.random.SeedSequence(0).spawn(3)[1])  # see test_models
     theta_teacher = 0.6 * rng_target.standard_normal((1, model.n_params))
     scale = np.mean(problem.dataset.targets ** 2)
-    assert problem.direct_value(theta_teacher)[0] < 1e-28 * scale
-    assert 0 <= problem.value(theta_teacher)[0] < 1e-26 * scale
-    assert problem.quadratic.l_min < 1e-26 * scale
+    if noise == 0:
+        assert problem.direct_value(theta_teacher)[0] < 1e-29 * scale
+        assert 0 <= problem.value(theta_teacher)[0] < 1e-29 * scale
+        assert 0 <= problem.quadratic.l_min < 1e-29 * scale
+    else:
+        near = theta_teacher + 1e-4 * rng.standard_normal((3, model.n_params))
+        theta = np.concatenate([theta_teacher, near])
+        np.testing.assert_allclose(problem.value(theta), problem.direct_value(theta), rtol=1e-12)
+        assert np.all(problem.quadratic.l_min <= problem.direct_value(theta))
+
+
+@pytest.mark.parametrize("name", ["lcn-1d-k432-s221", "lcn-2d-k32.23-s21.13", "dense-2.3.3.4.2", "dense-3.4.2"])
+def test_quadratic_form_with_fewer_equations_than_unknowns(name, make_model, make_problem, rng):
+    """One sample: the patch Gram / ``Sigma_xx`` is singular; the minimiser is the minimum-norm one and
+    the value is still the layer-by-layer loss everywhere."""
+    model = make_model(name)
+    problem = make_problem(model, n_samples=1)
+    assert np.linalg.matrix_rank(problem.quadratic.gram) < problem.quadratic.gram.shape[0]
+    theta = 0.6 * rng.standard_normal((4, model.n_params))
+    np.testing.assert_allclose(problem.value(theta), problem.direct_value(theta), rtol=1e-12)
+    assert problem.quadratic.l_min < 1e-28 * np.mean(problem.dataset.targets ** 2)  # interpolates
 
 
 @pytest.mark.parametrize("name", ["lcn-1d-k432-s221", "lcn-2d-k32.23-s21.13", "dense-2.3.3.4.2", "dense-4.1.3"])

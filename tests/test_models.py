@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.polynomial import polynomial as P
 
-from lcnrun.core.data import (DATA, TARGETS, EndToEndTarget, FunctionSpaceData, GaussianData,
-                              GaussianTarget, RandomEndToEndTarget, TeacherTarget, build_dataset)
+from lcnrun.core.data import (DATA, TARGETS, EndToEndTarget, GaussianData, GaussianTarget,
+                              RandomEndToEndTarget, TeacherTarget, build_dataset)
 from lcnrun.core.init import INITS, BalancedInit, ExplicitInit, GaussianInit, balance_filters
 from lcnrun.core.models import MODELS, LCN, Dense
 from lcnrun.core.options import OptionError, Section
@@ -172,7 +172,7 @@ def test_end_to_end_filter_evaluates_as_the_polynomial_product(filters, strides,
         assert relative_error(polyval(*z, v[b]), product) < 1e-12
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(data=st.data(), ndim=st.sampled_from([1, 2]), n_layers=st.integers(1, 3))
 def test_output_length_formula(data, ndim, n_layers):
     """floor((d - k)/S_L) + 1 with k = 1 + sum (k_l - 1) S_{l-1} == the layer-by-layer output size."""
@@ -197,6 +197,22 @@ def test_output_length_formula(data, ndim, n_layers):
     theta = np.ones((1, model.n_params))
     assert model.forward(theta, x).shape == (1, 1) + formula
     assert model.predict(model.end_to_end(theta), model.features(x)).shape == (1, 1) + formula
+
+
+def test_stride_shorthands(rng):
+    """``strides`` omitted means all 1; a scalar stride of a D-dim layer applies to every axis."""
+    default, ones = lcn([3, 2]), lcn([3, 2], [1, 1])
+    assert default.strides == ones.strides == [(1,), (1,)]
+    two_d_scalar = lcn([(3, 2), (2, 2)], [2, 1])
+    two_d = lcn([(3, 2), (2, 2)], [(2, 2), (1, 1)])
+    assert two_d_scalar.strides == two_d.strides and two_d_scalar.end_to_end_shape == two_d.end_to_end_shape
+    theta = rng.standard_normal((2, two_d.n_params))
+    x = rng.standard_normal((3, 9, 8))
+    np.testing.assert_array_equal(two_d_scalar.forward(theta, x), two_d.forward(theta, x))
+    with pytest.raises(OptionError):
+        lcn([3, 2], [1])  # one stride per layer
+    with pytest.raises(OptionError):
+        lcn([(3, 2), (2,)])  # every filter has the same number of axes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,8 +243,9 @@ def test_jacobian_agrees_with_vjp_and_finite_differences(arch, make_model, rng, 
         u = rng.standard_normal(model.n_params)
         assert abs(pairing(theta[0] + u) - pairing(theta[0]) - vjp[0] @ u) < 1e-13 * np.sum(np.abs(g)) * 10
         return
-    slope, _, _ = taylor_slope(pairing, theta[0], vjp[0], rng)
-    assert abs(slope - 2) < 0.01
+    for grad in (vjp[0], J[0].T @ g[0].ravel()):  # J^T g from the pull-back and from the Jacobian
+        slope, _, _ = taylor_slope(pairing, theta[0], grad, rng)
+        assert abs(slope - 2) < 0.01
 
 
 def test_taylor_slope_detects_a_wrong_gradient(make_model, rng, taylor_slope):
@@ -443,3 +460,41 @@ def test_every_target_kind_follows_its_seed(kind, make_model, input_shape, rng):
     assert a.targets.shape == (6,) + model.output_shape(shape)
     np.testing.assert_array_equal(a.targets, b.targets)
     assert not np.allclose(a.targets, c.targets)  # (new inputs at least)
+
+
+def test_gaussian_targets_are_scaled_noise(make_model):
+    model = make_model("dense-3.4.2")
+    one, two = (gaussian_data(model, (3,), n=400, target=Section("gaussian", GaussianTarget.Options(scale=s)))
+                for s in (1.0, 2.0))
+    np.testing.assert_allclose(two.targets, 2 * one.targets, rtol=1e-15)
+    np.testing.assert_array_equal(one.inputs, two.inputs)
+    assert abs(np.std(one.targets) - 1) < 0.1 and abs(np.mean(one.targets)) < 0.1
+    # not a function of the inputs: no linear fit explains them
+    fit = np.linalg.lstsq(one.inputs, one.targets, rcond=None)[0]
+    assert np.mean((one.inputs @ fit - one.targets) ** 2) > 0.9 * np.mean(one.targets ** 2)
+
+
+@pytest.mark.parametrize("kind", list(DATA))
+def test_every_data_kind_builds_consistent_data(kind, make_model, input_shape, tmp_path):
+    """Every data kind gives inputs the model accepts and targets of its output shape; a ``file``
+    data set is read back exactly; ``function_space`` inputs are ``sqrt(E)`` times the unit maps."""
+    model = make_model("lcn-2d-k33.22-s11.22")
+    cls = DATA[kind]
+    if kind == "gaussian":
+        opts = cls.Options(n_samples=3, input_size=input_shape(model))
+    elif kind == "function_space":
+        opts = cls.Options(target=Section("random_end_to_end", RandomEndToEndTarget.Options()))
+    elif kind == "file":
+        source = gaussian_data(model, input_shape(model), seed=9)
+        np.savez(tmp_path / "d.npz", X=source.inputs, Y=source.targets)
+        opts = cls.Options(path=str(tmp_path / "d.npz"))
+    else:
+        pytest.fail(f"add a case for the data kind {kind!r}")
+    data = build_dataset(Section(kind, opts), model)
+    assert data.targets.shape == (data.n_samples,) + model.output_shape(data.inputs.shape[1:])
+    if kind == "file":
+        np.testing.assert_array_equal(data.inputs, source.inputs)
+        np.testing.assert_array_equal(data.targets, source.targets)
+    if kind == "function_space":
+        E = model.end_to_end_size
+        np.testing.assert_array_equal(data.inputs.reshape(E, E), np.sqrt(E) * np.eye(E))

@@ -53,7 +53,7 @@ def make_record(run_id: str = "a1b2c3", **changes) -> RunRecord:
                       "empty": np.zeros((0, 3)), "mask": np.array([True, False, True])},
         final_attrs={"loss": 0.125, "grad_norm": np.float64(1e-300), "t": 1.0, "steps": 400,
                      "h": np.float32(0.1), "n_int8": np.int8(-3), "converged": True,
-                     "flag": np.bool_(False), "unset": None},
+                     "flag": np.bool_(False), "zero_d": np.array(7, np.int16), "unset": None},
         diagnostics={
             "function_space": {"arrays": {"K": rng.random((6, 6)),
                                           "eig": rng.random(6).astype(np.float32),
@@ -94,6 +94,8 @@ def test_round_trip_is_exact(tmp_path):
     assert_arrays_identical(data.trajectory, record.trajectory)
     assert_arrays_identical(data.final_arrays, record.final_arrays)
     assert data.final_attrs == expected_scalars(record.final_attrs)
+    with h5py.File(path) as f:
+        assert f["final"].attrs["zero_d"].dtype == np.int16
     assert type(data.final_attrs["steps"]) is int and type(data.final_attrs["converged"]) is bool
     assert data.final_attrs["h"] == float(np.float32(0.1))
     assert data.attrs == expected_scalars(record.attrs)
@@ -260,8 +262,9 @@ def test_sigkill_at_an_arbitrary_moment_leaves_nothing_or_a_whole_file(tmp_path)
     child = run_child(LOOPING_WRITER, path)
     try:
         child.stdout.readline()
-        while not temporaries(tmp_path):  # kill while a write is under way (most likely)
-            pass
+        deadline = time.monotonic() + 30
+        while not temporaries(tmp_path) and time.monotonic() < deadline and child.poll() is None:
+            pass  # kill while a write is under way (most likely)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -436,12 +439,17 @@ def test_lock_is_exclusive(tmp_path):
             with exp.lock(timeout=0.1):
                 pass
         got = []
-        waiter = threading.Thread(target=lambda: got.append(exp.lock(timeout=30).__enter__()))
+
+        def wait_for_lock():
+            with exp.lock(timeout=30):
+                got.append("locked")
+
+        waiter = threading.Thread(target=wait_for_lock)
         waiter.start()
         time.sleep(0.2)
         assert got == []  # still waiting for the lock held here
     waiter.join(timeout=30)
-    assert got == [None]
+    assert got == ["locked"]
 
 
 # -- provenance ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ roots in ``z`` (the *hyperroots*) are the ``S``-th roots of its roots in ``y = z
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq
 
 # -- binary forms and their roots -------------------------------------------------------------------
 
@@ -88,11 +88,14 @@ def to_affine(h: np.ndarray) -> np.ndarray:
 def form_roots(w, *, grid: int = 64) -> np.ndarray:
     """The ``n = len(w) - 1`` roots of the binary form of ``w`` (see module doc), shape ``(n, 2)``.
 
-    Roots at infinity (vanishing leading coefficients) are returned as ``[1 : 0]`` up to rounding
-    (a tiny ``t``). The chart: the identity if ``|F(1, 0)| = |w[n]|`` is at least a quarter of
-    ``max_phi |F(cos phi, sin phi)|`` over ``grid`` angles, else the maximising rotation (its point
-    at infinity is then far from every root, so the companion matrix is well scaled). The zero
-    form (every point a root) gives ``nan`` points.
+    Exactly vanishing leading (trailing) coefficients are exact roots at infinity (at 0): the form
+    is ``t^a z^b G`` and they are split off before ``G`` is solved, so a multiple root there is not
+    smeared by the ``eps^(1/m)`` conditioning of multiple roots. The roots of ``G`` are computed in
+    a chart: the identity if ``|G(1, 0)|`` is at least a quarter of ``max_phi |G(cos phi, sin phi)|``
+    over ``grid`` angles, else the maximising real rotation (its point at infinity is then far from
+    every root, so the companion matrix is well scaled); a leading coefficient that is tiny but not
+    zero thus still gives a root close to infinity in the chordal metric. The zero form (every point
+    a root) gives ``nan`` points.
     """
     w = np.asarray(w)
     if w.ndim != 1:
@@ -100,23 +103,30 @@ def form_roots(w, *, grid: int = 64) -> np.ndarray:
     n = len(w) - 1
     if n <= 0:
         return np.zeros((0, 2), dtype=complex)
-    if not np.any(w != 0):
+    nonzero = np.flatnonzero(w != 0)
+    if nonzero.size == 0:
         return np.full((n, 2), np.nan + 0j)
+    at_zero, at_inf = int(nonzero[0]), int(n - nonzero[-1])
+    special = [np.array([[0.0 + 0j, 1.0 + 0j]])] * at_zero + [np.array([[1.0 + 0j, 0.0 + 0j]])] * at_inf
+    g = w[at_zero: n + 1 - at_inf]
+    m = len(g) - 1
+    if m == 0:
+        return np.concatenate(special)
     phis = np.pi * np.arange(grid) / grid
-    j = np.arange(n + 1)
-    vals = np.abs((np.cos(phis)[:, None] ** j * np.sin(phis)[:, None] ** (n - j)) @ w)
+    j = np.arange(m + 1)
+    vals = np.abs((np.cos(phis)[:, None] ** j * np.sin(phis)[:, None] ** (m - j)) @ g)
     best = int(np.argmax(vals))
     phi = 0.0 if vals[0] >= 0.25 * vals[best] else phis[best]
     c, s = np.cos(phi), np.sin(phi)
-    rotated = w if phi == 0.0 else _rotated_form(w, c, s)
+    rotated = g if phi == 0.0 else _rotated_form(g, c, s)
     r = np.roots(rotated[::-1])
-    if len(r) < n:  # cannot happen for the chosen chart unless w is (numerically) tiny
-        r = np.concatenate([r, np.full(n - len(r), np.inf)])
+    if len(r) < m:  # cannot happen for the chosen chart unless g is (numerically) tiny
+        r = np.concatenate([r, np.full(m - len(r), np.inf)])
     with np.errstate(all="ignore"):
         finite = np.isfinite(r)
         z = np.where(finite, c * r - s, c)
         t = np.where(finite, s * r + c, s)
-    return normalize_points(z, t)
+    return np.concatenate(special + [normalize_points(z, t)])
 
 
 def form_from_roots(h: np.ndarray, *, real: bool = True) -> np.ndarray:
@@ -258,12 +268,14 @@ def _double_root_conditions(n: int, phi: np.ndarray) -> np.ndarray:
     return np.stack([fz, ft], axis=-2)
 
 
-def _distance_to_double_root_at(w: np.ndarray, phi) -> np.ndarray:
+def _squared_distance_to_double_root_at(w: np.ndarray, phi) -> np.ndarray:
+    """``d(phi)^2 = r^T (A A^T)^{-1} r``; analytic in ``phi`` (plain transposes, no conjugation), so
+    a complex ``phi`` gives complex-step derivatives."""
     A = _double_root_conditions(len(w) - 1, np.atleast_1d(phi))
     r = A @ w
     AAt = A @ np.swapaxes(A, -1, -2)
     x = np.linalg.solve(AAt, r[..., None])[..., 0]
-    return np.sqrt(np.maximum(np.sum(r * x, axis=-1), 0.0))
+    return np.sum(r * x, axis=-1)
 
 
 def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.ndarray | None]:
@@ -273,27 +285,34 @@ def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.nda
     For a real point ``x = [a : b]``, the filters with a double root at ``x`` are the linear
     subspace ``{F_z(a, b) = F_t(a, b) = 0}`` (codimension 2), so the distance is
     ``d(x) = sqrt(r^T (A A^T)^{-1} r)`` with ``A`` the two functionals and ``r = A w``; the result is
-    ``min_x d(x)``, found on a grid of ``grid`` angles ``x = [cos phi : sin phi]`` and refined by
-    Brent's method around the three best grid minima. Size ``<= 2`` filters (``n <= 1``): ``|w|``.
+    ``min_x d(x)``: ``d^2`` on a grid of ``grid`` angles ``x = [cos phi : sin phi]``, then around the
+    three best grid minima the zero of ``(d^2)'`` (complex-step derivative) by Brent's method, to
+    machine precision in ``phi``. Size ``<= 2`` filters (``n <= 1``): ``|w|``.
     """
     w = np.asarray(w, dtype=float)
     n = len(w) - 1
     if n <= 1:
         return float(np.linalg.norm(w)), None
     phis = np.pi * np.arange(grid) / grid
-    d = _distance_to_double_root_at(w, phis)
-    is_min = (d <= np.roll(d, 1)) & (d <= np.roll(d, -1))
+    d2 = _squared_distance_to_double_root_at(w, phis).real
+    is_min = (d2 <= np.roll(d2, 1)) & (d2 <= np.roll(d2, -1))
     candidates = np.flatnonzero(is_min)
-    candidates = candidates[np.argsort(d[candidates])][:3]
+    candidates = candidates[np.argsort(d2[candidates])][:3]
     step = np.pi / grid
-    best_d, best_phi = float(np.min(d)), float(phis[int(np.argmin(d))])
+    h = 1e-30
+
+    def slope(p):
+        return float(_squared_distance_to_double_root_at(w, p + 1j * h)[0].imag / h)
+
+    best_d2, best_phi = float(np.min(d2)), float(phis[int(np.argmin(d2))])
     for i in candidates:
-        res = minimize_scalar(lambda p: float(_distance_to_double_root_at(w, p)[0]),
-                              bounds=(phis[i] - step, phis[i] + step), method="bounded",
-                              options={"xatol": 1e-15})
-        if res.fun < best_d:
-            best_d, best_phi = float(res.fun), float(res.x)
-    return best_d, normalize_points(np.cos(best_phi), np.sin(best_phi))
+        lo, hi = phis[i] - step, phis[i] + step
+        if slope(lo) < 0 < slope(hi):
+            p = brentq(slope, lo, hi, xtol=1e-17, rtol=4 * np.finfo(float).eps, maxiter=200)
+            v = float(_squared_distance_to_double_root_at(w, p)[0].real)
+            if v < best_d2:
+                best_d2, best_phi = v, p
+    return float(np.sqrt(max(best_d2, 0.0))), normalize_points(np.cos(best_phi), np.sin(best_phi))
 
 
 # -- re-distributing roots among layers -------------------------------------------------------------

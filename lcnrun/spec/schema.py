@@ -30,6 +30,7 @@ from ..core.losses import LOSSES
 from ..core.models import MODELS
 from ..core.options import CHECKS, OptionError, Section, is_required, option_fields
 from ..core.recording import RecordOptions
+from ..core.regularization import RegularizationOptions
 from .errors import Problem
 
 #: top-level sections: name -> (registry of kinds, or a fixed options dataclass; default kind).
@@ -41,6 +42,7 @@ SECTIONS: dict[str, tuple[dict[str, type] | type, str | None]] = {
     "loss": (LOSSES, "square"),
     "dynamics": (DYNAMICS, None),
     "record": (RecordOptions, None),
+    "regularization": (RegularizationOptions, None),
 }
 
 #: registries that nested sections name in their option kind ``section:<registry>``
@@ -73,6 +75,7 @@ class RunSpec:
     loss: Section
     dynamics: Section
     record: RecordOptions
+    regularization: RegularizationOptions
     diagnostics: tuple[str, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
 
@@ -325,6 +328,12 @@ def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
     except OptionError as err:
         ctx.add(f"model.{err.key}", err.message)
         return
+    dynamics = sections.get("dynamics")
+    if dynamics is not None:
+        try:
+            DYNAMICS[dynamics.kind].check_model(model)
+        except OptionError as err:
+            ctx.add(f"dynamics.{err.key}", err.message)
     data = sections.get("data")
     if data is not None and (ctx.check_files or data.kind != "file"):
         try:
@@ -383,6 +392,11 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
     if len(ctx.problems) > start or any(s is None for s in sections.values()):
         return None
     _cross_check(sections, ctx)
+    for i, d in enumerate(diagnostics):
+        applies_to = getattr(DIAGNOSTICS[d], "models", None)
+        if applies_to is not None and sections["model"].kind not in applies_to:
+            ctx.add(f"diagnostics[{i}]", f"{d} applies to model kind {' or '.join(applies_to)}, "
+                                         f"not {sections['model'].kind}")
     if len(ctx.problems) > start:
         return None
     return RunSpec(name=name, description=description, diagnostics=tuple(diagnostics),

@@ -14,7 +14,7 @@ Layout (``format_version`` 1)::
 Conventions:
 
 - Attribute values are scalars only: str (stored as variable-length UTF-8), bool (numpy bool),
-  int, float (numpy types keep their dtype). A ``None`` value is *not stored*: readers give a
+  int, float (numpy types, and 0-d arrays, keep their dtype). A ``None`` value is *not stored*: readers give a
   missing attribute, which a table shows as empty. Arrays go into datasets.
 - Arrays are stored in their own dtype, never converted (bitwise reproducibility); only numeric
   and bool dtypes are accepted. Datasets of at least ``COMPRESS_MIN_BYTES`` are chunked and
@@ -54,7 +54,6 @@ RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_v
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 _STR = h5py.string_dtype("utf-8")
-Scalar = str | bool | int | float
 
 
 class RunFileError(Exception):
@@ -101,6 +100,8 @@ def _attr_value(where: str, value: Any) -> Any:
     """The value stored for an attribute (``None``: not stored); raises ``TypeError``."""
     if value is None:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biuf":
+        value = value[()]
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)
     if isinstance(value, (str, np.str_)):

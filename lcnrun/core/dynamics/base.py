@@ -5,10 +5,19 @@ and returns one :class:`Trajectory` per member, stored at the times the ``record
 A new dynamics is one file that
 
 1. declares its spec keys as ``Options`` (a frozen, keyword-only dataclass that inherits
-   :class:`StoppingOptions`, so every dynamics has the same stopping and divergence rules);
-2. implements ``run(problem, theta0, record) -> list[Trajectory]``;
+   :class:`StoppingOptions`, so every dynamics has the same stopping and divergence rules; flows
+   inherit ``gradient_flow.FlowOptions``, descents ``gradient_descent.DescentOptions``);
+2. implements ``run(problem, theta0, record) -> list[Trajectory]``, usually by composing a shared
+   loop with a transform of the Euclidean gradient (``theta (P,), grad (P,) -> direction (P,)``):
+   ``gradient_flow.flow_trajectory`` / ``integrate_states`` for flows (any state, e.g. the
+   end-to-end matrix), ``gradient_descent.descend`` for descents; :class:`Event` adds located
+   events (a rank condition, a loss level) to either;
+3. declares ``models`` (the model kinds it is defined for) and ``keeps_end_to_end`` if it moves
+   along a fiber, and overrides ``check_model`` for finer conditions;
 
-plus one line in ``DYNAMICS`` (``lcnrun/core/dynamics/__init__.py``).
+plus one line in ``DYNAMICS`` (``lcnrun/core/dynamics/__init__.py``). Per-dynamics series go to
+``Trajectory.series`` (each ``(T, ...)``, aligned with ``t``), scalars to ``Trajectory.attrs``;
+each module's docstring lists its own.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..options import option
+from ..options import OptionError, option
 from ..problem import Problem
 from ..recording import RecordOptions
 
@@ -32,7 +41,7 @@ class StoppingOptions:
                                       doc="stop (completed) once the loss is at most this")
     grad_norm_below: float | None = option(None, kind="float", check="nonnegative", nullable=True,
                                            doc="stop (completed) once |grad L| is at most this")
-    divergence_factor: float = option(1.0e8, kind="float", check="positive",
+    divergence_factor: float = option(1.0e8, kind="float", check="at_least_one",
                                       doc="diverged once loss > divergence_factor * max(L(0), 1) "
                                           "or the loss is not finite")
 
@@ -95,6 +104,11 @@ class Dynamics:
 
     name = ""
     Options: type = StoppingOptions
+    #: model families (``model.kind``) it is defined for; ``None``: all
+    models: tuple[str, ...] | None = None
+    #: True if it moves along a fiber of the end-to-end map, so that the loss ``L`` stays constant
+    #: (up to the integration error) instead of decreasing (balancing flows)
+    keeps_end_to_end: bool = False
 
     def __init__(self, options):
         self.options = options
@@ -102,6 +116,14 @@ class Dynamics:
     @classmethod
     def check_options(cls, options) -> None:
         """Raise OptionError for inconsistent keys."""
+
+    @classmethod
+    def check_model(cls, model) -> None:
+        """Raise ``OptionError("kind", ...)`` if this dynamics is not defined for ``model`` (the spec
+        layer may call it to validate a spec; ``run`` calls it too)."""
+        if cls.models is not None and model.name not in cls.models:
+            raise OptionError("kind", f"{cls.name} is defined for model kind "
+                                      f"{' or '.join(cls.models)}, not {model.name}")
 
     def run(self, problem: Problem, theta0: np.ndarray, record: RecordOptions) -> list[Trajectory]:
         raise NotImplementedError

@@ -29,8 +29,8 @@ def descend(problem, theta0, record, options: DescentOptions, *, transform=None,
 
     ``transform(theta (P,), grad (P,)) -> (P,)`` (``None``: the identity, i.e. gradient descent).
     At each step ``k`` and for each active member, in this order: divergence (``diverged``), the
-    stopping rules (``completed``, not at the last step), the events (non-terminal ones at every
-    step, terminal ones before a step is taken, i.e. not at the last step). ``first_times`` of the
+    stopping rules (``completed``), the events (non-terminal ones at every step, terminal ones
+    before a step is taken, i.e. not at the last step). ``first_times`` of the
     events go to ``attrs[<event name>]`` as times ``k * lr`` (NaN if never).
     """
     opts = options
@@ -55,7 +55,7 @@ def descend(problem, theta0, record, options: DescentOptions, *, transform=None,
             threshold = divergence_threshold(opts, loss)
         bad = active & ~(loss <= threshold)  # catches nan too
         for b in np.flatnonzero(active):
-            why = "diverged" if bad[b] else (stop_reason(opts, loss[b], gnorm[b]) if k < steps else None)
+            why = "diverged" if bad[b] else stop_reason(opts, loss[b], gnorm[b])
             failed = None
             if not bad[b]:
                 for ev in events:

@@ -63,8 +63,10 @@ class FlowResult:
     """What :func:`integrate_states` returns for one member.
 
     ``t (T,)``, ``states (T, n)``, ``loss (T,)``, ``grad_norm (T,)`` at the stored times (plus the
-    state at a terminal event); ``first_times[name]``: first time each :class:`Event` happened (0 if
-    at t = 0, NaN if never); ``attrs``: ``stop_reason`` and the solver counts.
+    state at a terminal event, or the last accepted one if asked); ``first_times[name]``: first time
+    each :class:`Event` happened (0 if at t = 0, NaN if never); ``attrs``: ``stop_reason`` and the
+    solver counts; ``t_reached``/``y_reached``: the last accepted time and state of the integrator
+    (where it gave up, for a failed run).
     """
 
     t: np.ndarray
@@ -75,6 +77,8 @@ class FlowResult:
     message: str = ""
     attrs: dict = field(default_factory=dict)
     first_times: dict = field(default_factory=dict)
+    t_reached: float = 0.0
+    y_reached: np.ndarray | None = None
 
     def trajectory(self, theta: np.ndarray | None = None) -> Trajectory:
         """A :class:`Trajectory` with these times, losses and status (``theta`` defaults to the states)."""
@@ -86,7 +90,8 @@ class FlowResult:
 def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
                      measure: Callable[[np.ndarray], tuple[float, float]],
                      y0: np.ndarray, options: FlowOptions, record, *,
-                     events: tuple[Event, ...] | list[Event] = ()) -> FlowResult:
+                     events: tuple[Event, ...] | list[Event] = (),
+                     store_last: bool = False) -> FlowResult:
     """Integrate ``dy/dt = velocity(y)`` over ``[0, options.t_max]`` and store it at the record times.
 
     ``measure(y) -> (loss, grad_norm)`` drives the shared rules (memoise it: events re-evaluate
@@ -94,14 +99,19 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     ``diverged``), ``loss_below`` / ``grad_norm_below`` (terminal, ``completed`` with a stop
     reason), then each :class:`Event` (see there). A rule or terminal event that already holds at
     ``t = 0`` gives a one-point run. When the integrator gives up, the run is ``diverged`` if the
-    loss blew up and ``failed`` otherwise.
+    loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
+    stored as the last point (gradient flow does not, to keep its stored times on the grid).
     """
     opts = options
     t_eval = record_times(opts.t_max, record, 1e-4 * opts.t_max)
     loss0, gnorm0 = measure(y0)
     threshold = float(divergence_threshold(opts, np.array([loss0]))[0])
 
+    reached = [0.0, y0]  # last accepted (t, y): solve_ivp evaluates events after each accepted step
+
     def diverging(t, y):
+        if t >= reached[0]:
+            reached[0], reached[1] = t, y.copy()
         loss = measure(y)[0]
         return threshold - loss if np.isfinite(loss) else -1.0
     diverging.terminal = True
@@ -184,6 +194,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
             loss_last = measure(y_last)[0]
             status = DIVERGED if not (np.isfinite(loss_last) and loss_last <= threshold) else FAILED
             message = f"solve_ivp: {sol.message}"
+            if store_last and (not len(t) or reached[0] > t[-1]):
+                t, Y = np.append(t, reached[0]), np.vstack([Y, reached[1][None]])
     loss = np.empty(len(t))
     gnorm = np.empty(len(t))
     for i, y in enumerate(Y):
@@ -192,16 +204,18 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     if sol is not None:
         attrs.update(nfev=int(sol.nfev), njev=int(sol.njev), nlu=int(sol.nlu))
     return FlowResult(t=t, states=Y, loss=loss, grad_norm=gnorm, status=status, message=message,
-                      attrs=attrs, first_times=first_times)
+                      attrs=attrs, first_times=first_times, t_reached=float(reached[0]),
+                      y_reached=reached[1])
 
 
 def flow_trajectory(problem, theta0: np.ndarray, record, options: FlowOptions, *,
-                    transform=None, events=()) -> tuple[Trajectory, FlowResult]:
+                    transform=None, events=(), store_last: bool = False) -> tuple[Trajectory, FlowResult]:
     """The parameter flow ``d theta/dt = -T(theta, grad L(theta))`` of one member ``theta0 (P,)``.
 
     ``transform(theta (P,), grad (P,)) -> (P,)`` replaces the Euclidean gradient (``None``: the
     identity, i.e. gradient flow). ``loss`` and ``grad_norm`` of the trajectory are always ``L``
-    and the Euclidean ``|grad L|``. Returns the trajectory and the raw :class:`FlowResult`.
+    and the Euclidean ``|grad L|``. ``events``, ``store_last``: see :func:`integrate_states`.
+    Returns the trajectory and the raw :class:`FlowResult`.
     """
     f = _Cached(problem)
 
@@ -217,7 +231,7 @@ def flow_trajectory(problem, theta0: np.ndarray, record, options: FlowOptions, *
             return -transform(y, f(y)[1])
 
     res = integrate_states(velocity, measure, np.asarray(theta0, dtype=float), options, record,
-                           events=events)
+                           events=events, store_last=store_last)
     return res.trajectory(), res
 
 

@@ -1,0 +1,338 @@
+"""``lcnrun status DIR``, ``lcnrun summary DIR`` and ``lcnrun diff A B``: render what
+:mod:`lcnrun.report` computes."""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
+from ..report.source import SourceError, open_experiment
+from ..report.status import experiment_status, failure_messages
+from ..report.summary import QueryError, SummaryTable, load_runs, summarize
+from ..spec import format_overrides
+from .app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, fail, handle_errors, is_terminal
+
+STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
+               "stopped": "yellow", "running": "cyan", "pending": "dim"}
+
+
+def report_errors(fn):
+    """:class:`SourceError` / :class:`QueryError` -> one message, exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SourceError, QueryError) as err:
+            fail(str(err), EXIT_USAGE)
+    return wrapper
+
+
+def print_table(table: Table) -> None:
+    if is_terminal():
+        console.print(table)
+    else:  # a file or a pipe: never squeeze a table to 80 columns
+        Console(file=sys.stdout, width=100_000, color_system=None, highlight=False).print(table, crop=False)
+
+
+def cell(value: Any, digits: int = 6) -> str:
+    """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def exact(value: Any) -> Any:
+    """A value for a script (CSV): floats in full precision (``repr``), lists as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "nan": JSON has neither
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    return value
+
+
+# -- status ----------------------------------------------------------------------------------------
+@app.command()
+@handle_errors
+@report_errors
+def status(
+    dir: Path = typer.Argument(..., help="experiment folder (results/<name>) or its spec file"),
+    results: Path = ResultsOption,
+    list_runs: bool = typer.Option(False, "--list", "-l", help="also list every point that is not "
+                                   "completed, with its overrides and message"),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts"),
+) -> None:
+    """Counts of completed, diverged, failed, stopped, running and pending runs of an experiment."""
+    source = open_experiment(dir, results)
+    st = experiment_status(source)
+    counts = st.counts()
+    listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []
+    messages = failure_messages(st, listed) if listed else {}
+    if as_json:
+        doc = {"experiment": st.label, "runs_dir": str(st.runs_dir), "total": st.total,
+               "counts": counts, "orphans": len(st.orphans),
+               "not_completed": [{"index": s.index, "run_id": s.run_id, "state": s.state,
+                                  "overrides": s.overrides, "message": messages.get(s.run_id, ""),
+                                  "holder": s.holder} for s in listed]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        raise typer.Exit(EXIT_OK)
+    console.print(Text(f"{st.label}: {st.total} point{'s' if st.total != 1 else ''}", style="bold"),
+                  soft_wrap=True)
+    table = Table(show_footer=True)
+    table.add_column("state", footer="total")
+    table.add_column("runs", justify="right", footer=str(st.total))
+    for state, n in counts.items():
+        table.add_row(Text(state, style=STATE_STYLE.get(state, "")), str(n))
+    print_table(table)
+    if st.orphans:
+        console.print(f"{len(st.orphans)} run file{'s' if len(st.orphans) != 1 else ''} in "
+                      f"{st.runs_dir} are not points of this experiment (an earlier spec or code "
+                      "version; `lcnrun summary --all-files` shows them)", highlight=False, soft_wrap=True)
+    if list_runs and listed:
+        t = Table(title="not completed", title_justify="left")
+        for col in ("index", "run id", "state", "overrides", "message"):
+            t.add_column(col, justify="right" if col == "index" else "left")
+        for s in listed:
+            msg = messages.get(s.run_id, "") or (s.holder and f"held by {s.holder}") or ""
+            t.add_row(cell(s.index), s.run_id, Text(s.state, style=STATE_STYLE.get(s.state, "")),
+                      Text(format_overrides(s.overrides)), Text(msg))
+        print_table(t)
+
+
+# -- summary ---------------------------------------------------------------------------------------
+def _split(values: Optional[List[str]]) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command()
+@handle_errors
+@report_errors
+def summary(
+    dir: Path = typer.Argument(..., help="experiment folder (results/<name>) or its spec file"),
+    results: Path = ResultsOption,
+    sort: Optional[List[str]] = typer.Option(None, "--sort", "-s", help="sort by KEY (repeat or "
+                                             "comma-separate for several)"),
+    reverse: bool = typer.Option(False, "--reverse", "-r", help="sort in descending order"),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", "-f", help="keep rows where "
+                                                "KEY==VALUE (also !=, <, <=, >, >=; VALUE is YAML, "
+                                                "e.g. 'model.strides==[2,2,1]'); repeat: all must hold"),
+    group_by: Optional[List[str]] = typer.Option(None, "--group-by", "-g", help="one row per value "
+                                                 "of KEY(s): mean, std, min, max, count of the "
+                                                 "figures (e.g. over init.seed)"),
+    columns: Optional[List[str]] = typer.Option(None, "--columns", "-c", help="columns to show "
+                                                "(comma-separated); +KEY adds to the defaults; "
+                                                "'all' shows every key"),
+    all_files: bool = typer.Option(False, "--all-files", help="also runs that are not points of "
+                                   "the experiment's current spec"),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV (floats in full precision)"),
+    as_md: bool = typer.Option(False, "--md", help="a Markdown table"),
+    as_json: bool = typer.Option(False, "--json", help="JSON: a list of rows"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="processes reading run files "
+                                       "[default: all cores from 2000 files on]", show_default=False),
+) -> None:
+    """A table with one row per run: the spec values that vary, status and final figures."""
+    if sum([as_csv, as_md, as_json]) > 1:
+        fail("give at most one of --csv, --md, --json")
+    source = open_experiment(dir, results)
+    runs = load_runs(source, all_files=all_files, processes=jobs)
+    table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
+                      group_by=_split(group_by), columns=_split(columns) or None)
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(table.columns)
+        for row in table.rows:
+            writer.writerow([exact(row.get(c)) for c in table.columns])
+    elif as_json:
+        sys.stdout.write(json.dumps([{c: json_value(row.get(c)) for c in table.columns}
+                                     for row in table.rows], indent=1) + "\n")
+    elif as_md:
+        sys.stdout.write(_markdown(table))
+    else:
+        _rich_summary(source.label, table)
+
+
+def _markdown(table: SummaryTable) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+    lines = ["| " + " | ".join(esc(c) for c in table.columns) + " |",
+             "|" + "|".join("---:" if _numeric_column(table, c) else "---" for c in table.columns) + "|"]
+    for row in table.rows:
+        lines.append("| " + " | ".join(esc(cell(row.get(c))) for c in table.columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _numeric_column(table: SummaryTable, column: str) -> bool:
+    values = [r.get(column) for r in table.rows if r.get(column) is not None]
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _rich_summary(label: str, table: SummaryTable) -> None:
+    n = len(table.rows)
+    title = f"{label}: {n} {'group' if table.grouped else 'run'}{'s' if n != 1 else ''}"
+    t = Table(title=title, title_justify="left")
+    if table.grouped:
+        for c in [*table.group_by, "runs", "completed"]:
+            t.add_column(c, justify="right" if _numeric_column(table, c) else "left")
+        for f in table.figures:
+            t.add_column(f"{f}\nmean ± std", justify="right")
+            t.add_column("min … max", justify="right")
+        for row in table.rows:
+            cells = [Text(cell(row.get(c))) for c in [*table.group_by, "runs", "completed"]]
+            for f in table.figures:
+                mean, std = row.get(f"{f}.mean"), row.get(f"{f}.std")
+                count = row.get(f"{f}.count")
+                text = "" if mean is None else cell(mean, 4) + (f" ± {cell(std, 2)}" if std is not None else "")
+                if mean is not None and count != row["runs"]:
+                    text += f" (n={count})"
+                lo, hi = row.get(f"{f}.min"), row.get(f"{f}.max")
+                cells += [Text(text), Text("" if lo is None else f"{cell(lo, 4)} … {cell(hi, 4)}")]
+            t.add_row(*cells)
+    else:
+        for c in table.columns:
+            t.add_column(c, justify="right" if _numeric_column(table, c) else "left")
+        for row in table.rows:
+            t.add_row(*[Text(cell(row.get(c)), style=STATE_STYLE.get(row.get(c), "") if c == "status" else "")
+                        for c in table.columns])
+    print_table(t)
+    if table.constant and not table.grouped:
+        shown = {k: v for k, v in table.constant.items() if k not in ("description",)}
+        text = ", ".join(f"{k}={cell(v)}" for k, v in list(shown.items())[:12])
+        more = f" ... ({len(shown) - 12} more)" if len(shown) > 12 else ""
+        console.print(Text(f"the same in every run: {text}{more}", style="dim"), soft_wrap=True)
+    for note in table.notes:
+        console.print(Text(note, style="dim"), soft_wrap=True)
+
+
+# -- diff ------------------------------------------------------------------------------------------
+@app.command()
+@handle_errors
+@report_errors
+def diff(
+    a: Path = typer.Argument(..., help="a run file, or an experiment (folder or spec file)"),
+    b: Path = typer.Argument(..., help="the same kind of thing as A"),
+    rtol: float = typer.Option(DEFAULT_RTOL, "--rtol", help="relative tolerance"),
+    atol: float = typer.Option(DEFAULT_ATOL, "--atol", help="absolute tolerance"),
+    show_all: bool = typer.Option(False, "--all", help="show equal items and runs too"),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts"),
+    ignore: Optional[List[str]] = typer.Option(None, "--ignore", help="items to leave out of the "
+                                               "verdict, glob patterns on their names, e.g. "
+                                               "'trajectory/params/*' (repeatable)"),
+    results: Path = ResultsOption,
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="processes comparing run pairs "
+                                       "[default: all cores from 400 pairs on]", show_default=False),
+) -> None:
+    """Compare two runs or two experiments within tolerances; show only what differs.
+
+    Exit code 0 when equal within --rtol/--atol, 1 when not, 2 on bad input. Two numbers are equal
+    when |a - b| <= atol + rtol * max(|a|, |b|).
+    """
+    report = diff_paths(a, b, rtol=rtol, atol=atol, results=results, processes=jobs,
+                        ignore=_split(ignore))
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(all_items=show_all), indent=1, default=str) + "\n")
+    else:
+        _rich_diff(report, show_all)
+    raise typer.Exit(EXIT_OK if report.equal else EXIT_FAILED)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _rich_diff(report: DiffReport, show_all: bool) -> None:
+    runs_mode = report.mode == "runs"
+    console.print(Text(f"A: {report.a}\nB: {report.b}"), soft_wrap=True)
+    if runs_mode and report.pairs:
+        p = report.pairs[0]
+        for side, prov in (("A", p.provenance_a), ("B", p.provenance_b)):
+            commit = (prov.get("git_commit") or "unknown")[:10] + ("+dirty" if prov.get("git_dirty") else "")
+            console.print(Text(f"{side}: run {p.run_id_a if side == 'A' else p.run_id_b}, lcnrun "
+                               f"{prov.get('lcnrun_version')}, git {commit}", style="dim"), soft_wrap=True)
+    t = Table(title_justify="left")
+    if not runs_mode:
+        t.add_column("run")
+    for col in ("item", "A", "B", "max abs", "max rel", "note"):
+        t.add_column(col, justify="right" if col.startswith("max") else "left")
+    rows = 0
+    for p in report.pairs:
+        items = p.items if show_all else p.differing()
+        if p.error:
+            items = []
+        if not items and not p.error and not show_all:
+            continue
+        label = p.run_id_a if p.run_id_a == p.run_id_b else f"{p.run_id_a} / {p.run_id_b}"
+        if p.index_a is not None:
+            label = f"#{p.index_a} {label}"
+        if p.paired_by not in ("run id", "files"):
+            label += f" (by {p.paired_by})"
+        first = True
+        if p.error:
+            cells = ([label] if not runs_mode else []) + ["(unreadable)", "", "", "", "", p.error]
+            t.add_row(*[Text(c) for c in cells], style="red")
+            rows += 1
+        for item in items:
+            style = "" if item.equal else "red" if item.counts else "dim"
+            note = item.note + ("" if item.counts else (" (ignored)" if item.note else "(ignored)"))
+            cells = ([label if first else ""] if not runs_mode else []) + [
+                item.key, cell(item.a, 10), cell(item.b, 10), _num(item.max_abs), _num(item.max_rel), note]
+            t.add_row(*[Text(c) for c in cells], style=style)
+            first = False
+            rows += 1
+    if rows:
+        print_table(t)
+    for side, ids in (("A", report.only_a), ("B", report.only_b)):
+        if ids:
+            shown = ", ".join(ids[:10]) + (f" ... ({len(ids) - 10} more)" if len(ids) > 10 else "")
+            console.print(Text(f"only in {side} ({len(ids)} run{'s' if len(ids) != 1 else ''}): {shown}",
+                               style="red"), soft_wrap=True)
+    for note in report.notes:
+        console.print(Text(note, style="dim"), soft_wrap=True)
+    n = len(report.pairs)
+    what = "the two runs" if runs_mode else f"{n} pair{'s' if n != 1 else ''} of runs"
+    tol = f"rtol={report.rtol:g}, atol={report.atol:g}"
+    if report.bitwise:
+        console.print(Text(f"identical: {what} bitwise identical", style="bold green"), soft_wrap=True)
+    elif report.equal:
+        nb = sum(1 for p in report.pairs if not p.bitwise)
+        extra = "" if runs_mode else f" ({nb} not bitwise identical)"
+        console.print(Text(f"equal within {tol}: {what}{extra}", style="bold green"), soft_wrap=True)
+    else:
+        differing = sum(1 for p in report.pairs if not p.equal)
+        keys = report.differing_keys()
+        shown = ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "")
+        parts = [f"{differing} of {n} pairs differ" if not runs_mode else "the two runs differ"]
+        if report.only_a or report.only_b:
+            parts.append(f"{len(report.only_a)} runs only in A, {len(report.only_b)} only in B")
+        console.print(Text(f"DIFFERENT (within {tol}): " + "; ".join(parts)
+                           + (f"; differing: {shown}" if keys else ""), style="bold red"), soft_wrap=True)

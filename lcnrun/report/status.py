@@ -1,0 +1,127 @@
+"""``lcnrun status``: where each point of an experiment stands.
+
+The state of a point, first rule that applies:
+
+1. ``running``: a live process holds its claim (:mod:`lcnrun.store.claims`: a local sweep worker);
+2. the scheduler's word, if one is given (``scheduler={run_id: state}``: e.g. a Slurm module maps
+   the array tasks it sees in ``squeue`` to ``queued`` / ``running``): it knows about live work,
+   which files do not show yet;
+3. its run file's status: ``completed``, ``diverged``, ``failed``, ``stopped`` (``unreadable`` for a
+   file that is not a readable run file);
+4. ``pending``: no run file yet.
+
+Run files whose id is not a point of the experiment (left from an earlier version of the spec, or
+of the code) are counted apart as ``orphans``. Reading statuses costs three attributes per file.
+"""
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..store.claims import claimed_runs
+from ..store.runfile import RunFileError, read_run_status
+from .source import ExperimentSource
+
+#: display order; a scheduler's own states (``queued`` ...) come after ``running``
+STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "running", "pending")
+FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One point (or orphan run file): ``index`` (``None`` for an orphan or a folder without
+    sweep points), ``run_id``, ``state``, ``source`` (``claim``, ``scheduler``, ``file``,
+    ``none``), the point's ``overrides`` and the file's status (``file_status``, if any)."""
+
+    index: int | None
+    run_id: str
+    state: str
+    source: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    file_status: str | None = None
+    holder: str = ""  # the claim's "<host> <pid> <start>" for a running point
+
+
+@dataclass
+class ExperimentStatus:
+    label: str
+    runs_dir: Path
+    states: list[RunState]
+    orphans: list[RunState]
+
+    def counts(self) -> dict[str, int]:
+        """``{state: number of points}`` in :data:`STATUS_ORDER` (states with 0 points left out),
+        then any scheduler states; orphans are not counted."""
+        c = collections.Counter(s.state for s in self.states)
+        ordered = {k: c[k] for k in STATUS_ORDER if c.get(k)}
+        ordered.update({k: v for k, v in sorted(c.items()) if k not in ordered})
+        return ordered
+
+    @property
+    def total(self) -> int:
+        return len(self.states)
+
+    @property
+    def done(self) -> bool:
+        """Every point completed."""
+        return all(s.state == "completed" for s in self.states)
+
+
+def _file_status(path: Path) -> str:
+    try:
+        return read_run_status(path)
+    except RunFileError:
+        return "unreadable"
+
+
+def experiment_status(source: ExperimentSource, *,
+                      scheduler: Mapping[str, str] | None = None) -> ExperimentStatus:
+    """The state of every point of ``source`` (see the module docstring).
+
+    ``scheduler``: optional ``{run_id: state}`` from a cluster scheduler (only live work:
+    ``queued``, ``running`` ...); it overrides what the files say for those runs.
+    """
+    scheduler = dict(scheduler or {})
+    files = source.run_files()
+    running = claimed_runs(source.runs_dir)
+
+    def state_of(index, run_id, overrides) -> RunState:
+        path = files.get(run_id)
+        status = _file_status(path) if path is not None else None
+        if run_id in running:
+            return RunState(index, run_id, "running", "claim", overrides, status, running[run_id])
+        if run_id in scheduler:
+            return RunState(index, run_id, scheduler[run_id], "scheduler", overrides, status)
+        if status is not None:
+            return RunState(index, run_id, status, "file", overrides, status)
+        return RunState(index, run_id, "pending", "none", overrides, None)
+
+    if source.points is None:  # a folder of run files: every file is a run of it
+        states = [state_of(None, rid, {}) for rid in files]
+        return ExperimentStatus(source.label, source.runs_dir, states, [])
+    states = [state_of(p.index, p.run_id, dict(p.overrides)) for p in source.points]
+    known = {p.run_id for p in source.points}
+    orphans = [state_of(None, rid, {}) for rid in files if rid not in known]
+    return ExperimentStatus(source.label, source.runs_dir, states, orphans)
+
+
+def failure_messages(status: ExperimentStatus, states: list[RunState] | None = None) -> dict[str, str]:
+    """``{run_id: message}`` from the run files of ``states`` (default: every point that has a
+    file and is not completed); one attribute read per file."""
+    from ..store.runfile import read_run_attrs  # noqa: PLC0415
+
+    chosen = states if states is not None else [s for s in status.states
+                                                if s.file_status not in (None, "completed")]
+    out = {}
+    for s in chosen:
+        if s.file_status is None:
+            continue
+        path = status.runs_dir / f"{s.run_id}.h5"
+        try:
+            out[s.run_id] = str(read_run_attrs(path).get("message", "") or "")
+        except RunFileError as err:
+            out[s.run_id] = err.reason
+    return out

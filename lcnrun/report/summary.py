@@ -1,0 +1,306 @@
+"""``lcnrun summary``: one row per run, the spec values that vary, the status and final figures.
+
+A row holds every key a query may use: the run's resolved spec flattened to dotted keys
+(``model.strides``, ``dynamics.lr``), ``index`` (its sweep point, from the spec or the manifest),
+``run_id``, ``status``, ``message``, the final figures (``final.loss``, ``final.grad_norm``,
+``final.t``, ``final.invariant_drift``, ``final.nfev`` ...) and the diagnostics' scalars
+(``diagnostics.<name>.<key>``). The default columns are ``index``, ``run_id``, the spec keys whose
+values are not the same in every row shown, ``status``, the four final figures and every
+diagnostic scalar.
+
+Queries (:func:`summarize`):
+
+- filters ``KEY OP VALUE`` with ``OP`` one of ``== != < <= > >=`` (``=`` means ``==``) and
+  ``VALUE`` read as YAML (``[2, 2, 1]`` is a list, ``1e-3`` a float, ``null`` nothing); several
+  filters must all hold; a row without the key has the value ``null``;
+- sort keys (a row without the key sorts last);
+- ``group_by`` keys: one row per group with ``runs`` (its number of runs), ``completed`` and, for
+  each numeric figure, ``<figure>.mean``, ``.std`` (sample standard deviation, ``n - 1``),
+  ``.min``, ``.max`` and ``.count``, over the *finite* values of the group (so a diverged run's
+  infinite loss is counted out; ``count`` says how many were used). Filter first
+  (``status==completed``) to restrict the statistics to some runs.
+
+Reading uses :func:`lcnrun.report.source.read_runs` (attributes and spec only, never arrays).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..spec.yamlio import SpecLoader
+from .source import ExperimentSource, read_runs
+
+FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
+STATS = ("mean", "std", "min", "max", "count")
+_FILTER_RE = re.compile(r"^\s*(?P<key>[^=!<>\s]+)\s*(?P<op>==|!=|<=|>=|=|<|>)\s*(?P<value>.*?)\s*$")
+_MISSING = object()
+
+
+class QueryError(ValueError):
+    """A filter, sort, column or group key that cannot be used (exit code 2 in the CLI)."""
+
+
+# -- rows ------------------------------------------------------------------------------------------
+@dataclass
+class Runs:
+    """Rows of an experiment's runs and what a report says about them."""
+
+    rows: list[dict[str, Any]]
+    spec_keys: list[str]  # every flattened spec key seen, in first-seen order
+    key_order: list[str]  # the sweep's keys in the order written (columns come in this order)
+    pending: int = 0      # points without a run file
+    orphans: int = 0      # run files that are no point of the experiment (left out)
+
+
+def load_runs(source: ExperimentSource, *, all_files: bool = False,
+              processes: int | None = None) -> Runs:
+    """Read the run files of ``source``: those of its points (every file with ``all_files``, or
+    when it has no points)."""
+    files = source.run_files()
+    index_of = source.index_of
+    orphans = 0
+    if source.points is not None:
+        orphans = sum(1 for rid in files if rid not in index_of)
+        if not all_files:
+            files = {rid: p for rid, p in files.items() if rid in index_of}
+    pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in files)
+    infos = read_runs(files, processes=processes)
+    rows, spec_keys = [], {}
+    for info in infos:
+        row: dict[str, Any] = dict(info.spec)
+        for k in info.spec:
+            spec_keys.setdefault(k, None)
+        row.update({k: v for k, v in info.attrs.items() if k not in ("format", "format_version")})
+        row["run_id"] = info.run_id
+        row["index"] = index_of.get(info.run_id)
+        row["status"] = info.status
+        if info.error:
+            row["message"] = info.error
+        rows.append(row)
+    rows.sort(key=lambda r: (r["index"] is None, r["index"] if r["index"] is not None else 0,
+                             r["run_id"]))
+    key_order: dict[str, None] = {}
+    for p in source.points or ():
+        for k in p.overrides:
+            key_order.setdefault(k, None)
+    return Runs(rows, list(spec_keys), list(key_order), pending,
+                0 if all_files else orphans)
+
+
+# -- filters and sorting ---------------------------------------------------------------------------
+def parse_value(text: str) -> Any:
+    """A filter's value, read as YAML the way specs are (``1e-3`` is a float)."""
+    try:
+        return yaml.load(text, Loader=SpecLoader) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+@dataclass(frozen=True)
+class Filter:
+    key: str
+    op: str
+    value: Any
+    text: str
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        a = row.get(self.key)
+        b = self.value
+        if self.op == "==":
+            return _equal(a, b)
+        if self.op == "!=":
+            return not _equal(a, b)
+        if a is None or b is None:
+            return False
+        try:
+            return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[self.op]
+        except TypeError:
+            raise QueryError(f"--filter {self.text!r}: cannot order {self.key} = {_show(a)} and "
+                             f"{_show(b)}") from None
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) != isinstance(b, str):
+        return False
+    return a == b
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+def parse_filter(text: str) -> Filter:
+    """``'model.strides==[2,2,1]'`` -> :class:`Filter`; raises :class:`QueryError`."""
+    m = _FILTER_RE.match(text)
+    if m is None:
+        raise QueryError(f"--filter {text!r}: expected KEY==VALUE (or !=, <, <=, >, >=), e.g. "
+                         "'model.strides==[2,2,1]' or 'final.loss<1e-3'")
+    op = "==" if m["op"] == "=" else m["op"]
+    return Filter(m["key"], op, parse_value(m["value"]), text)
+
+
+def _sort_key(value: Any) -> tuple:
+    if isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, (int, float)):
+        return (0, float(value) if not math.isnan(value) else math.inf, "")
+    if isinstance(value, str):
+        return (1, 0.0, value)
+    return (2, 0.0, json.dumps(value, sort_keys=True, default=str))
+
+
+def sort_rows(rows: list[dict], keys: Sequence[str], reverse: bool = False) -> list[dict]:
+    """Stable sort by ``keys`` (first key first); missing values last, also with ``reverse``."""
+    out = list(rows)
+    for key in reversed(keys):
+        present = [r for r in out if r.get(key) is not None]
+        absent = [r for r in out if r.get(key) is None]
+        present.sort(key=lambda r: _sort_key(r[key]), reverse=reverse)
+        out = present + absent
+    return out
+
+
+def _check_keys(keys: Iterable[str], known: Iterable[str], what: str) -> None:
+    known = list(dict.fromkeys(known))
+    for key in keys:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise QueryError(f"{what}: no run has a key {key!r}{hint}")
+
+
+# -- the table -------------------------------------------------------------------------------------
+@dataclass
+class SummaryTable:
+    """``columns`` and ``rows`` (dicts by column) to render; ``varying``: the spec columns;
+    ``constant``: spec keys with one value in every row; ``numeric``: columns holding numbers;
+    ``grouped``: rows are groups; ``notes``: what the table leaves out."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    varying: list[str] = field(default_factory=list)
+    constant: dict[str, Any] = field(default_factory=dict)
+    grouped: bool = False
+    group_by: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def varying_keys(rows: list[dict], spec_keys: Sequence[str], order: Sequence[str] = ()) -> list[str]:
+    """Spec keys whose value is not the same in every row, the sweep's keys first in their order."""
+    if not rows:
+        return []
+    out = []
+    for key in spec_keys:
+        first = _canon(rows[0].get(key, _MISSING))
+        if any(_canon(r.get(key, _MISSING)) != first for r in rows[1:]):
+            out.append(key)
+
+    def rank(key: str) -> tuple:
+        for i, o in enumerate(order):
+            if key == o or key.startswith(o + ".") or o.startswith(key + "."):
+                return (i, key)
+        return (len(order), key)
+    return sorted(out, key=rank)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, str)
+
+
+def default_columns(rows: list[dict], varying: list[str]) -> list[str]:
+    diag = sorted({k for r in rows for k in r if k.startswith("diagnostics.")})
+    head = ["index"] if any(r.get("index") is not None for r in rows) else []
+    return head + ["run_id", *varying, "status", *FIGURES, *diag]
+
+
+def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = (),
+              reverse: bool = False, group_by: Sequence[str] = (),
+              columns: Sequence[str] | None = None) -> SummaryTable:
+    """The table of ``runs`` after ``filters`` (texts), grouped by ``group_by`` if given, sorted by
+    ``sort``. ``columns``: the columns to show instead of the default ones (``run_id`` stays
+    first); a name starting with ``+`` is added to the default columns instead; ``["all"]`` shows
+    every key. Raises :class:`QueryError` for unknown keys and bad filters."""
+    rows = runs.rows
+    known = ["index", "run_id", "status", "message", *runs.spec_keys,
+             *sorted({k for r in rows for k in r})]
+    parsed = [parse_filter(f) for f in filters]
+    _check_keys([f.key for f in parsed], known, "--filter")
+    _check_keys(group_by, known, "--group-by")
+    for f in parsed:
+        rows = [r for r in rows if f.matches(r)]
+    varying = varying_keys(rows, runs.spec_keys, runs.key_order)
+    constant = {k: rows[0].get(k) for k in runs.spec_keys if k not in varying} if rows else {}
+    cols = default_columns(rows, varying)
+    if columns:
+        if list(columns) == ["all"]:
+            cols = list(dict.fromkeys(["index", "run_id", *runs.spec_keys, "status",
+                                       *sorted({k for r in rows for k in r})]))
+        else:
+            extra = [c[1:] for c in columns if c.startswith("+")]
+            chosen = [c for c in columns if not c.startswith("+")]
+            _check_keys(extra + chosen, known, "--columns")
+            base = cols if not chosen else ["run_id", *[c for c in chosen if c != "run_id"]]
+            cols = list(dict.fromkeys(base + extra))
+    notes = []
+    if runs.pending:
+        notes.append(f"{runs.pending} point{'s' if runs.pending != 1 else ''} without a run file "
+                     "yet (pending)")
+    if runs.orphans:
+        notes.append(f"{runs.orphans} run file{'s' if runs.orphans != 1 else ''} not in the "
+                     "experiment's sweep left out (--all-files shows them)")
+    if group_by:
+        table = _grouped(rows, list(group_by), cols, set(runs.spec_keys), varying, constant,
+                         notes)
+        _check_keys(sort, table.columns, "--sort")
+        table.rows = sort_rows(table.rows, sort or table.group_by, reverse)
+        return table
+    _check_keys(sort, known, "--sort")
+    rows = sort_rows(rows, sort, reverse) if sort else rows
+    return SummaryTable(cols, [{c: r.get(c) for c in cols} for r in rows], varying, constant,
+                        notes=notes, figures=[c for c in cols if c in FIGURES or c.startswith("final.")
+                                              or c.startswith("diagnostics.")])
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    finite = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
+    mean = math.fsum(finite) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else None
+    return {"mean": mean, "std": std, "min": min(finite), "max": max(finite), "count": n}
+
+
+def _grouped(rows, group_by, cols, spec_keys, varying, constant, notes) -> SummaryTable:
+    """One row per group; statistics of the numeric result columns (not spec values) of ``cols``."""
+    figures = [c for c in cols if c not in group_by and c not in ("index", "run_id", "status")
+               and c not in spec_keys and any(_is_number(r.get(c)) for r in rows)]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_canon([r.get(k) for k in group_by]), []).append(r)
+    out = []
+    for members in groups.values():
+        row = {k: members[0].get(k) for k in group_by}
+        row["runs"] = len(members)
+        row["completed"] = sum(1 for m in members if m.get("status") == "completed")
+        for f in figures:
+            for stat, value in _stats([m.get(f) for m in members]).items():
+                row[f"{f}.{stat}"] = value
+        out.append(row)
+    columns = [*group_by, "runs", "completed", *[f"{f}.{s}" for f in figures for s in STATS]]
+    return SummaryTable(columns, out, varying, constant, grouped=True, group_by=list(group_by),
+                        figures=figures, notes=notes)

@@ -1,0 +1,8 @@
+"""Schedulers: how the points of an experiment get computed.
+
+- :mod:`.local`: a pool of worker processes on this machine (``lcnrun sweep``).
+
+A scheduler decides *where* and *when* points run; *what* one point does is
+:func:`lcnrun.workflow.run_point`, and *who* runs a point right now is settled by its claim file
+(:mod:`lcnrun.store.claims`), so that schedulers can run side by side without computing a run twice.
+"""

@@ -1,0 +1,571 @@
+"""The local scheduler: every point of an experiment, in a pool of worker processes.
+
+:func:`run_sweep` computes the points of a prepared experiment (``workflow.prepare``) in ``jobs``
+worker processes and returns a :class:`SweepReport`. What it guarantees:
+
+- **Pinned BLAS.** Workers are started with the ``spawn`` method and ``OMP_NUM_THREADS``,
+  ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` (and friends) set to 1 in their environment, so
+  numpy's BLAS is single-threaded there from its first import: N workers use N cores.
+- **Skips finished work.** A point whose run file is ``completed`` is skipped; ``failed`` and
+  ``diverged`` ones too unless ``rerun_failed``; ``stopped`` ones (interrupted by SIGTERM: a time
+  limit, a preemption) are run again; ``force`` runs everything again. A run file written *during
+  this sweep* (by it, or by another sweep of the same experiment running at the same time) is
+  never run again, whatever the flags.
+- **Exactly once under concurrency.** A worker holds the run's claim
+  (:mod:`lcnrun.store.claims`) while it decides, computes and writes; the decision is taken again
+  under the claim. A point whose claim another process holds is deferred and, once nothing else is
+  left, waited for: its file then says how it ended (or, if its holder died, it is run here).
+- **Failures are data.** A run that raises or diverges is recorded in its run file by the runner and
+  does not stop the others. A worker that dies (``kill -9``, the OOM killer) loses only the point it
+  was running: that point gets a ``failed`` run file naming the signal, a new worker takes over.
+- **Interruptible.** Ctrl-C (SIGINT) stops at once: runs in progress are abandoned, leaving no
+  file (their temporaries are removed), so they are pending on the next sweep. SIGTERM (``kill``,
+  Slurm's time limit) asks the runs in progress to stop: they write ``stopped`` run files. Either
+  way :attr:`SweepReport.interrupted` names the signal. After ``kill -9`` of everything, the next
+  sweep removes the leftovers (temporaries, claim files of dead processes) before it starts.
+
+Nothing here prints: progress goes to a :class:`SweepObserver`.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+
+from ..store.claims import clean_run_temporaries, clean_stale_claims, try_claim
+from ..store.experiment import ExperimentDir
+from ..store.runfile import RunFileError, read_run_attrs, read_run_status
+
+#: set to "1" in every worker's environment before it starts (so before it imports numpy)
+BLAS_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
+GRACE_SECONDS = 20.0  # how long interrupted runs may take to end before they are killed
+UNREADABLE = "unreadable"
+
+
+class SweepError(Exception):
+    """The sweep cannot go on (e.g. worker processes die as soon as they start)."""
+
+
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity: a Slurm allocation, ``taskset``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """What happened to one point.
+
+    ``status``: the run file's status (``completed``, ``diverged``, ``failed``, ``stopped``), or
+    ``unreadable`` (an existing file that is not a readable run file: kept, not overwritten
+    without ``force``). ``action``: ``ran`` (computed now), ``skipped`` (its file was kept),
+    ``lost`` (its worker died; a failed run file says so), ``error`` (the run could not be
+    written, e.g. a full disk: ``message`` says why, no file). ``seconds``: wall time of the
+    computation and writing in the worker (0 if not run).
+    """
+
+    index: int
+    run_id: str
+    status: str
+    action: str
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass
+class SweepReport:
+    """The outcome of :func:`run_sweep`: one :class:`PointResult` per point that got one (all of
+    them unless interrupted), by index."""
+
+    total: int
+    workers: int
+    results: dict[int, PointResult] = field(default_factory=dict)
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM"
+    elapsed: float = 0.0
+
+    @property
+    def ran(self) -> list[PointResult]:
+        return [r for r in self.sorted() if r.action in ("ran", "lost", "error")]
+
+    @property
+    def failures(self) -> list[PointResult]:
+        """Points that did not end ``completed`` (this sweep or before), by index."""
+        return [r for r in self.sorted() if not r.ok]
+
+    @property
+    def pending(self) -> int:
+        return self.total - len(self.results)
+
+    def sorted(self) -> list[PointResult]:
+        return [self.results[i] for i in sorted(self.results)]
+
+    def counts(self) -> dict[str, int]:
+        """``{status: number of points}`` (``pending``: no result yet)."""
+        out: dict[str, int] = collections.Counter(r.status for r in self.results.values())
+        if self.pending:
+            out["pending"] = self.pending
+        return dict(out)
+
+
+class SweepObserver:
+    """Receives progress; the CLI renders it. Every method is optional (no-ops here)."""
+
+    def planned(self, total: int, to_run: int, skipped: list[PointResult], workers: int) -> None:
+        """Called once before anything runs: ``skipped`` are the points whose files are kept."""
+
+    def result(self, result: PointResult) -> None:
+        """A point got its result (in completion order)."""
+
+    def tick(self) -> None:
+        """Called about twice a second while the sweep runs (for periodic output)."""
+
+    def interrupting(self, signal_name: str) -> None:
+        """The sweep was interrupted and is stopping its workers."""
+
+
+# -- the decision, shared by the planner and the workers -------------------------------------------
+def file_state(xdir: ExperimentDir, run_id: str) -> tuple[str | None, float | None, str]:
+    """``(status or None if no file or "unreadable", mtime, reason if unreadable)`` of a run file."""
+    path = xdir.run_path(run_id)
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None, None, ""
+    try:
+        return read_run_status(path), mtime, ""
+    except RunFileError as err:
+        if not path.exists():  # removed between stat and read
+            return None, None, ""
+        return UNREADABLE, mtime, err.reason
+
+
+def should_run(status: str | None, mtime: float | None, *, force: bool, rerun_failed: bool,
+               since: float) -> bool:
+    """Whether a point with this run file state is to be computed (see the module docstring)."""
+    if status is None:
+        return True
+    if mtime is not None and mtime >= since:
+        return False  # written during this sweep: by us or a concurrent sweep; never twice
+    if force:
+        return True
+    if status == "stopped":
+        return True
+    if status in ("failed", "diverged"):
+        return rerun_failed
+    return False  # completed, or unreadable (kept; --force replaces it)
+
+
+def _kept(xdir: ExperimentDir, index: int, run_id: str, status: str, reason: str) -> PointResult:
+    """The result of a point whose run file is kept (its message read if it did not complete)."""
+    message = ""
+    if status == UNREADABLE:
+        message = f"the existing run file is unreadable ({reason}); --force replaces it"
+    elif status != "completed":
+        try:
+            message = str(read_run_attrs(xdir.run_path(run_id)).get("message", "") or "")
+        except RunFileError:
+            pass
+    return PointResult(index, run_id, status, "skipped", message)
+
+
+# -- the worker process ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    force: bool
+    rerun_failed: bool
+    since: float
+    wait: bool  # block until the claim is free (otherwise give up: "busy")
+
+
+_stop_after_this_run = False
+_READY = "ready"
+
+
+def _on_worker_sigint(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+    raise KeyboardInterrupt
+
+
+def _on_worker_sigterm(signum, frame):
+    # Outside a run (the runner turns SIGTERM into a 'stopped' run while computing): finish what
+    # is being written, then exit.
+    global _stop_after_this_run
+    _stop_after_this_run = True
+
+
+def _attempt(exp, xdir: ExperimentDir, task: _Task) -> PointResult:
+    from .. import workflow  # noqa: PLC0415  (imported in the worker, after the BLAS variables)
+
+    point = exp.points[task.index]
+    claim = try_claim(xdir.runs_dir, point.run_id, wait=task.wait)
+    if claim is None:
+        return PointResult(point.index, point.run_id, "", "busy")
+    with claim:
+        clean_run_temporaries(claim, point.run_id)
+        status, mtime, reason = file_state(xdir, point.run_id)
+        if not should_run(status, mtime, force=task.force, rerun_failed=task.rerun_failed,
+                          since=task.since):
+            return _kept(xdir, point.index, point.run_id, status, reason)
+        start = time.perf_counter()
+        try:
+            outcome = workflow.run_point(exp, xdir, point, force=True)
+        except Exception as err:  # noqa: BLE001 - the run itself never raises: writing failed
+            return PointResult(point.index, point.run_id, "failed", "error",
+                               f"could not write the run file: {type(err).__name__}: {err}",
+                               time.perf_counter() - start)
+        return PointResult(point.index, point.run_id, outcome.status, "ran",
+                           str(outcome.attrs.get("message", "") or ""),
+                           time.perf_counter() - start)
+
+
+def _worker_main(conn, exp, root: str) -> None:
+    """A worker: receive tasks, send :class:`PointResult` s, until ``None`` or end of pipe."""
+    signal.signal(signal.SIGINT, _on_worker_sigint)
+    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+    xdir = ExperimentDir(root)
+    try:
+        from .. import workflow  # noqa: F401, PLC0415  (numpy, scipy, h5py: once, before "ready")
+        conn.send(_READY)
+        while not _stop_after_this_run:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
+            conn.send(_attempt(exp, xdir, task))
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:
+        return
+
+
+# -- the parent ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _pinned_blas_environment():
+    saved = {name: os.environ.get(name) for name in BLAS_ENVIRONMENT}
+    os.environ.update({name: "1" for name in BLAS_ENVIRONMENT})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _Worker:
+    def __init__(self, ctx, exp, root: Path, number: int):
+        parent_end, child_end = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child_end, exp, str(root)),
+                                name=f"lcnrun-sweep-worker-{number}", daemon=True)
+        with _pinned_blas_environment():
+            self.proc.start()
+        child_end.close()
+        self.conn = parent_end
+        self.task: _Task | None = None
+        self.dispatched_at = 0.0  # wall clock, compared with file mtimes
+        self.ready = False  # it has imported everything and said so
+
+    def send(self, task: _Task | None) -> bool:
+        try:
+            self.conn.send(task)
+        except (BrokenPipeError, OSError):
+            return False
+        if task is not None:
+            self.task, self.dispatched_at = task, time.time()
+        return True
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            if self.proc.is_alive():
+                os.kill(self.proc.pid, signum)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+class _Terminate(BaseException):
+    pass
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "disappeared"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -> PointResult | None:
+    """The worker running a point died: keep a run file it finished, else write a failed one.
+    ``None`` if another process claimed the point meanwhile (it is then waited for)."""
+    from ..provenance import collect_provenance, finish_provenance  # noqa: PLC0415
+    from ..runner import _record, seeds_of  # noqa: PLC0415
+    from ..store.runfile import write_run  # noqa: PLC0415
+
+    point = exp.points[task.index]
+    claim = try_claim(xdir.runs_dir, point.run_id)
+    if claim is None:
+        return None
+    with claim:
+        clean_run_temporaries(claim, point.run_id)
+        status, mtime, _ = file_state(xdir, point.run_id)
+        if status not in (None, UNREADABLE) and mtime is not None and mtime >= worker.dispatched_at:
+            return PointResult(point.index, point.run_id, status, "ran", "")
+        message = f"the worker process running this point {_describe_exit(worker.proc.exitcode)}"
+        provenance = collect_provenance(seeds_of(point.run_spec))
+        finish_provenance(provenance, message)
+        record = _record(point.run_spec, point.run_id, "failed", message, provenance)
+        try:
+            write_run(xdir.run_path(point.run_id), record)
+        except OSError as err:
+            message += f"; its failed run file could not be written ({err})"
+        return PointResult(point.index, point.run_id, "failed", "lost", message)
+
+
+def clean_leftovers(xdir: ExperimentDir) -> list[Path]:
+    """Remove what killed sweeps left in an experiment folder: temporaries of dead writers and
+    unheld claim files. Safe while other sweeps run (only what nobody can be writing goes)."""
+    removed = xdir.clean_stale_temporaries()
+    removed += clean_stale_claims(xdir.runs_dir)
+    stems = set()
+    with contextlib.suppress(FileNotFoundError):
+        from ..store.atomic import TEMPORARY_PATTERN  # noqa: PLC0415
+        stems = {m["stem"] for n in os.listdir(xdir.runs_dir) if (m := TEMPORARY_PATTERN.match(n))}
+    for run_id in sorted(stems):
+        claim = try_claim(xdir.runs_dir, run_id)
+        if claim is not None:
+            with claim:
+                removed += clean_run_temporaries(claim, run_id)
+    return removed
+
+
+def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool = False,
+              rerun_failed: bool = False, observer: SweepObserver | None = None,
+              indices: list[int] | None = None, grace_seconds: float = GRACE_SECONDS) -> SweepReport:
+    """Compute the points of ``exp`` (all, or ``indices``) into the prepared folder ``xdir``.
+
+    ``jobs``: worker processes (default: :func:`available_cores`; never more than points to run).
+    See the module docstring for what is skipped, re-run and guaranteed. Returns when every point
+    has a result, or after an interruption (then ``report.interrupted`` is set and the points
+    without a result are pending). Raises :class:`SweepError` if workers cannot start.
+    """
+    observer = observer or SweepObserver()
+    since = time.time()
+    started = time.perf_counter()
+    jobs = available_cores() if jobs is None else max(1, int(jobs))
+    chosen = list(range(len(exp.points))) if indices is None else list(indices)
+    clean_leftovers(xdir)
+
+    skipped, queue = [], collections.deque()
+    for i in chosen:
+        point = exp.points[i]
+        status, mtime, reason = file_state(xdir, point.run_id)
+        if should_run(status, mtime, force=force, rerun_failed=rerun_failed, since=since):
+            queue.append(i)
+        else:
+            skipped.append(_kept(xdir, i, point.run_id, status, reason))
+    report = SweepReport(total=len(chosen), workers=min(jobs, len(queue)))
+    for r in skipped:
+        report.results[r.index] = r
+    observer.planned(len(chosen), len(queue), skipped, report.workers)
+    if queue:
+        _Pool(exp, xdir, report, observer, queue, force, rerun_failed, since, grace_seconds).run()
+    report.elapsed = time.perf_counter() - started
+    return report
+
+
+class _Pool:
+    """The parent's loop: hand out tasks, collect results, replace dead workers."""
+
+    def __init__(self, exp, xdir, report, observer, queue, force, rerun_failed, since, grace):
+        self.exp, self.xdir, self.report, self.observer = exp, xdir, report, observer
+        self.queue: collections.deque[int] = queue
+        self.deferred: collections.deque[int] = collections.deque()
+        self.force, self.rerun_failed, self.since, self.grace = force, rerun_failed, since, grace
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers: list[_Worker] = []
+        self.started_workers = 0
+        self.failed_starts = 0
+
+    # -- workers --
+    def _start_worker(self) -> None:
+        self.started_workers += 1
+        self.workers.append(_Worker(self.ctx, self.exp, self.xdir.root, self.started_workers))
+
+    def _running(self) -> list[_Worker]:
+        return [w for w in self.workers if w.task is not None]
+
+    def _work_left(self) -> bool:
+        return bool(self.queue or self.deferred)
+
+    def _dispatch(self) -> None:
+        for w in self.workers:
+            if w.task is not None or not self._work_left():
+                continue
+            if self.queue:
+                task = _Task(self.queue.popleft(), self.force, self.rerun_failed, self.since, False)
+            else:  # only points held by others are left: wait for them
+                task = _Task(self.deferred.popleft(), self.force, self.rerun_failed, self.since, True)
+            if not w.send(task):
+                (self.queue if not task.wait else self.deferred).appendleft(task.index)
+
+    def _finish(self, result: PointResult) -> None:
+        self.report.results[result.index] = result
+        self.observer.result(result)
+
+    def _receive(self, w: _Worker) -> bool:
+        """Read one message of ``w``; False if there was none (the worker is gone)."""
+        try:
+            result = w.conn.recv()
+        except (EOFError, OSError):
+            return False  # its sentinel will say so
+        if result == _READY:
+            w.ready = True
+            return True
+        task, w.task = w.task, None
+        if result.action == "busy":
+            self.deferred.append(task.index)
+        else:
+            self._finish(result)
+        return True
+
+    def _bury(self, w: _Worker) -> None:
+        """``w`` died: settle its point, forget it."""
+        while w.task is not None and w.conn.poll():  # what it sent before it died
+            if not self._receive(w):
+                break
+        w.proc.join(timeout=1)
+        self.workers.remove(w)
+        w.close()
+        task, w.task = w.task, None
+        if not w.ready:  # died while starting: not the point's fault
+            self.failed_starts += 1
+            if task is not None:
+                (self.deferred if task.wait else self.queue).appendleft(task.index)
+            return
+        if task is None:
+            return
+        result = _record_lost_point(self.exp, self.xdir, w, task)
+        if result is None:
+            self.deferred.append(task.index)
+        else:
+            self._finish(result)
+
+    # -- the loop --
+    def run(self) -> None:
+        interrupted = None
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigterm(signum, frame):
+                raise _Terminate()
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            try:
+                self._loop()
+            except KeyboardInterrupt:
+                interrupted = signal.SIGINT
+            except _Terminate:
+                interrupted = signal.SIGTERM
+            if interrupted is not None:
+                self.report.interrupted = signal.Signals(interrupted).name
+                self.observer.interrupting(self.report.interrupted)
+                self._stop(interrupted)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self._shutdown()
+
+    def _loop(self) -> None:
+        target = self.report.workers
+        while self._work_left() or self._running():
+            while len(self.workers) < target and self._work_left():
+                if self.failed_starts > 2 + target:
+                    raise SweepError(f"{self.failed_starts} worker processes died before running "
+                                     "anything (see the messages above)")
+                self._start_worker()
+            self._dispatch()
+            objects = {w.conn: w for w in self.workers}
+            objects.update({w.proc.sentinel: w for w in self.workers})
+            ready = wait_for(list(objects), timeout=0.5)
+            for obj in ready:  # results first: a worker may send its result and then die
+                w = objects[obj]
+                if obj is w.conn and w in self.workers:
+                    self._receive(w)
+            for obj in ready:
+                w = objects[obj]
+                if obj is w.proc.sentinel and w in self.workers:
+                    self._bury(w)
+            self.observer.tick()
+
+    def _stop(self, signum: int) -> None:
+        """Forward the signal to the workers, collect what they still report, kill the rest."""
+        self.queue.clear()
+        self.deferred.clear()
+        for w in self.workers:
+            w.signal(signum)
+            if signum == signal.SIGTERM and w.task is None:
+                w.send(None)
+        deadline = time.monotonic() + self.grace
+        try:
+            while self.workers and time.monotonic() < deadline:
+                objects = {w.conn: w for w in self.workers}
+                objects.update({w.proc.sentinel: w for w in self.workers})
+                for obj in wait_for(list(objects), timeout=0.2):
+                    w = objects[obj]
+                    if w not in self.workers:
+                        continue
+                    if obj is w.conn:
+                        try:
+                            result = w.conn.recv()
+                        except (EOFError, OSError):
+                            continue  # gone: its sentinel says so
+                        if result == _READY:
+                            continue
+                        if result.action != "busy":
+                            self._finish(result)
+                        w.task = None
+                        if signum == signal.SIGTERM:
+                            w.send(None)
+                    else:
+                        w.proc.join(timeout=1)
+                        self.workers.remove(w)
+                        w.close()
+        except (KeyboardInterrupt, _Terminate):
+            pass  # asked twice: stop waiting
+
+    def _shutdown(self) -> None:
+        for w in self.workers:
+            w.send(None)
+        deadline = time.monotonic() + 5
+        for w in self.workers:
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            w.close()
+        self.workers.clear()

@@ -1,0 +1,346 @@
+"""`lcnrun sweep`: refusals, dry run, failures as data, resuming, killing, concurrency, claims.
+
+Sweeps run for real (tiny LCNs, gradient descent) in worker processes; the tests that kill or race
+sweeps run `lcnrun` in subprocesses of their own session, so that a signal reaches the whole sweep
+as it would from a terminal or a batch system.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+from typer.testing import CliRunner
+
+from lcnrun.cli import app
+from lcnrun.store import read_run, read_run_status
+from lcnrun.store.claims import claim_path, claimed_runs, try_claim
+from lcnrun.store.experiment import ExperimentDir
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+HEAD = """\
+name: {name}
+model: {{kind: lcn, filters: [3, 2], strides: [2, 1]}}
+data: {{kind: gaussian, n_samples: 8, input_size: 12, noise: 0.01, seed: 0}}
+init: {{kind: gaussian, scale: 0.3, seed: 1}}
+dynamics: {{kind: gradient_descent, lr: 0.05, steps: {steps}}}
+record: {{points: 12}}
+"""
+
+
+def write_spec(tmp_path: Path, sweep: str, name: str = "demo", steps: int = 100) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(HEAD.format(name=name, steps=steps) + textwrap.dedent(sweep))
+    return p
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def lcnrun(*args, **kwargs) -> subprocess.Popen:
+    """``lcnrun ARGS`` in a subprocess of its own session (its own process group)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "lcnrun.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kwargs)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def leftovers(xdir: ExperimentDir) -> list[str]:
+    """Hidden files in runs/ (temporaries, claim files)."""
+    return sorted(n for n in os.listdir(xdir.runs_dir) if n.startswith("."))
+
+
+def manifest_ids(xdir: ExperimentDir) -> list[str]:
+    return [row.run_id for row in xdir.read_manifest()]
+
+
+def ran_now(output: str) -> int:
+    m = re.search(r"\((\d+) run now", output)
+    return int(m.group(1)) if m else 0
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of a rich table in ``output``, as lists of stripped cells."""
+    return [[c.strip() for c in line.strip().strip("│").split("│")]
+            for line in output.splitlines() if line.strip().startswith("│")]
+
+
+def wait_until(condition, timeout: float = 60.0, every: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(every)
+
+
+# -- refusals: nothing runs, one message, exit 2 ---------------------------------------------------
+@pytest.mark.parametrize("sweep, fragment", [
+    ("sweep:\n  grid: {init.seed: [0, 1], model.stride: [[1, 1]]}\n",
+     "model.stride: unknown key 'stride' (did you mean 'strides'?)"),
+    ("sweep:\n  zip: {init.seed: [0, 1, 2], data.seed: [0, 1]}\n", "same length"),
+    ("sweep:\n  grid: {data.input_size: [12, 3]}\n", "sweep point 1 (data.input_size=3)"),
+    ("sweep:\n  grid: {model.strides: [[2, 1], [0, 1]]}\n", "must be a positive integer"),
+])
+def test_invalid_sweeps_are_refused_before_anything_runs(tmp_path, sweep, fragment):
+    spec = write_spec(tmp_path, sweep)
+    for args in (["sweep", spec], ["sweep", spec, "--dry-run"], ["run", spec, "--index", "0"]):
+        r = invoke(*args, "--results", tmp_path / "results")
+        assert r.exit_code == 2, r.output
+        assert fragment in r.output and "Traceback" not in r.output
+        assert str(spec) in r.output  # the message names the file
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_jobs_is_a_usage_error(tmp_path):
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1]}\n")
+    r = invoke("sweep", spec, "-j", "0", "--results", tmp_path / "results")
+    assert r.exit_code == 2 and "--jobs" in r.output
+
+
+# -- dry run, manifest, one point alone ------------------------------------------------------------
+def test_dry_run_manifest_and_index(tmp_path):
+    spec = write_spec(tmp_path, """\
+        sweep:
+          grid: {init.seed: [0, 1], model.strides: [[1, 1], [2, 1]]}
+          zip: {dynamics.lr: [0.05, 0.02], dynamics.steps: [50, 80]}
+          points: [{data.noise: 0.0}, {data.noise: 0.1}]
+        """)
+    results = tmp_path / "results"
+    r = invoke("sweep", spec, "--dry-run", "--results", results)
+    assert r.exit_code == 0, r.output
+    assert not results.exists()  # a dry run writes nothing
+    rows = table_rows(r.output)
+    assert len(rows) == 16 and [int(i) for i, *_ in rows] == list(range(16))
+    assert {state for _, _, state, _ in rows} == {"pending"}
+    assert "init.seed=1 model.strides=[2, 1] dynamics.lr=0.02 dynamics.steps=80 data.noise=0.1" in rows[15][3]
+    assert "16 pending; `lcnrun sweep` would run 16" in r.output
+
+    # one point alone, as a cluster array task runs it
+    r = invoke("run", spec, "--index", "13", "--results", results)
+    assert r.exit_code == 0, r.output
+    xdir = ExperimentDir(results / "demo")
+    manifest = xdir.read_manifest()
+    assert [m.index for m in manifest] == list(range(16))
+    assert [m.run_id for m in manifest] == [rid for _, rid, _, _ in rows]
+    assert manifest[13].overrides == {"init.seed": 1, "model.strides": [2, 1], "dynamics.lr": 0.05,
+                                      "dynamics.steps": 50, "data.noise": 0.1}
+    assert os.listdir(xdir.runs_dir) == [f"{manifest[13].run_id}.h5"]
+    r = invoke("sweep", spec, "--dry-run", "--results", results)
+    states = {index: state for index, _, state, _ in table_rows(r.output)}
+    assert states["13"] == "completed" and list(states.values()).count("pending") == 15
+    assert "15 pending" in r.output and "would run 15" in r.output
+
+    # the sweep runs the 15 others and keeps point 13's file as it was
+    before = xdir.run_path(manifest[13].run_id).stat().st_mtime_ns
+    r = invoke("sweep", spec, "-j", "2", "--results", results)
+    assert r.exit_code == 0, r.output
+    assert "15 run now" in r.output and "16 completed" in r.output
+    assert xdir.run_path(manifest[13].run_id).stat().st_mtime_ns == before
+    assert sorted(os.listdir(xdir.runs_dir)) == sorted(f"{m.run_id}.h5" for m in manifest)
+    for m in manifest:
+        data = read_run(xdir.run_path(m.run_id))
+        assert data.status == "completed" and data.run_id == m.run_id
+        prov = data.provenance
+        assert prov["blas_threads"] in ({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                                         "MKL_NUM_THREADS": "1"},) or all(
+            v == 1 for v in prov["blas_threads"].values()), prov["blas_threads"]
+
+
+# -- failures are data -----------------------------------------------------------------------------
+def test_a_diverging_point_does_not_stop_the_others(tmp_path):
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2], dynamics.lr: [0.05, 1000.0]}\n")
+    results = tmp_path / "results"
+    r = invoke("sweep", spec, "-j", "2", "--results", results)
+    assert r.exit_code == 1, r.output
+    xdir = ExperimentDir(results / "demo")
+    ids = manifest_ids(xdir)
+    statuses = [read_run_status(xdir.run_path(i)) for i in ids]
+    assert statuses == ["completed", "diverged"] * 3
+    for i in (1, 3, 5):  # the failing points are named, with their overrides and the reason
+        assert re.search(rf"#{i} {ids[i]} diverged \(init\.seed=\d dynamics\.lr=1000\.0\): loss .* exceeded",
+                         r.output), r.output
+    assert "3 completed, 3 diverged" in r.output
+    with h5py.File(xdir.run_path(ids[1]), "r") as f:
+        assert f.attrs["status"] == "diverged" and "exceeded" in f.attrs["message"]
+
+    # resuming: nothing runs again, still exit 1 (the experiment is not all completed)
+    r = invoke("sweep", spec, "--results", results)
+    assert r.exit_code == 1 and "nothing to run" in r.output and "from earlier sweeps" in r.output
+    stamps = {i: xdir.run_path(i).stat().st_mtime_ns for i in ids}
+    # --rerun-failed runs the three diverged points only
+    r = invoke("sweep", spec, "--rerun-failed", "--results", results)
+    assert r.exit_code == 1 and "3 run now" in r.output
+    changed = {i for i in ids if xdir.run_path(i).stat().st_mtime_ns != stamps[i]}
+    assert changed == {ids[1], ids[3], ids[5]}
+    # --force runs everything; -q prints only what did not complete, on stderr
+    r = invoke("sweep", spec, "--force", "-q", "--results", results)
+    assert r.exit_code == 1
+    assert "run now" not in r.output and "3 points did not complete" in r.output
+    assert all(xdir.run_path(i).stat().st_mtime_ns != stamps[i] for i in ids)
+    assert leftovers(xdir) == []
+
+
+def test_a_run_that_raises_is_recorded_as_failed(tmp_path):
+    # a data file that exists when the spec is loaded, but is not a valid npz when the run reads it
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"not an npz file")
+    spec = write_spec(tmp_path, "sweep:\n  points: [{init.seed: 0}, {data: {kind: file, path: data.npz}}]\n")
+    r = invoke("sweep", spec, "-j", "1", "--results", tmp_path / "results")
+    if r.exit_code == 2:  # the spec layer already refuses the file: then it is not a run failure
+        assert "data" in r.output
+        pytest.skip("the spec layer checks the data file's contents")
+    assert r.exit_code == 1, r.output
+    xdir = ExperimentDir(tmp_path / "results" / "demo")
+    ids = manifest_ids(xdir)
+    assert read_run_status(xdir.run_path(ids[0])) == "completed"
+    failed = read_run(xdir.run_path(ids[1]))
+    assert failed.status == "failed" and failed.provenance["error"]
+    assert f"#1 {ids[1]} failed" in r.output
+
+
+# -- killing and resuming --------------------------------------------------------------------------
+SLOW = 4000  # steps: about 0.2 s per run
+
+
+def test_sigkill_mid_sweep_then_resume_runs_every_point_exactly_once(tmp_path):
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}\n",
+                      steps=SLOW)
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, "--log-every", "0.2")
+    try:
+        wait_until(lambda: xdir.runs_dir.is_dir() and len(list(xdir.runs_dir.glob("*.h5"))) >= 2)
+        wait_until(lambda: claimed_runs(xdir.runs_dir))  # a run is in progress
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, at once
+        finish(proc)
+    ids = manifest_ids(xdir)
+    done = {p.stem for p in xdir.runs_dir.glob("*.h5")}
+    assert 2 <= len(done) < len(ids)
+    for rid in done:  # every file under its final name is whole
+        assert read_run(xdir.run_path(rid)).status == "completed"
+    # what a kill -9 may leave: a temporary of a dead writer, a claim file nobody holds
+    fake_pid = 4_000_000  # above pid_max: no such process
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", os.uname().nodename)
+    pending = [i for i in ids if i not in done]
+    (xdir.runs_dir / f".{pending[0]}.{host}.{fake_pid}.0badc0de.tmp.h5").write_bytes(b"partial")
+    claim_path(xdir.runs_dir, pending[1]).write_text(f"{host} {fake_pid} x\n")
+
+    code, out = finish(lcnrun("sweep", spec, "-j", "2", "--results", results))
+    assert code == 0, out
+    assert ran_now(out) == len(ids) - len(done)  # the others, once each
+    assert sorted(p.stem for p in xdir.runs_dir.glob("*.h5")) == sorted(ids)
+    assert leftovers(xdir) == []
+    for rid in ids:
+        assert read_run(xdir.run_path(rid)).status == "completed"
+    code, out = finish(lcnrun("sweep", spec, "--results", results))
+    assert code == 0 and "nothing to run" in out
+
+
+@pytest.mark.parametrize("signum, code, left", [(signal.SIGINT, 130, "pending"),
+                                                 (signal.SIGTERM, 143, "stopped")])
+def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code, left):
+    """Ctrl-C abandons the runs in progress (no file: pending); SIGTERM lets them write
+    'stopped' run files, which the next sweep runs again."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7]}\n",
+                      steps=SLOW * 10)
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
+    wait_until(lambda: xdir.runs_dir.is_dir() and len(claimed_runs(xdir.runs_dir)) == 2)
+    os.killpg(proc.pid, signum)
+    rc, out = finish(proc, timeout=60)
+    assert rc == code, out
+    assert "interrupted" in out and "run the same command again" in out
+    assert leftovers(xdir) == []
+    states = {}
+    for p in xdir.runs_dir.glob("*.h5"):
+        states[p.stem] = read_run_status(p)
+    if left == "stopped":
+        assert list(states.values()).count("stopped") >= 1, states
+    else:
+        assert "stopped" not in states.values()
+    rc, out = finish(lcnrun("sweep", spec, "-j", "2", "--results", results))
+    assert rc == 0, out
+    assert ran_now(out) == 8 - list(states.values()).count("completed")
+    assert {read_run_status(xdir.run_path(i)) for i in manifest_ids(xdir)} == {"completed"}
+
+
+def test_two_sweeps_at_once_run_each_point_once(tmp_path):
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}\n",
+                      steps=SLOW)
+    results = tmp_path / "results"
+    first = lcnrun("sweep", spec, "-j", "1", "--results", results)
+    second = lcnrun("sweep", spec, "-j", "1", "--results", results)
+    (c1, o1), (c2, o2) = finish(first), finish(second)
+    assert c1 == 0 and c2 == 0, o1 + o2
+    assert ran_now(o1) + ran_now(o2) == 10, o1 + o2
+    xdir = ExperimentDir(results / "demo")
+    assert sorted(p.stem for p in xdir.runs_dir.glob("*.h5")) == sorted(manifest_ids(xdir))
+    assert leftovers(xdir) == []
+    for rid in manifest_ids(xdir):
+        assert read_run(xdir.run_path(rid)).status == "completed"
+
+
+def test_a_killed_worker_fails_its_point_only(tmp_path):
+    """The OOM killer's SIGKILL to one worker: that point is recorded failed, naming the signal,
+    a new worker takes over, the sweep ends (no hang) with exit 1."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5]}\n", steps=SLOW * 5)
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
+    wait_until(lambda: xdir.runs_dir.is_dir() and claimed_runs(xdir.runs_dir))
+    victim_run, holder = next(iter(claimed_runs(xdir.runs_dir).items()))
+    os.kill(int(holder.split()[1]), signal.SIGKILL)
+    rc, out = finish(proc, timeout=120)
+    assert rc == 1, out
+    assert re.search(rf"{victim_run} failed .*killed by SIGKILL", out), out
+    ids = manifest_ids(xdir)
+    statuses = {i: read_run_status(xdir.run_path(i)) for i in ids}
+    assert statuses[victim_run] == "failed"
+    assert [s for i, s in statuses.items() if i != victim_run] == ["completed"] * 5
+    assert "SIGKILL" in read_run(xdir.run_path(victim_run)).attrs["message"]
+    assert leftovers(xdir) == []
+
+
+# -- claims ----------------------------------------------------------------------------------------
+def test_a_point_claimed_elsewhere_is_waited_for_not_run_twice(tmp_path):
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2]}\n")
+    results = tmp_path / "results"
+    invoke("sweep", spec, "--dry-run", "--results", results)
+    r = invoke("run", spec, "--index", "0", "--results", results)  # creates the folder
+    xdir = ExperimentDir(results / "demo")
+    ids = manifest_ids(xdir)
+    os.unlink(xdir.run_path(ids[0]))
+    claim = try_claim(xdir.runs_dir, ids[1])  # "another sweep" is running point 1
+    assert claim is not None and try_claim(xdir.runs_dir, ids[1]) is None
+    status = json.loads(invoke("status", results / "demo", "--json").output)
+    assert status["counts"] == {"running": 1, "pending": 2}
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
+    wait_until(lambda: xdir.run_path(ids[0]).exists() and xdir.run_path(ids[2]).exists())
+    time.sleep(0.3)
+    assert proc.poll() is None  # still waiting for point 1
+    assert not xdir.run_path(ids[1]).exists()
+    # the other process finishes point 1 (here: by writing a copy of point 0's file) and lets go
+    xdir.run_path(ids[1]).write_bytes(xdir.run_path(ids[0]).read_bytes())
+    claim.release()
+    rc, out = finish(proc)
+    assert rc == 0, out
+    assert ran_now(out) == 2
+    assert leftovers(xdir) == []
