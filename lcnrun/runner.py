@@ -120,8 +120,10 @@ def invariant_drift(model: Model, theta: np.ndarray) -> float:
     return drift / scale if scale > 0 else drift
 
 
-def _record(run_spec, run_id, status, message, provenance, arrays=None, final_arrays=None,
-            final_attrs=None, diagnostics=None, attrs=None) -> RunRecord:
+def make_record(run_spec, run_id, status, message, provenance, arrays=None, final_arrays=None,
+                final_attrs=None, diagnostics=None, attrs=None) -> RunRecord:
+    """A run record; with only the first five arguments, that of a run without a trajectory
+    (failed before it started, stopped, or lost with its worker)."""
     base_attrs = {"message": message, "name": run_spec.name, "model_kind": run_spec.model.kind,
                   "dynamics_kind": run_spec.dynamics.kind, "loss_kind": run_spec.loss.kind}
     base_attrs.update(attrs or {})
@@ -147,11 +149,11 @@ def execute(run_spec, run_id: str) -> RunRecord:
         return record
     except StopRequested as err:
         finish_provenance(provenance, str(err))
-        return _record(run_spec, run_id, STOPPED, f"stopped: {err}", provenance)
+        return make_record(run_spec, run_id, STOPPED, f"stopped: {err}", provenance)
     except Exception as err:  # noqa: BLE001 - a failing run is data, not a crash
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         finish_provenance(provenance, text)
-        return _record(run_spec, run_id, FAILED, f"{type(err).__name__}: {err}", provenance)
+        return make_record(run_spec, run_id, FAILED, f"{type(err).__name__}: {err}", provenance)
 
 
 def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught, data_condition) -> RunRecord:
@@ -190,7 +192,7 @@ def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught
     if warn_texts:
         provenance["warnings"] = warn_texts
     attrs = {"warnings": "\n".join(warn_texts)} if warn_texts else {}
-    return _record(run_spec, run_id, status, traj.message, provenance, arrays, final_arrays,
+    return make_record(run_spec, run_id, status, traj.message, provenance, arrays, final_arrays,
                    final_attrs, diagnostics, attrs)
 
 

@@ -177,7 +177,7 @@ BAD = {
     "ragged explicit layer": (dict(l7="init: {kind: explicit, layers: [[1, 2, 3, 4], [[1], [1, 2]], [1, 2]]}"),
                               "init.layers[1]", 7, "rectangular"),
     "init file missing layer": (dict(l4="  filters: [4, 3, 2, 2]", l5="  strides: [2, 2, 1, 1]",
-                                     l7="init: {kind: file, path: init.npz}"), "init.path", 7, "lacks layer_3"),
+                                     l7="init: {kind: file, path: init.npz}"), "init.path", 7, "lacks 'layer_3'"),
     "duplicate key": (dict(l9="model: {kind: dense, widths: [2, 1]}"), "model", 9, "duplicate key (first at line 2)"),
 }
 
@@ -198,7 +198,7 @@ def test_broken_files_are_reported_with_their_own_message(npz_files):
     np.savez(npz_files / "no_y.npz", X=np.ones((5, 64)))
     (p,) = problems_of(write(npz_files, spec_text(l6="data: {kind: file, path: no_y.npz}")))
     assert (p.key, p.line) == ("data.path", 6)
-    assert p.message == f"{npz_files / 'no_y.npz'} must contain arrays 'X' and 'Y' (has ['X'])"
+    assert p.message == f"{npz_files / 'no_y.npz'} lacks 'Y' (has ['X'])"
     (npz_files / "text.npz").write_text("not numbers")
     (p,) = problems_of(write(npz_files, spec_text(l7="init: {kind: file, path: text.npz}")))
     assert (p.key, p.line) == ("init.path", 7) and "is not a numpy .npz file" in p.message

@@ -12,15 +12,16 @@ from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
-from ..report.status import experiment_status, failure_messages
+from ..report.status import experiment_status, failure_messages, scheduler_states
 from ..report.summary import QueryError, SummaryTable, load_runs, summarize
-from ..spec import format_overrides
-from .app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, fail, handle_errors, is_terminal
+from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
+                  handle_errors, is_terminal)
 
 STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
                "stopped": "yellow", "running": "cyan", "pending": "dim"}
@@ -33,8 +34,14 @@ def report_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (SourceError, QueryError) as err:
-            fail(str(err), EXIT_USAGE)
+            fail_line(str(err), EXIT_USAGE)
     return wrapper
+
+
+def fail_line(message: str, code: int) -> None:
+    """An error message on one line (never wrapped: a log file stays greppable), then exit."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def print_table(table: Table) -> None:
@@ -91,13 +98,14 @@ def status(
 ) -> None:
     """Counts of completed, diverged, failed, stopped, running and pending runs of an experiment."""
     source = open_experiment(dir, results)
-    st = experiment_status(source)
+    live, problems = scheduler_states(source)
+    st = experiment_status(source, scheduler=live)
     counts = st.counts()
     listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []
     messages = failure_messages(st, listed) if listed else {}
     if as_json:
         doc = {"experiment": st.label, "runs_dir": str(st.runs_dir), "total": st.total,
-               "counts": counts, "orphans": len(st.orphans),
+               "counts": counts, "orphans": len(st.orphans), "scheduler_problems": problems,
                "not_completed": [{"index": s.index, "run_id": s.run_id, "state": s.state,
                                   "overrides": s.overrides, "message": messages.get(s.run_id, ""),
                                   "holder": s.holder} for s in listed]}
@@ -111,11 +119,14 @@ def status(
     for state, n in counts.items():
         table.add_row(Text(state, style=STATE_STYLE.get(state, "")), str(n))
     print_table(table)
+    for problem in problems:
+        err_console.print(Text(f"warning: scheduler: {problem}", style="yellow"), soft_wrap=True)
     if st.orphans:
         console.print(f"{len(st.orphans)} run file{'s' if len(st.orphans) != 1 else ''} in "
                       f"{st.runs_dir} are not points of this experiment (an earlier spec or code "
                       "version; `lcnrun summary --all-files` shows them)", highlight=False, soft_wrap=True)
     if list_runs and listed:
+        from ..spec import format_overrides  # noqa: PLC0415
         t = Table(title="not completed", title_justify="left")
         for col in ("index", "run id", "state", "overrides", "message"):
             t.add_column(col, justify="right" if col == "index" else "left")
@@ -159,7 +170,7 @@ def summary(
 ) -> None:
     """A table with one row per run: the spec values that vary, status and final figures."""
     if sum([as_csv, as_md, as_json]) > 1:
-        fail("give at most one of --csv, --md, --json")
+        fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
     source = open_experiment(dir, results)
     runs = load_runs(source, all_files=all_files, processes=jobs)
     table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
@@ -179,13 +190,43 @@ def summary(
 
 
 def _markdown(table: SummaryTable) -> str:
+    """A Markdown table; groups show ``mean ± std`` and ``min … max`` per figure (as on a terminal)."""
     def esc(text: str) -> str:
         return text.replace("|", "\\|")
-    lines = ["| " + " | ".join(esc(c) for c in table.columns) + " |",
-             "|" + "|".join("---:" if _numeric_column(table, c) else "---" for c in table.columns) + "|"]
-    for row in table.rows:
-        lines.append("| " + " | ".join(esc(cell(row.get(c))) for c in table.columns) + " |")
+    header, cells = _display(table)
+    right = [all(_is_numberlike(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(esc(h.replace("\n", " ")) for h in header) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
+
+
+def _is_numberlike(text: str) -> bool:
+    try:
+        float(text.split()[0]) if text else None
+    except ValueError:
+        return False
+    return True
+
+
+def _display(table: SummaryTable) -> tuple[list[str], list[list[str]]]:
+    """Column headers and cell texts for people (rich and Markdown)."""
+    if not table.grouped:
+        return list(table.columns), [[cell(row.get(c)) for c in table.columns] for row in table.rows]
+    keys = [*table.group_by, "runs", "completed"]
+    header = keys + [h for f in table.figures for h in (f"{f}\nmean ± std", "min … max")]
+    cells = []
+    for row in table.rows:
+        out = [cell(row.get(c)) for c in keys]
+        for f in table.figures:
+            mean, std, count = row.get(f"{f}.mean"), row.get(f"{f}.std"), row.get(f"{f}.count")
+            text = "" if mean is None else cell(mean, 4) + (f" ± {cell(std, 2)}" if std is not None else "")
+            if mean is not None and count != row["runs"]:
+                text += f" (n={count})"
+            lo, hi = row.get(f"{f}.min"), row.get(f"{f}.max")
+            out += [text, "" if lo is None else f"{cell(lo, 4)} … {cell(hi, 4)}"]
+        cells.append(out)
+    return header, cells
 
 
 def _numeric_column(table: SummaryTable, column: str) -> bool:
@@ -197,35 +238,18 @@ def _rich_summary(label: str, table: SummaryTable) -> None:
     n = len(table.rows)
     title = f"{label}: {n} {'group' if table.grouped else 'run'}{'s' if n != 1 else ''}"
     t = Table(title=title, title_justify="left")
-    if table.grouped:
-        for c in [*table.group_by, "runs", "completed"]:
-            t.add_column(c, justify="right" if _numeric_column(table, c) else "left")
-        for f in table.figures:
-            t.add_column(f"{f}\nmean ± std", justify="right")
-            t.add_column("min … max", justify="right")
-        for row in table.rows:
-            cells = [Text(cell(row.get(c))) for c in [*table.group_by, "runs", "completed"]]
-            for f in table.figures:
-                mean, std = row.get(f"{f}.mean"), row.get(f"{f}.std")
-                count = row.get(f"{f}.count")
-                text = "" if mean is None else cell(mean, 4) + (f" ± {cell(std, 2)}" if std is not None else "")
-                if mean is not None and count != row["runs"]:
-                    text += f" (n={count})"
-                lo, hi = row.get(f"{f}.min"), row.get(f"{f}.max")
-                cells += [Text(text), Text("" if lo is None else f"{cell(lo, 4)} … {cell(hi, 4)}")]
-            t.add_row(*cells)
-    else:
-        for c in table.columns:
-            t.add_column(c, justify="right" if _numeric_column(table, c) else "left")
-        for row in table.rows:
-            t.add_row(*[Text(cell(row.get(c)), style=STATE_STYLE.get(row.get(c), "") if c == "status" else "")
-                        for c in table.columns])
+    header, cells = _display(table)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="right" if cells and all(_is_numberlike(r[i]) for r in cells) else "left")
+    status_at = header.index("status") if "status" in header and not table.grouped else None
+    for row in cells:
+        t.add_row(*[Text(c, style=STATE_STYLE.get(c, "") if i == status_at else "")
+                    for i, c in enumerate(row)])
     print_table(t)
     if table.constant and not table.grouped:
-        shown = {k: v for k, v in table.constant.items() if k not in ("description",)}
-        text = ", ".join(f"{k}={cell(v)}" for k, v in list(shown.items())[:12])
-        more = f" ... ({len(shown) - 12} more)" if len(shown) > 12 else ""
-        console.print(Text(f"the same in every run: {text}{more}", style="dim"), soft_wrap=True)
+        shown = {k: v for k, v in table.constant.items() if k != "description" and v is not None}
+        text = ", ".join(f"{k}={cell(v)}" for k, v in shown.items())
+        console.print(Text(f"the same in every run: {text}", style="dim"), soft_wrap=True)
     for note in table.notes:
         console.print(Text(note, style="dim"), soft_wrap=True)
 

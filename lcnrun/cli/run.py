@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .. import workflow
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
 
 
@@ -15,6 +14,8 @@ from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, 
 @handle_errors
 def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) -> None:
     """Check a spec (and every sweep point) without running anything."""
+    from .. import workflow  # lazy: keeps `lcnrun status/summary/diff` from loading scipy
+
     exp = workflow.load(spec)
     n = len(exp.points)
     console.print(f"[green]ok[/]: {spec} is valid: experiment [bold]{exp.name}[/], "
@@ -29,8 +30,14 @@ def run(
     results: Path = ResultsOption,
     force: bool = typer.Option(False, "--force", help="run again even if a completed run file exists"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the run file's path"),
+    expect_run_id: Optional[str] = typer.Option(None, "--expect-run-id", help="refuse (exit 2) "
+                                                "unless the point has this run id (a Slurm task's "
+                                                "check that the spec is still the one submitted)"),
 ) -> None:
     """Run a spec with no sweep, or one point of a sweep (--index I)."""
+    from .. import workflow
+    from ..store.claims import try_claim
+
     exp = workflow.load(spec)
     if index is None:
         if len(exp.points) != 1:
@@ -40,9 +47,15 @@ def run(
     if not 0 <= index < len(exp.points):
         raise UsageError(f"--index {index} is out of range: {spec} has {len(exp.points)} points "
                          f"(0..{len(exp.points) - 1})")
-    xdir = workflow.prepare(exp, results)
     point = exp.points[index]
-    outcome = workflow.run_point(exp, xdir, point, force=force)
+    if expect_run_id is not None and point.run_id != expect_run_id:
+        raise UsageError(f"{spec}: point {index} is now run {point.run_id}, not {expect_run_id} as "
+                         "when it was submitted: the spec changed since (submit it again)")
+    xdir = workflow.prepare(exp, results)
+    # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
+    # the same point at once (the second waits, then finds it completed)
+    with try_claim(xdir.runs_dir, point.run_id, wait=True):
+        outcome = workflow.run_point(exp, xdir, point, force=force)
     path = xdir.run_path(point.run_id)
     if quiet:
         console.print(str(path), highlight=False)

@@ -11,14 +11,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from .. import workflow
 from ..report.source import ExperimentSource
 from ..report.status import experiment_status
-from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
-from ..spec import format_overrides
+from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
+                              should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
-from .report import print_table
-from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console, fail,
+from .report import fail_line, print_table
+from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
                   handle_errors, is_terminal)
 
 LIST_AT_MOST = 20
@@ -48,7 +47,6 @@ class _Counter(SweepObserver):
         self.name = name
         self.total = self.done = self.failed = self.ran = 0
         self.started = time.monotonic()
-        self.point_text: dict[int, str] = {}
 
     def planned(self, total, to_run, skipped, workers):
         self.total, self.workers, self.to_run = total, workers, to_run
@@ -138,8 +136,9 @@ class RichProgress(_Counter):
         before = f", {self.done + self.failed} kept from earlier sweeps" if skipped else ""
         console.print(f"sweep [bold]{escape(self.name)}[/]: {total} points{before}, "
                       f"{_to_run(to_run, workers)}", highlight=False, soft_wrap=True)
+        self.task = self.progress.add_task(self.name, total=total, done=self.done, failed=self.failed,
+                                           remaining=self.remaining, rate="?", eta="?")
         self.progress.start()
-        self.task = self.progress.add_task(self.name, total=total)
         self._update()
 
     def _update(self):
@@ -173,6 +172,8 @@ class QuietProgress(_Counter):
 
 
 def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
+    from ..spec import format_overrides  # noqa: PLC0415
+
     xdir = ExperimentDir(Path(results) / exp.name)
     source = ExperimentSource(str(exp.path), xdir.runs_dir,
                               [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
@@ -182,10 +183,8 @@ def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
         table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
     would = 0
     for s in status.states:
-        runs = s.state in ("pending", "stopped") or force or (
-            rerun_failed and s.state in ("failed", "diverged"))
-        runs = runs and s.state != "running"
-        would += runs
+        would += s.state != "running" and should_run(s.file_status, None, force=force,
+                                                     rerun_failed=rerun_failed, since=0.0)
         table.add_row(str(s.index), s.run_id, Text(s.state, style=STATE_STYLE.get(s.state, "")),
                       Text(format_overrides(s.overrides)))
     print_table(table)
@@ -215,6 +214,9 @@ def sweep(
     Completed points are skipped, so an interrupted sweep is finished by running it again; failed
     and diverged ones are kept unless --rerun-failed. Exit code 1 if any point did not complete.
     """
+    from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
+    from ..spec import format_overrides  # noqa: PLC0415
+
     exp = workflow.load(spec)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
@@ -233,7 +235,7 @@ def sweep(
         report = run_sweep(exp, xdir, jobs=jobs if jobs is not None else available_cores(),
                            force=force, rerun_failed=rerun_failed, observer=observer)
     except SweepError as err:
-        fail(str(err), EXIT_FAILED)
+        fail_line(str(err), EXIT_FAILED)
     finally:
         if isinstance(observer, RichProgress):
             observer.stop()

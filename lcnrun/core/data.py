@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .models import MODELS, Model
+from .npzfile import read_npz_arrays
 from .options import OptionError, Section, option
 
 
@@ -197,18 +198,7 @@ class FileData:
 
     @staticmethod
     def build(options, model: Model) -> Dataset:
-        try:
-            with np.load(options.path) as f:
-                if "X" not in f or "Y" not in f:
-                    raise OptionError("path", f"{options.path} must contain arrays 'X' and 'Y' "
-                                              f"(has {sorted(f.files)})")
-                x, y = np.asarray(f["X"], dtype=float), np.asarray(f["Y"], dtype=float)
-        except OptionError:  # a ValueError too: keep its own message
-            raise
-        except OSError as err:
-            raise OptionError("path", f"cannot read {options.path}: {err}") from None
-        except ValueError as err:
-            raise OptionError("path", f"{options.path} is not a numpy .npz file ({err})") from None
+        x, y = read_npz_arrays(options.path, ["X", "Y"])
         if x.shape[0] != y.shape[0]:
             raise OptionError("path", f"X has {x.shape[0]} samples but Y has {y.shape[0]}")
         want = model.output_shape(x.shape[1:])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import Model
+from .npzfile import read_npz_arrays
 from .options import OptionError, option
 
 
@@ -98,19 +99,7 @@ class FileInit:
 
     @staticmethod
     def build(options, model: Model) -> np.ndarray:
-        try:
-            with np.load(options.path) as f:
-                missing = [f"layer_{l}" for l in range(model.n_layers) if f"layer_{l}" not in f]
-                if missing:
-                    raise OptionError("path", f"{options.path} lacks {', '.join(missing)} "
-                                              f"(has {sorted(f.files)})")
-                arrays = [np.asarray(f[f"layer_{l}"], dtype=float) for l in range(model.n_layers)]
-        except OptionError:  # a ValueError too: keep its own message
-            raise
-        except OSError as err:
-            raise OptionError("path", f"cannot read {options.path}: {err}") from None
-        except ValueError as err:
-            raise OptionError("path", f"{options.path} is not a numpy .npz file ({err})") from None
+        arrays = read_npz_arrays(options.path, [f"layer_{l}" for l in range(model.n_layers)])
         return _check_layers(model, arrays, "path")
 
 

@@ -33,7 +33,6 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ import numpy as np
 import yaml
 
 from ..store.runfile import RunData, RunFileError, read_run
-from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs
+from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-12
@@ -293,17 +292,17 @@ def _trajectory_items(a: RunData, b: RunData, rtol: float, atol: float) -> list[
             continue
         sa, sb = a.trajectory[key], b.trajectory[key]
         if key == "t":
-            items.append(compare_values(name, sa, sb, rtol, atol, note="stored times differ"))
+            items.append(compare_values(name, sa, sb, rtol, atol, note=grid_note))
             continue
         if sa.shape[1:] != sb.shape[1:] or sa.shape[0] != len(ta) or sb.shape[0] != len(tb):
             items.append(compare_values(name, sa, sb, rtol, atol))
             continue
         if len(t_common) == 0:
-            items.append(Item(name, False, False, note=grid_note + ": no common time"))
+            items.append(Item(name, False, False, note="no common time (see trajectory/t)"))
             continue
         items.append(compare_values(name, np.asarray(sa, dtype=np.float64)[keep],
                                     _interpolate(t_common, tb, sb), rtol, atol, t=t_common,
-                                    note=grid_note))
+                                    note="B interpolated onto A's times (see trajectory/t)"))
     return items
 
 
@@ -448,7 +447,7 @@ def diff_experiments(src_a: ExperimentSource, src_b: ExperimentSource, *,
     if processes > 1 and len(tasks) > 1:
         size = max(1, math.ceil(len(tasks) / (processes * 4)))
         chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
             report.pairs = [p for part in pool.map(_diff_chunk, chunks) for p in part]
     else:
         report.pairs = _diff_chunk(tasks)

@@ -187,6 +187,16 @@ def read_run_info(run_id: str, path: Path) -> RunInfo:
     return RunInfo(run_id, Path(path), attrs, spec)
 
 
+def reader_context():
+    """Start method for processes that only read run files: ``fork`` where there is one (a worker
+    starts at once, with everything imported; this process runs no other threads and holds no
+    open HDF5 file when it forks), else ``spawn`` (a worker re-imports lcnrun, ~0.5-1 s)."""
+    try:
+        return get_context("fork")
+    except ValueError:
+        return get_context("spawn")
+
+
 def _available_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -206,12 +216,12 @@ def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
     worker processes (``processes``: default the cores available); ``processes=1`` reads here.
     """
     items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
-    if processes is None:
+    if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
         processes = _available_cores() if len(items) >= PARALLEL_FROM else 1
-    processes = max(1, min(processes, math.ceil(len(items) / 200) or 1))
+    processes = max(1, min(processes, len(items)))
     if processes == 1:
         return _read_chunk(items)
     size = math.ceil(len(items) / (processes * 4))
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
         return [info for part in pool.map(_read_chunk, chunks) for info in part]

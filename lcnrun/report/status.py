@@ -16,7 +16,7 @@ of the code) are counted apart as ``orphans``. Reading statuses costs three attr
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,26 @@ from .source import ExperimentSource
 #: display order; a scheduler's own states (``queued`` ...) come after ``running``
 STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "running", "pending")
 FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
+
+
+#: Functions ``source -> {run_id: state}`` asked by :func:`scheduler_states` (and so by
+#: ``lcnrun status``): a cluster scheduler module appends its own, e.g. one that maps the array
+#: tasks ``squeue`` lists for this experiment to ``queued`` / ``running``.
+SCHEDULER_PROBES: list[Callable[[ExperimentSource], Mapping[str, str]]] = []
+
+
+def scheduler_states(source: ExperimentSource) -> tuple[dict[str, str], list[str]]:
+    """What the registered :data:`SCHEDULER_PROBES` say about ``source``'s runs, merged, and a
+    note for each probe that failed (a scheduler that cannot be reached must not break
+    ``status``)."""
+    states: dict[str, str] = {}
+    notes: list[str] = []
+    for probe in SCHEDULER_PROBES:
+        try:
+            states.update(probe(source) or {})
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"{getattr(probe, '__name__', probe)}: {type(err).__name__}: {err}")
+    return states, notes
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ A row holds every key a query may use: the run's resolved spec flattened to dott
 ``run_id``, ``status``, ``message``, the final figures (``final.loss``, ``final.grad_norm``,
 ``final.t``, ``final.invariant_drift``, ``final.nfev`` ...) and the diagnostics' scalars
 (``diagnostics.<name>.<key>``). The default columns are ``index``, ``run_id``, the spec keys whose
-values are not the same in every row shown, ``status``, the four final figures and every
-diagnostic scalar.
+values are not the same in every run of the experiment (before filtering, so that the columns do
+not change with the filters), ``status``, the four final figures and every diagnostic scalar.
 
 Queries (:func:`summarize`):
 
@@ -34,7 +34,6 @@ from typing import Any
 
 import yaml
 
-from ..spec.yamlio import SpecLoader
 from .source import ExperimentSource, read_runs
 
 FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
@@ -97,6 +96,8 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
 # -- filters and sorting ---------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """A filter's value, read as YAML the way specs are (``1e-3`` is a float)."""
+    from ..spec.yamlio import SpecLoader  # noqa: PLC0415  (the spec layer pulls in the core)
+
     try:
         return yaml.load(text, Loader=SpecLoader) if text.strip() else None
     except yaml.YAMLError:
@@ -205,8 +206,8 @@ def varying_keys(rows: list[dict], spec_keys: Sequence[str], order: Sequence[str
         return []
     out = []
     for key in spec_keys:
-        first = _canon(rows[0].get(key, _MISSING))
-        if any(_canon(r.get(key, _MISSING)) != first for r in rows[1:]):
+        first = rows[0].get(key, _MISSING)
+        if any(r.get(key, _MISSING) != first for r in rows):
             out.append(key)
 
     def rank(key: str) -> tuple:
@@ -240,10 +241,11 @@ def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = 
     parsed = [parse_filter(f) for f in filters]
     _check_keys([f.key for f in parsed], known, "--filter")
     _check_keys(group_by, known, "--group-by")
-    for f in parsed:
-        rows = [r for r in rows if f.matches(r)]
+    # the columns come from the whole experiment, so that they do not change with the filters
     varying = varying_keys(rows, runs.spec_keys, runs.key_order)
     constant = {k: rows[0].get(k) for k in runs.spec_keys if k not in varying} if rows else {}
+    for f in parsed:
+        rows = [r for r in rows if f.matches(r)]
     cols = default_columns(rows, varying)
     if columns:
         if list(columns) == ["all"]:

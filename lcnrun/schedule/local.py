@@ -193,6 +193,7 @@ class _Task:
 
 
 _stop_after_this_run = False
+_waiting_for_a_claim = False
 _READY = "ready"
 
 
@@ -203,16 +204,23 @@ def _on_worker_sigint(signum, frame):
 
 def _on_worker_sigterm(signum, frame):
     # Outside a run (the runner turns SIGTERM into a 'stopped' run while computing): finish what
-    # is being written, then exit.
+    # is being written, then exit; stop waiting for another process's claim at once.
     global _stop_after_this_run
     _stop_after_this_run = True
+    if _waiting_for_a_claim:
+        raise KeyboardInterrupt
 
 
 def _attempt(exp, xdir: ExperimentDir, task: _Task) -> PointResult:
     from .. import workflow  # noqa: PLC0415  (imported in the worker, after the BLAS variables)
 
+    global _waiting_for_a_claim
     point = exp.points[task.index]
-    claim = try_claim(xdir.runs_dir, point.run_id, wait=task.wait)
+    _waiting_for_a_claim = task.wait
+    try:
+        claim = try_claim(xdir.runs_dir, point.run_id, wait=task.wait)
+    finally:
+        _waiting_for_a_claim = False
     if claim is None:
         return PointResult(point.index, point.run_id, "", "busy")
     with claim:
@@ -323,7 +331,7 @@ def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -
     """The worker running a point died: keep a run file it finished, else write a failed one.
     ``None`` if another process claimed the point meanwhile (it is then waited for)."""
     from ..provenance import collect_provenance, finish_provenance  # noqa: PLC0415
-    from ..runner import _record, seeds_of  # noqa: PLC0415
+    from ..runner import make_record, seeds_of  # noqa: PLC0415
     from ..store.runfile import write_run  # noqa: PLC0415
 
     point = exp.points[task.index]
@@ -338,7 +346,7 @@ def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -
         message = f"the worker process running this point {_describe_exit(worker.proc.exitcode)}"
         provenance = collect_provenance(seeds_of(point.run_spec))
         finish_provenance(provenance, message)
-        record = _record(point.run_spec, point.run_id, "failed", message, provenance)
+        record = make_record(point.run_spec, point.run_id, "failed", message, provenance)
         try:
             write_run(xdir.run_path(point.run_id), record)
         except OSError as err:
@@ -348,12 +356,28 @@ def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -
 
 def clean_leftovers(xdir: ExperimentDir) -> list[Path]:
     """Remove what killed sweeps left in an experiment folder: temporaries of dead writers and
-    unheld claim files. Safe while other sweeps run (only what nobody can be writing goes)."""
+    unheld claim files. Safe while other sweeps run (only what nobody can be writing goes):
+
+    - in the folder itself (``manifest.tsv``, ``experiment.yaml``, written under the folder's
+      lock): with the lock held, temporaries of dead writers on this host;
+    - in ``runs/``: with a run's claim held, that run's temporaries of dead writers
+      (:func:`lcnrun.store.claims.clean_run_temporaries`); unheld claim files;
+    - anywhere: temporaries older than 10 minutes whose writer is gone
+      (:meth:`ExperimentDir.clean_stale_temporaries`).
+    """
+    from ..store.atomic import TEMPORARY_PATTERN, host_tag, pid_alive  # noqa: PLC0415
+
     removed = xdir.clean_stale_temporaries()
+    with contextlib.suppress(FileNotFoundError, TimeoutError), xdir.lock(timeout=10):
+        for name in os.listdir(xdir.root):
+            m = TEMPORARY_PATTERN.match(name)
+            if m and m["host"] == host_tag() and not pid_alive(int(m["pid"])):
+                with contextlib.suppress(FileNotFoundError):
+                    (xdir.root / name).unlink()
+                    removed.append(xdir.root / name)
     removed += clean_stale_claims(xdir.runs_dir)
     stems = set()
     with contextlib.suppress(FileNotFoundError):
-        from ..store.atomic import TEMPORARY_PATTERN  # noqa: PLC0415
         stems = {m["stem"] for n in os.listdir(xdir.runs_dir) if (m := TEMPORARY_PATTERN.match(n))}
     for run_id in sorted(stems):
         claim = try_claim(xdir.runs_dir, run_id)

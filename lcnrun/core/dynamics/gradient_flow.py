@@ -11,6 +11,7 @@ learning flows reuse it rather than copy it):
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,6 +24,12 @@ from .base import (COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions
                    divergence_threshold, stop_reason)
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+#: a flow has *stalled* when its last STALL_WINDOW accepted steps together advanced less than
+#: STALL_FRACTION of the time still to go (at that pace it would need > 1e9 steps): solve_ivp does
+#: not give up on a velocity that is discontinuous on a surface the flow slides along (e.g. a rank
+#: threshold), it takes ever more steps of ~1e-16
+STALL_WINDOW = 1000
+STALL_FRACTION = 1.0e-6
 
 
 class _Cached:
@@ -98,7 +105,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     it): divergence once ``loss > divergence_factor * max(L(0), 1)`` or not finite (terminal,
     ``diverged``), ``loss_below`` / ``grad_norm_below`` (terminal, ``completed`` with a stop
     reason), then each :class:`Event` (see there). A rule or terminal event that already holds at
-    ``t = 0`` gives a one-point run. When the integrator gives up, the run is ``diverged`` if the
+    ``t = 0`` gives a one-point run. A run that stalls (``STALL_WINDOW`` steps advancing less than
+    ``STALL_FRACTION`` of the time to go) ends ``failed`` at the stall. When the integrator gives up, the run is ``diverged`` if the
     loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
     stored as the last point (gradient flow does not, to keep its stored times on the grid).
     """
@@ -116,9 +124,23 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
         return threshold - loss if np.isfinite(loss) else -1.0
     diverging.terminal = True
 
-    fns = [diverging]
-    names = ["diverged"]
-    user: list[Event | None] = [None]  # the Event behind each solve_ivp event (None: a shared rule)
+    window: deque = deque(maxlen=STALL_WINDOW)  # times of the last accepted steps
+    stall_at = [float("inf")]
+
+    def stalled(t, y):
+        # events are evaluated at each accepted step (t increasing) and, to locate a crossing, at
+        # earlier times: only the former move the window; a function of t alone for the latter
+        if not window or t > window[-1]:
+            window.append(t)
+            if (len(window) == STALL_WINDOW
+                    and window[-1] - window[0] < STALL_FRACTION * (opts.t_max - window[0])):
+                stall_at[0] = min(stall_at[0], t)
+        return -1.0 if t >= stall_at[0] else 1.0
+    stalled.terminal = True
+
+    fns = [diverging, stalled]
+    names = ["diverged", "stalled"]
+    user: list[Event | None] = [None, None]  # the Event behind each solve_ivp event (None: a shared rule)
     if opts.loss_below is not None:
         def loss_event(t, y):
             return measure(y)[0] - opts.loss_below
@@ -180,6 +202,11 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
             if names[i] == "diverged":
                 status = DIVERGED
                 message = f"loss exceeded {threshold:.6g} at t = {te:.6g}"
+            elif names[i] == "stalled":
+                status = FAILED
+                message = (f"solve_ivp stalled: its last {STALL_WINDOW} steps advanced t by "
+                           f"{window[-1] - window[0]:.3g} in all, at t = {te:.6g} (a velocity that is "
+                           f"singular or discontinuous there)")
             elif user[i] is not None:
                 status = user[i].status
                 message = f"{user[i].message} at t = {te:.6g}"

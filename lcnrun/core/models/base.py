@@ -10,7 +10,9 @@ A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
 1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`) and
    ``check_options`` for the consistency checks that involve several keys;
 2. ``param_shapes`` (one shape per layer) and ``end_to_end_shape``;
-3. ``end_to_end(theta)`` and its pull-back ``end_to_end_vjp(theta, g) = J^T g``;
+3. ``_prefixes(layers)`` (the partial end-to-end maps, the last one is ``e``) and
+   ``_pullback(layers, prefixes, g) = J^T g``; the base class builds ``end_to_end``,
+   ``end_to_end_vjp`` and ``end_to_end_with_pullback`` from them;
 4. ``jacobian(theta)``: ``J = de/dtheta`` of shape ``(B, E, P)``;
 5. ``forward(theta, x)``: the network applied layer by layer (the independent reference);
 6. ``output_shape(input_shape)``, ``features``/``predict``/``predict_vjp`` (outputs of all samples
@@ -82,16 +84,26 @@ class Model(ABC):
 
     # -- the mathematics -------------------------------------------------------------------------
     @abstractmethod
-    def end_to_end(self, theta: np.ndarray) -> np.ndarray:
-        """``e(theta)``, shape ``(B, *end_to_end_shape)``."""
+    def _prefixes(self, layers: list[np.ndarray]) -> list[np.ndarray]:
+        """Partial end-to-end maps of layers 1..l, for l = 1..L (the last one is ``e``)."""
 
     @abstractmethod
+    def _pullback(self, layers: list[np.ndarray], prefixes: list[np.ndarray], g: np.ndarray) -> np.ndarray:
+        """``J^T g`` from the layers and their prefixes; returns ``(B, P)``."""
+
+    def end_to_end(self, theta: np.ndarray) -> np.ndarray:
+        """``e(theta)``, shape ``(B, *end_to_end_shape)``."""
+        return self._prefixes(self.split(np.asarray(theta, dtype=float)))[-1]
+
     def end_to_end_vjp(self, theta: np.ndarray, g: np.ndarray) -> np.ndarray:
         """``J^T g`` for ``g`` of shape ``(B, *end_to_end_shape)``; returns ``(B, P)``."""
+        return self.end_to_end_with_pullback(theta)[1](g)
 
     def end_to_end_with_pullback(self, theta: np.ndarray):
-        """``(e, pullback)`` with ``pullback(g) = J^T g``; families override it to share work."""
-        return self.end_to_end(theta), lambda g: self.end_to_end_vjp(theta, g)
+        """``(e, pullback)`` with ``pullback(g) = J^T g``, sharing the prefixes between the two."""
+        layers = self.split(np.asarray(theta, dtype=float))
+        prefixes = self._prefixes(layers)
+        return prefixes[-1], lambda g: self._pullback(layers, prefixes, g)
 
     @abstractmethod
     def jacobian(self, theta: np.ndarray) -> np.ndarray:

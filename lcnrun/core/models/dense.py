@@ -64,17 +64,6 @@ class Dense(Model):
             A.append(W @ A[-1])
         return A
 
-    def end_to_end(self, theta):
-        return self._prefixes(self.split(np.asarray(theta, dtype=float)))[-1]
-
-    def end_to_end_vjp(self, theta, g):
-        return self.end_to_end_with_pullback(theta)[1](g)
-
-    def end_to_end_with_pullback(self, theta):
-        layers = self.split(np.asarray(theta, dtype=float))
-        A = self._prefixes(layers)
-        return A[-1], lambda g: self._pullback(layers, A, g)
-
     def _pullback(self, layers, A, g):
         """``grad W_l = (W_L...W_{l+1})^T g (W_{l-1}...W_1)^T``."""
         grads = [None] * self.n_layers

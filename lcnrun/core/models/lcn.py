@@ -149,17 +149,6 @@ class LCN(Model):
             a.append(_tap_conv(a[-1], layers[l], self.cumulative_strides[l]))
         return a
 
-    def end_to_end(self, theta):
-        return self._prefixes(self.split(np.asarray(theta, dtype=float)))[-1]
-
-    def end_to_end_vjp(self, theta, g):
-        return self.end_to_end_with_pullback(theta)[1](g)
-
-    def end_to_end_with_pullback(self, theta):
-        layers = self.split(np.asarray(theta, dtype=float))
-        prefixes = self._prefixes(layers)
-        return prefixes[-1], lambda g: self._pullback(layers, prefixes, g)
-
     def _pullback(self, layers, prefixes, g):
         grads = [None] * self.n_layers
         for l in range(self.n_layers - 1, 0, -1):

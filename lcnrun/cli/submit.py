@@ -1,0 +1,198 @@
+"""``lcnrun submit SPEC``: the pending points of a spec as Slurm array jobs; prints the job id and
+exits (Slurm runs the tasks: ``lcnrun run SPEC --index I``; ``lcnrun status`` follows them).
+
+Importing this module also lets ``lcnrun status`` ask ``squeue`` / ``sacct`` about the tasks of
+an experiment's recorded submissions (:func:`lcnrun.schedule.slurm.register_status_probe`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..schedule.slurm import (DEFAULT_MAX_ARRAY_SIZE, SlurmError, SubmitError, SubmitOptions,
+                              max_array_size, plan_submission, register_status_probe,
+                              select_points, slurm_config, slurm_states, submit as submit_plan)
+from ..schedule.slurm import _command as require_command
+from .app import EXIT_OK, EXIT_USAGE, ResultsOption, UsageError, app, console, err_console, handle_errors
+
+register_status_probe()
+
+STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
+               "stopped": "yellow", "running": "cyan", "queued": "cyan", "pending": ""}
+
+
+def _say(text: str, quiet: bool) -> None:
+    if not quiet:
+        console.print(Text(text), soft_wrap=True)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+@app.command()
+@handle_errors
+def submit(
+    spec: Path = typer.Argument(..., help="experiment spec (YAML)"),
+    results: Path = ResultsOption,
+    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition "
+                                            "[the cluster's default]", show_default=False),
+    time: Optional[str] = typer.Option(None, "--time", "-t", help="time limit of each task, e.g. "
+                                       "01:00:00 or 2-00:00:00 [the partition's default]",
+                                       show_default=False),
+    mem: Optional[str] = typer.Option(None, "--mem", help="memory of each task, e.g. 2G [the "
+                                      "cluster's default]", show_default=False),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", "-c", help="cpus of each task (its "
+                                      "BLAS threads)"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="at most K tasks "
+                                               "running at once (Slurm's %K throttle)",
+                                               show_default=False),
+    job_name: Optional[str] = typer.Option(None, "--job-name", "-J", help="Slurm job name [the "
+                                           "experiment's name]", show_default=False),
+    requeue: bool = typer.Option(False, "--requeue", help="a preempted task (or one on a failed "
+                                 "node) goes back into the queue and runs its point again"),
+    sbatch_args: Optional[List[str]] = typer.Option(None, "--sbatch-arg", help="any other sbatch "
+                                                    "option, written into the script; repeat, e.g. "
+                                                    "--sbatch-arg=--qos=short "
+                                                    "--sbatch-arg=--account=lab"),
+    rerun_failed: bool = typer.Option(False, "--rerun-failed", help="also submit failed and "
+                                      "diverged points (stopped and pending ones are always "
+                                      "submitted)"),
+    force: bool = typer.Option(False, "--force", help="submit every point, even completed ones "
+                               "(never one that is queued or running)"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="print the points and the batch "
+                                 "script; submit nothing, write nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the job id(s)"),
+) -> None:
+    """Submit the pending points of a spec as a Slurm array job, print its id, and exit.
+
+    Array task I runs `lcnrun run SPEC --index <point>`; completed points, and points already
+    queued or running, are not submitted. Follow with `lcnrun status`; run the same command
+    again (or with --rerun-failed) to submit what is left.
+    """
+    from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
+    from ..report.source import ExperimentSource  # noqa: PLC0415
+    from ..report.status import experiment_status  # noqa: PLC0415
+    from ..store.experiment import ExperimentDir, ManifestRow  # noqa: PLC0415
+
+    options = SubmitOptions(partition=partition, time=time, mem=mem, cpus_per_task=cpus_per_task,
+                            max_parallel=max_parallel, requeue=requeue, job_name=job_name,
+                            sbatch_args=tuple(sbatch_args or ()))
+    try:
+        options.check()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    exp = workflow.load(spec)
+    notes: list[str] = []
+    try:
+        if not dry_run:
+            require_command("sbatch")
+        try:
+            limit = max_array_size(slurm_config())
+        except SlurmError as err:
+            if not dry_run:
+                raise
+            limit = DEFAULT_MAX_ARRAY_SIZE
+            notes.append(f"MaxArraySize assumed {limit} ({err})")
+        xdir = workflow.prepare(exp, results) if not dry_run else ExperimentDir(Path(results) / exp.name)
+        source = ExperimentSource(str(spec), xdir.runs_dir,
+                                  [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
+        try:
+            live = slurm_states(source)
+        except SlurmError as err:
+            if not dry_run:
+                raise SlurmError(f"cannot tell which points are queued or running already: {err}") from None
+            live = {}
+            notes.append(f"queued and running tasks unknown ({err})")
+        status = experiment_status(source, scheduler=live)
+        sel = select_points(status.states, rerun_failed=rerun_failed, force=force)
+        _say(_counts_line(exp.name, status.total, sel, rerun_failed), quiet)
+        for note in notes:
+            err_console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+        if not sel.submit:
+            _say("nothing to submit", quiet)
+            raise typer.Exit(EXIT_OK)
+        points = [(s.index, s.run_id) for s in sel.submit]
+        plan = plan_submission(exp.name, Path(spec), Path(results), points, options,
+                               max_array_size=limit)
+        if dry_run:
+            _print_dry_run(plan, sel, limit)
+            raise typer.Exit(EXIT_OK)
+        try:
+            record = submit_plan(plan, xdir)
+        except SubmitError as err:
+            if err.submitted and quiet:
+                console.print("\n".join(a.job_id for a in err.submitted), highlight=False)
+            raise
+    except SlurmError as err:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    if quiet:
+        console.print("\n".join(record["job_ids"]), highlight=False)
+        raise typer.Exit(EXIT_OK)
+    _print_submitted(plan, record, Path(results) / exp.name)
+
+
+def _counts_line(name: str, total: int, sel, rerun_failed: bool) -> str:
+    parts = []
+    if sel.completed:
+        parts.append(f"{len(sel.completed)} completed")
+    if sel.live:
+        parts.append(f"{len(sel.live)} queued or running")
+    if sel.kept:
+        states = sorted({s.state for s in sel.kept})
+        hint = "" if rerun_failed or set(states) <= {"unreadable"} else ": --rerun-failed submits them"
+        if "unreadable" in states:
+            hint += ("; " if hint else ": ") + "--force replaces unreadable files"
+        parts.append(f"{len(sel.kept)} {'/'.join(states)} kept{hint}")
+    parts.append(f"{len(sel.submit)} to submit")
+    return f"{name}: {_plural(total, 'point')}: " + ", ".join(parts)
+
+
+def _print_dry_run(plan, sel, limit: int) -> None:
+    from ..spec import format_overrides  # noqa: PLC0415
+    from .report import print_table  # noqa: PLC0415
+
+    table = Table(title=f"{plan.experiment}: {_plural(len(sel.submit), 'point')} to submit",
+                  title_justify="left")
+    for col in ("task", "index", "run id", "state", "overrides"):
+        table.add_column(col, justify="right" if col in ("task", "index") else "left",
+                         no_wrap=col != "overrides")
+    for task, s in enumerate(sel.submit):
+        table.add_row(str(task), str(s.index), s.run_id,
+                      Text(s.state, style=STATE_STYLE.get(s.state, "")), Text(format_overrides(s.overrides)))
+    print_table(table)
+    for k in range(len(plan.arrays)):
+        console.print(Text(f"--- {plan.script_path(k)} ---", style="bold"), soft_wrap=True)
+        console.print(Text(plan.script(k)), soft_wrap=True, end="")
+    n = len(plan.arrays)
+    split = f" (MaxArraySize {limit})" if n > 1 else ""
+    console.print(Text(f"would submit {_plural(len(plan.points), 'point')} as "
+                       f"{_plural(n, 'array job')}{split}; nothing submitted (--dry-run)"), soft_wrap=True)
+
+
+def _print_submitted(plan, record: dict, shown_root: Path) -> None:
+    arrays = record["arrays"]
+    throttle = plan.options.max_parallel
+    at_once = f", at most {throttle} running at once" if throttle else ""
+    ids = ", ".join(a["job_id"] for a in arrays)
+    if len(arrays) == 1:
+        a = arrays[0]
+        tasks = f"task{'s' if a['count'] > 1 else ''} {a['array'].split('%')[0]}"
+        console.print(Text(f"submitted {_plural(len(plan.points), 'point')} as array job {a['job_id']} "
+                           f"({tasks}{at_once})"), soft_wrap=True)
+    else:
+        order = " one after the other" if throttle else ""
+        console.print(Text(f"submitted {_plural(len(plan.points), 'point')} as {len(arrays)} array "
+                           f"jobs {ids} (at most {plan.max_array_size} tasks each{at_once}{order})"),
+                      soft_wrap=True)
+    slurm = shown_root / "slurm"
+    scripts = ", ".join(str(slurm / Path(a["script"]).name) for a in arrays)
+    console.print(Text(f"script{'s' if len(arrays) > 1 else ''}: {scripts}"), soft_wrap=True)
+    console.print(Text(f"logs:   {slurm}/<job id>_<task>.out"), soft_wrap=True)
+    console.print(Text(f"follow: lcnrun status {shown_root}    (squeue -j {ids}; scancel {ids} "
+                       "stops it)"), soft_wrap=True)

@@ -1,0 +1,293 @@
+"""`lcnrun status` and `lcnrun summary`: rows and columns, filters, sorting, grouping, formats,
+errors; the status seam for schedulers; the fast spec flattening against a full YAML parse."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lcnrun.cli import app
+from lcnrun.report.source import flatten, flatten_spec_text, open_experiment, read_runs
+from lcnrun.report import status as status_module
+from lcnrun.report.status import experiment_status
+from lcnrun.report.summary import FIGURES, QueryError, load_runs, parse_filter, summarize
+from lcnrun.store.claims import try_claim
+from lcnrun.store.experiment import ExperimentDir
+
+runner = CliRunner()
+
+SPEC = """\
+name: grid
+description: |
+  A 3 x 2 x 2 grid.
+  Second line of the description.
+model: {kind: lcn, filters: [3, 2], strides: [2, 1]}
+data: {kind: gaussian, n_samples: 8, input_size: 12, noise: 0.01, seed: 0}
+init: {kind: gaussian, scale: 0.3, seed: 1}
+dynamics: {kind: gradient_descent, lr: 0.01, steps: 60}
+record: {points: 10}
+sweep:
+  grid: {init.seed: [0, 1, 2], model.strides: [[1, 1], [2, 1]], data.noise: [0.0, 0.1]}
+"""
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """A swept experiment of 12 completed runs: (spec path, results folder, experiment folder)."""
+    tmp = tmp_path_factory.mktemp("summary")
+    spec = tmp / "grid.yaml"
+    spec.write_text(SPEC)
+    r = invoke("sweep", spec, "-j", "2", "--results", tmp / "results")
+    assert r.exit_code == 0, r.output
+    return spec, tmp / "results", ExperimentDir(tmp / "results" / "grid")
+
+
+def read_csv(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], [dict(zip(rows[0], r)) for r in rows[1:]]
+
+
+def summary_csv(folder, *args) -> tuple[list[str], list[dict[str, str]]]:
+    r = invoke("summary", folder, "--csv", *args)
+    assert r.exit_code == 0, r.output
+    return read_csv(r.output)
+
+
+# -- rows and columns ------------------------------------------------------------------------------
+def test_csv_has_one_row_per_run_and_the_varying_columns(experiment):
+    spec, results, xdir = experiment
+    header, rows = summary_csv(xdir.root)
+    assert header == ["index", "run_id", "init.seed", "model.strides", "data.noise", "status", *FIGURES]
+    manifest = xdir.read_manifest()
+    assert [r["run_id"] for r in rows] == [m.run_id for m in manifest]
+    assert [int(r["index"]) for r in rows] == list(range(12))
+    for row, m in zip(rows, manifest):
+        assert int(row["init.seed"]) == m.overrides["init.seed"]
+        assert json.loads(row["model.strides"]) == m.overrides["model.strides"]
+        assert float(row["data.noise"]) == m.overrides["data.noise"]
+        assert row["status"] == "completed"
+        with h5py.File(xdir.run_path(m.run_id), "r") as f:  # the figures, read independently
+            for fig in FIGURES:
+                assert float(row[fig]) == float(f["final"].attrs[fig.split(".", 1)[1]])  # full precision
+    # the spec file names the same experiment
+    assert summary_csv(spec, "--results", results) == (header, rows)
+
+
+def test_filters_select_rows_and_keep_the_columns(experiment):
+    _, _, xdir = experiment
+    every_header, every = summary_csv(xdir.root)
+    header, rows = summary_csv(xdir.root, "--filter", "model.strides==[2,1]")
+    assert header == every_header  # the columns do not depend on the filters
+    assert rows == [r for r in every if r["model.strides"] == "[2,1]"] and len(rows) == 6
+    header, rows = summary_csv(xdir.root, "-f", "model.strides == [2, 1]", "-f", "data.noise>0")
+    assert rows == [r for r in every if r["model.strides"] == "[2,1]" and r["data.noise"] == "0.1"]
+    assert len(rows) == 3
+    losses = sorted(float(r["final.loss"]) for r in every)
+    cut = losses[5]
+    _, low = summary_csv(xdir.root, "--filter", f"final.loss<{cut!r}")
+    assert len(low) == 5 and all(float(r["final.loss"]) < cut for r in low)
+    _, low_eq = summary_csv(xdir.root, "--filter", f"final.loss<={cut!r}")
+    assert len(low_eq) == 6
+    _, none = summary_csv(xdir.root, "--filter", "status!=completed")
+    assert none == []
+    _, seeds = summary_csv(xdir.root, "--filter", "init.seed=1")  # '=' is '=='
+    assert {r["init.seed"] for r in seeds} == {"1"} and len(seeds) == 4
+
+
+def test_sorting(experiment):
+    _, _, xdir = experiment
+    _, rows = summary_csv(xdir.root, "--sort", "final.loss")
+    losses = [float(r["final.loss"]) for r in rows]
+    assert losses == sorted(losses)
+    _, rows = summary_csv(xdir.root, "--sort", "final.loss", "--reverse")
+    assert [float(r["final.loss"]) for r in rows] == sorted(losses, reverse=True)
+    _, rows = summary_csv(xdir.root, "--sort", "data.noise,init.seed")
+    keys = [(float(r["data.noise"]), int(r["init.seed"])) for r in rows]
+    assert keys == sorted(keys)
+
+
+def test_group_by_aggregates_over_seeds(experiment):
+    _, _, xdir = experiment
+    _, every = summary_csv(xdir.root)
+    header, groups = summary_csv(xdir.root, "--group-by", "model.strides", "-g", "data.noise")
+    assert header[:4] == ["model.strides", "data.noise", "runs", "completed"]
+    assert header[4:9] == [f"final.loss.{s}" for s in ("mean", "std", "min", "max", "count")]
+    assert len(groups) == 4
+    for g in groups:
+        members = [r for r in every if r["model.strides"] == g["model.strides"]
+                   and r["data.noise"] == g["data.noise"]]
+        assert int(g["runs"]) == len(members) == 3 and int(g["completed"]) == 3
+        for fig in FIGURES:
+            x = np.array([float(m[fig]) for m in members])
+            assert float(g[f"{fig}.mean"]) == pytest.approx(x.mean(), rel=1e-12, abs=1e-300)
+            assert float(g[f"{fig}.std"]) == pytest.approx(x.std(ddof=1), rel=1e-9, abs=1e-15)
+            assert float(g[f"{fig}.min"]) == x.min() and float(g[f"{fig}.max"]) == x.max()
+            assert int(g[f"{fig}.count"]) == 3
+    r = invoke("summary", xdir.root, "-g", "model.strides")  # the rich table
+    assert r.exit_code == 0 and "mean ± std" in r.output and "2 groups" in r.output
+
+
+def test_formats(experiment):
+    _, _, xdir = experiment
+    header, rows = summary_csv(xdir.root)
+    r = invoke("summary", xdir.root, "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.output)
+    assert [d["run_id"] for d in doc] == [row["run_id"] for row in rows]
+    assert list(doc[0]) == header and doc[3]["model.strides"] == json.loads(rows[3]["model.strides"])
+    assert doc[3]["final.loss"] == float(rows[3]["final.loss"])
+    r = invoke("summary", xdir.root, "--md")
+    lines = r.output.strip().splitlines()
+    assert lines[0] == "| " + " | ".join(header) + " |" and len(lines) == 2 + 12
+    assert set(lines[1]) <= set("|-:")
+    r = invoke("summary", xdir.root)
+    assert r.exit_code == 0 and all(row["run_id"] in r.output for row in rows)
+    assert "the same in every run" in r.output and "dynamics.lr=0.01" in r.output
+    r = invoke("summary", xdir.root, "--columns", "init.seed,final.loss", "--csv")
+    assert read_csv(r.output)[0] == ["run_id", "init.seed", "final.loss"]
+    r = invoke("summary", xdir.root, "--columns", "+final.n_steps,+message", "--csv")
+    assert r.exit_code == 0 and read_csv(r.output)[0][-1] == "message"
+    assert invoke("summary", xdir.root, "--csv", "--json").exit_code == 2
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--filter", "modle.strides==[2,1]"], "did you mean model.strides"),
+    (["--filter", "model.strides"], "expected KEY==VALUE"),
+    (["--filter", "status<3"], "cannot order"),
+    (["--sort", "final.los"], "did you mean final.loss"),
+    (["--group-by", "init.sed"], "did you mean init.seed"),
+    (["--columns", "nope"], "no run has a key 'nope'"),
+])
+def test_bad_queries_exit_2(experiment, args, fragment):
+    _, _, xdir = experiment
+    r = invoke("summary", xdir.root, *args)
+    assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output
+
+
+def test_bad_folders_exit_2(tmp_path, experiment):
+    _, _, xdir = experiment
+    assert "no such experiment" in invoke("summary", tmp_path / "nope").output
+    (tmp_path / "empty").mkdir()
+    for verb in ("summary", "status"):
+        r = invoke(verb, tmp_path / "empty")
+        assert r.exit_code == 2 and "not an experiment folder" in r.output
+        r = invoke(verb, xdir.manifest_tsv)
+        assert r.exit_code == 2 and "not a file" in r.output
+    # an experiment name relative to --results
+    r = invoke("status", "grid", "--results", xdir.root.parent)
+    assert r.exit_code == 0 and "completed" in r.output
+
+
+# -- status ----------------------------------------------------------------------------------------
+def test_status_counts_every_state(tmp_path, monkeypatch):
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(SPEC.replace("name: grid", "name: mixed").replace(
+        "grid: {init.seed: [0, 1, 2], model.strides: [[1, 1], [2, 1]], data.noise: [0.0, 0.1]}",
+        "grid: {init.seed: [0, 1, 2], dynamics.lr: [0.01, 1000.0]}"))
+    results = tmp_path / "results"
+    r = invoke("sweep", spec, "-j", "2", "--results", results)
+    assert r.exit_code == 1
+    xdir = ExperimentDir(results / "mixed")
+    ids = [m.run_id for m in xdir.read_manifest()]
+    # point 4 not run yet, point 2 being run by some process, a file from an older spec
+    (xdir.run_path(ids[4])).unlink()
+    shutil.copy(xdir.run_path(ids[0]), xdir.runs_dir / "0123456789ab.h5")
+    claim = try_claim(xdir.runs_dir, ids[2])
+    try:
+        r = invoke("status", xdir.root, "--json")
+        doc = json.loads(r.output)
+        assert doc["counts"] == {"completed": 1, "diverged": 3, "running": 1, "pending": 1}
+        assert doc["total"] == 6 and doc["orphans"] == 1
+        listed = {d["index"]: d for d in doc["not_completed"]}
+        assert set(listed) == {1, 2, 3, 4, 5}
+        assert "exceeded" in listed[1]["message"] and listed[1]["overrides"] == {"init.seed": 0,
+                                                                                 "dynamics.lr": 1000.0}
+        assert listed[2]["state"] == "running" and str(os.getpid()) in listed[2]["holder"].split()
+        # the seam for a cluster scheduler: its word on live work comes after local claims
+        st = experiment_status(open_experiment(xdir.root), scheduler={ids[4]: "queued", ids[2]: "queued"})
+        assert st.counts() == {"completed": 1, "diverged": 3, "running": 1, "queued": 1}
+        r = invoke("status", spec, "--results", results, "--list")
+        assert r.exit_code == 0
+        assert "running" in r.output and "pending" in r.output and "not points of this experiment" in r.output
+        # a scheduler module plugs in a probe; one that fails is a warning, not an error
+        def broken(source):
+            raise ConnectionError("squeue: cannot reach the controller")
+        monkeypatch.setattr(status_module, "SCHEDULER_PROBES",
+                            [lambda source: {ids[4]: "queued"}, broken])
+        doc = json.loads(invoke("status", xdir.root, "--json").output)
+        assert doc["counts"] == {"completed": 1, "diverged": 3, "running": 1, "queued": 1}
+        assert "cannot reach the controller" in doc["scheduler_problems"][0]
+    finally:
+        claim.release()
+    r = invoke("summary", xdir.root, "--csv")
+    assert "1 point without a run file" not in r.output  # notes are for the table, not the csv
+    header, rows = read_csv(r.output)
+    assert len(rows) == 5 and "dynamics.lr" in header
+    assert {row["status"] for row in rows} == {"completed", "diverged"}
+    _, rows = summary_csv(xdir.root, "--all-files")
+    assert len(rows) == 6 and rows[-1]["run_id"] == "0123456789ab" and rows[-1]["index"] == ""
+    r = invoke("summary", xdir.root)
+    assert "1 point without a run file yet" in r.output and "--all-files" in r.output
+
+
+# -- the machinery ---------------------------------------------------------------------------------
+def test_spec_flattening_matches_a_full_parse(experiment):
+    _, _, xdir = experiment
+    texts = [h5py.File(p, "r")["spec"].asstr()[()] for p in sorted(xdir.runs_dir.glob("[!.]*.h5"))]
+    tricky = textwrap.dedent("""\
+        description: 'first line
+
+          second: not a key
+
+          '
+        diagnostics:
+        - a
+        - b
+        model:
+          filters:
+          - - 3
+            - 3
+          kind: lcn
+        name: x
+        """)
+    for text in texts + [tricky, "a: 1\n", "x: {}\n"]:
+        assert flatten_spec_text(text) == flatten(yaml.safe_load(text))
+    assert flatten_spec_text(tricky)["model.filters"] == [[3, 3]]
+    assert flatten_spec_text(tricky)["diagnostics"] == ["a", "b"]
+
+
+def test_parallel_reading_gives_the_same_rows(experiment):
+    _, _, xdir = experiment
+    src = open_experiment(xdir.root)
+    files = src.run_files()
+    one = read_runs(files, processes=1)
+    two = read_runs(files, processes=2)
+    assert [(i.run_id, i.attrs, i.spec) for i in one] == [(i.run_id, i.attrs, i.spec) for i in two]
+    assert summarize(load_runs(src, processes=2)).rows == summarize(load_runs(src, processes=1)).rows
+
+
+def test_filter_values_are_read_as_yaml():
+    f = parse_filter("dynamics.lr >= 1e-3")
+    assert (f.key, f.op, f.value) == ("dynamics.lr", ">=", 1e-3)
+    assert parse_filter("model.strides==[2,2,1]").value == [2, 2, 1]
+    assert parse_filter("data.target.model==null").value is None
+    assert parse_filter("status==completed").matches({"status": "completed"})
+    assert not parse_filter("model.strides==[2,2,1]").matches({"model.strides": [2, 2]})
+    assert parse_filter("x!=1").matches({})  # a missing key is null
+    assert not parse_filter("x<1").matches({})
+    with pytest.raises(QueryError):
+        parse_filter("==3")
