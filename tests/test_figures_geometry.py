@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from lcnrun.cli import app
@@ -19,24 +18,26 @@ from lcnrun.spec import load_experiment
 from lcnrun.store.runfile import read_run
 
 NAMES = ("repeated-filters", "invariants", "riemannian-metric", "convergence")
+# Each test below does all the work for one figure (under pytest-xdist a test is never split, so no
+# figure is computed twice).
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("figures-geometry")
-
-
-@pytest.fixture(scope="module")
-def produced(workdir):
-    """Each figure's small version, produced once for the whole module."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = produce(name, results=workdir / "results", out_dir=workdir / "out",
-                                  small=True, jobs=2)
-        return cache[name]
-    return get
+def produce_and_check(name: str, workdir: Path):
+    """Produce the small version, check files and claims, then redraw through the CLI (runs reused)."""
+    out = produce(name, results=workdir / "results", out_dir=workdir / "out", small=True, jobs=2)
+    for f in out.files:
+        assert f.exists() and f.stat().st_size > 1000, f
+    assert {f.suffix for f in out.files} == {".png", ".pdf"}
+    assert out.result.rows and out.result.claims
+    failed = [(c.text, c.measured) for c in out.result.claims if not c.holds]
+    assert not failed, failed
+    assert out.n_ran == out.n_runs > 0
+    r = CliRunner().invoke(app, ["figure", name, "--small", "-j", "2", "--results",
+                                 str(workdir / "results"), "--out", str(workdir / "cli")])
+    assert r.exit_code == 0, r.output
+    assert "the claims" in r.output and f"{out.n_runs} runs (0 computed now)" in r.output
+    assert (workdir / "cli" / f"{name}.small.png").exists() and (workdir / "cli" / f"{name}.small.pdf").exists()
+    return out
 
 
 def runs_of(workdir: Path, name: str):
@@ -47,19 +48,9 @@ def runs_of(workdir: Path, name: str):
             for p in exp.points]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_figure_files_and_claims(produced, name):
-    out = produced(name)
-    for f in out.files:
-        assert f.exists() and f.stat().st_size > 1000, f
-    assert {f.suffix for f in out.files} == {".png", ".pdf"}
-    assert out.result.rows and out.result.claims
-    failed = [(c.text, c.measured) for c in out.result.claims if not c.holds]
-    assert not failed, failed
-
-
-def test_repeated_filters_known_minima(produced, workdir):
-    produced("repeated-filters")
+def test_repeated_filters_known_minima(tmp_path):
+    workdir = tmp_path
+    produce_and_check("repeated-filters", workdir)
     by_target = {}
     for o, _, r in runs_of(workdir, "repeated-filters"):
         assert r.status == "completed"
@@ -81,8 +72,9 @@ def test_repeated_filters_known_minima(produced, workdir):
     assert min(r.final_attrs["loss"] for r in by_target[((3, 2), (1, 0.3, -0.2, 0.7))]) <= 1e-12
 
 
-def test_invariants_flat_under_flow_and_lr2_law_under_descent(produced, workdir):
-    produced("invariants")
+def test_invariants_flat_under_flow_and_lr2_law_under_descent(tmp_path):
+    workdir = tmp_path
+    produce_and_check("invariants", workdir)
     n_gd = 0
     for _, spec, r in runs_of(workdir, "invariants"):
         delta = r.trajectory["invariants"]
@@ -104,8 +96,9 @@ def test_invariants_flat_under_flow_and_lr2_law_under_descent(produced, workdir)
     assert n_gd == 8
 
 
-def test_riemannian_metric_exchanges(produced, workdir):
-    produced("riemannian-metric")
+def test_riemannian_metric_exchanges(tmp_path):
+    workdir = tmp_path
+    produce_and_check("riemannian-metric", workdir)
     holds, fails = [], []
     for _, spec, r in runs_of(workdir, "riemannian-metric"):
         s = r.diagnostics["metric_consistency"]["scalars"]
@@ -119,8 +112,9 @@ def test_riemannian_metric_exchanges(produced, workdir):
     assert max(s["max_rel_diff_exchange"] for _, s in fails if s["n_root_exchanges"]) > 1e-3
 
 
-def test_convergence_to_critical_points(produced, workdir):
-    produced("convergence")
+def test_convergence_to_critical_points(tmp_path):
+    workdir = tmp_path
+    produce_and_check("convergence", workdir)
     kinds = set()
     for _, spec, r in runs_of(workdir, "convergence"):
         assert r.status == "completed"
@@ -130,17 +124,6 @@ def test_convergence_to_critical_points(produced, workdir):
             cp = r.diagnostics["critical_points"]["scalars"]
             assert cp["grad_norm"] <= cp["grad_tol"]
     assert kinds == {"square", "lp", "pseudo_huber", "log_cosh"}
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_cli_figure_small(produced, workdir, name):
-    produced(name)  # the runs exist: the command only reads and draws
-    out = workdir / "cli"
-    r = CliRunner().invoke(app, ["figure", name, "--small", "-j", "2", "--results",
-                                 str(workdir / "results"), "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    assert "the claims" in r.output and "computed now" in r.output
-    assert (out / f"{name}.small.png").exists() and (out / f"{name}.small.pdf").exists()
 
 
 def test_figure_list_names_the_geometry_figures():

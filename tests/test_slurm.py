@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -30,11 +29,10 @@ from typer.testing import CliRunner
 from lcnrun.cli import app
 from lcnrun.report.status import SCHEDULER_PROBES
 from lcnrun.schedule import slurm
-from lcnrun.spec import load_experiment
 from lcnrun.schedule.slurm import (ArrayPlan, SubmitOptions, TaskState, parse_config, parse_sacct,
                                    parse_squeue, plan_arrays, plan_submission, task_states)
+from lcnrun.spec import load_experiment
 from lcnrun.store import read_run, read_run_status
-from lcnrun.store.experiment import ExperimentDir
 
 runner = CliRunner()
 DEADLINE = 150.0  # seconds a cluster test waits for its jobs (they take ~10 s on 2 idle cores)
@@ -228,6 +226,18 @@ def cluster():
         pytest.skip(message)
 
 
+SUBMITTED: list[str] = []  # job ids of the running test, cancelled when it ends
+
+
+@pytest.fixture(autouse=True)
+def cancel_jobs_left_behind():
+    """A cluster test that fails half-way leaves no job behind."""
+    SUBMITTED.clear()
+    yield
+    if SUBMITTED and shutil.which("scancel"):
+        subprocess.run(["scancel", *SUBMITTED], capture_output=True, timeout=30)
+
+
 def squeue_ids(job_ids) -> str:
     out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"],
                          capture_output=True, text=True, timeout=30)
@@ -249,6 +259,7 @@ def submit(*args) -> tuple[list[str], str]:
     assert r.exit_code == 0, r.output
     ids = re.findall(r"array jobs? ([\d, ]+)", r.output)
     job_ids = [j.strip() for j in ids[0].split(",") if j.strip()] if ids else []
+    SUBMITTED.extend(job_ids)
     return job_ids, r.output
 
 
@@ -281,7 +292,7 @@ def task_pid(run_id: str, results: Path) -> int | None:
     return None
 
 
-def wait_until_computing(run_id: str, results: Path, deadline: float = 60.0) -> int:
+def wait_until_computing(run_id: str, results: Path, deadline: float = 120.0) -> int:
     """Wait until the task computing ``run_id`` is inside the run: the runner has installed its
     SIGTERM handler (bit 15 of SigCgt in /proc/PID/status)."""
     end = time.monotonic() + deadline
@@ -321,8 +332,13 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
     monkeypatch.setattr("lcnrun.cli.submit.max_array_size", lambda config: 3)
     job_ids, out = submit(spec, "--results", results, "--max-parallel", "2")
     assert len(job_ids) == 3, out
-    wait_for_jobs(job_ids)
     folder = results / "grid"
+    # meanwhile `lcnrun status` tells queued and running tasks from squeue (the third array
+    # waits for the second to end, so something is queued now)
+    st = status_json(folder)
+    assert sum(st["counts"].values()) == 8 and set(st["counts"]) <= {"queued", "running", "completed"}, st
+    assert st["counts"].get("queued", 0) >= 2, st
+    wait_for_jobs(job_ids)
     st = status_json(folder)
     assert st["counts"] == {"completed": 8}, st
     (record,) = submissions(folder)
@@ -338,6 +354,7 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
             assert prov["slurm"]["array_job_id"] == array["job_id"]
             assert prov["slurm"]["array_task_id"] == str(task)
             assert prov["slurm"]["cpus_per_task"] == "1"
+            assert set(prov["blas_threads"].values()) <= {1, "1"}, prov["blas_threads"]  # pinned
             log = (folder / "slurm" / f"{array['job_id']}_{task}.out").read_text()
             assert f"point {index}, run {run_id}" in log and "completed" in log
             assert "\x1b" not in log and "\r" not in log  # plain lines, no terminal codes
@@ -406,8 +423,13 @@ def test_requeued_task_is_queued_then_runs_its_point_again(cluster, tmp_path):
     while not (folder / "runs" / f"{run_id}.h5").exists() and time.monotonic() < end:
         time.sleep(0.1)
     assert read_run_status(folder / "runs" / f"{run_id}.h5") == "stopped"
-    assert status_json(folder)["counts"] in ({"queued": 1}, {"running": 1})
-    # a requeued job waits ~2 min (BeginTime) before it may start again: let it start now
+    # a requeued job waits ~2 min (BeginTime) before it may start again: once it is back in the
+    # queue, let it start now
+    end = time.monotonic() + 30
+    while squeue_ids(job_ids) != f"{job}_0 PENDING" and time.monotonic() < end:
+        time.sleep(0.1)
+    assert squeue_ids(job_ids) == f"{job}_0 PENDING"
+    assert status_json(folder)["counts"] == {"queued": 1}
     subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=30)
     wait_for_jobs(job_ids)
     assert read_run_status(folder / "runs" / f"{run_id}.h5") == "completed"

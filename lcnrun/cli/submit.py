@@ -15,8 +15,8 @@ from rich.text import Text
 
 from ..schedule.slurm import (DEFAULT_MAX_ARRAY_SIZE, SlurmError, SubmitError, SubmitOptions,
                               max_array_size, plan_submission, register_status_probe,
-                              select_points, slurm_config, slurm_states, submit as submit_plan)
-from ..schedule.slurm import _command as require_command
+                              require_command, select_points, slurm_config, slurm_states)
+from ..schedule.slurm import submit as submit_plan
 from .app import EXIT_OK, EXIT_USAGE, ResultsOption, UsageError, app, console, err_console, handle_errors
 
 register_status_probe()
@@ -118,7 +118,7 @@ def submit(
             raise typer.Exit(EXIT_OK)
         points = [(s.index, s.run_id) for s in sel.submit]
         plan = plan_submission(exp.name, Path(spec), Path(results), points, options,
-                               max_array_size=limit)
+                               max_array_size=limit, force=force)
         if dry_run:
             _print_dry_run(plan, sel, limit)
             raise typer.Exit(EXIT_OK)

@@ -1,8 +1,13 @@
 """The training objective ``L(theta) = (1/N) sum_n loss(f(x_n), y_n)`` of a model on a data set.
 
 For the square loss every evaluation works on the end-to-end map only (sufficient statistics,
-:class:`~lcnrun.core.models.QuadraticForm`): the cost of a step does not grow with ``N``. Other
-losses evaluate the outputs of all samples as ``features @ e`` (one product, still no layer loop).
+:class:`~lcnrun.core.models.QuadraticForm`): the cost of a step does not grow with ``N``, and
+``value_and_grad`` runs in compiled code (:mod:`lcnrun.core.kernels`), one call for the whole batch.
+Other losses evaluate the outputs of all samples as ``features @ e`` (one product, still no layer
+loop), in numpy.
+
+:class:`ProblemEnsemble` trains members on different data sets (e.g. one noise seed per member)
+with the same model and loss: member ``b`` uses ``problems[index[b]]``.
 """
 from __future__ import annotations
 
@@ -27,6 +32,31 @@ class Problem:
         else:
             self.quadratic = None
             self.features = model.features(dataset.inputs)
+        self._program = None
+
+    # -- compiled evaluation (square loss) ----------------------------------------------------------
+    def chain_program(self):
+        """The model's :class:`~lcnrun.core.kernels.ChainProgram` (built once), or None."""
+        if self._program is None and hasattr(self.model, "chain_program"):
+            self._program = self.model.chain_program()
+        return self._program
+
+    def compiled(self, batch: int):
+        """``(program, forms)`` for the compiled kernels with ``batch`` members, or None if this
+        problem has no compiled form (a loss other than the square loss)."""
+        from .kernels import QuadraticForms  # noqa: PLC0415
+
+        if self.quadratic is None or self.chain_program() is None:
+            return None
+        q = self.quadratic
+        forms = QuadraticForms(np.ascontiguousarray(q.gram, dtype=float)[None],
+                               np.ascontiguousarray(q.e_min, dtype=float).reshape(1, -1),
+                               np.array([q.l_min]), np.zeros(batch, dtype=np.int64))
+        return self._program, forms
+
+    def member(self, b: int) -> "Problem":
+        """The problem of member ``b`` (the same for every member)."""
+        return self
 
     # -- in function space -----------------------------------------------------------------------
     def end_to_end_loss_and_gradient(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,14 +69,85 @@ class Problem:
 
     # -- in parameter space ----------------------------------------------------------------------
     def value_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``L(theta)`` ``(B,)`` and ``grad L(theta)`` ``(B, P)``."""
+        """``L(theta)`` ``(B,)`` and ``grad L(theta)`` ``(B, P)`` (compiled for the square loss)."""
+        theta = np.asarray(theta, dtype=float)
+        compiled = self.compiled(theta.shape[0])
+        if compiled is not None:
+            from .kernels import value_and_grad  # noqa: PLC0415
+            return value_and_grad(*compiled, theta)
+        return self.numpy_value_and_grad(theta)
+
+    def numpy_value_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`value_and_grad` by numpy: the end-to-end map and its pull-back, layer by layer
+        (the reference of the compiled kernels; any loss)."""
         e, pullback = self.model.end_to_end_with_pullback(theta)
         val, ge = self.end_to_end_loss_and_gradient(e)
         return val, pullback(ge)
 
     def value(self, theta: np.ndarray) -> np.ndarray:
+        """``L(theta)`` ``(B,)`` (the same numbers as :meth:`value_and_grad`)."""
+        if self.quadratic is not None and self.chain_program() is not None:
+            return self.value_and_grad(theta)[0]
         return self.end_to_end_loss_and_gradient(self.model.end_to_end(theta))[0]
 
     def direct_value(self, theta: np.ndarray) -> np.ndarray:
         """The loss from the network run layer by layer on every sample (the reference value)."""
         return self.loss.value(self.model.forward(theta, self.dataset.inputs), self.dataset.targets)
+
+
+class ProblemEnsemble:
+    """Members ``b = 0..B-1``, member ``b`` trained on ``problems[index[b]]``: one model and loss,
+    data sets that may differ. ``value_and_grad(theta (B, P))`` evaluates every member on its own
+    problem (one compiled call for the square loss)."""
+
+    def __init__(self, problems, index):
+        self.problems = list(problems)
+        self.index = np.asarray(index, dtype=np.int64)
+        first = self.problems[0]
+        self.model = first.model
+        self.loss = first.loss
+        self.quadratic = first.quadratic
+        for p in self.problems[1:]:
+            if p.model is not self.model and (p.model.name != self.model.name
+                                              or p.model.param_shapes != self.model.param_shapes):
+                raise ValueError("the members of an ensemble must share one architecture")
+
+    def member(self, b: int):
+        return self.problems[int(self.index[b])]
+
+    def chain_program(self):
+        return self.problems[0].chain_program()
+
+    def compiled(self, batch: int):
+        from .kernels import QuadraticForms  # noqa: PLC0415
+
+        if batch != len(self.index):
+            raise ValueError(f"the ensemble has {len(self.index)} members, not {batch}")
+        parts = [p.compiled(1) for p in self.problems]
+        if any(c is None for c in parts):
+            return None
+        l2 = {c[1].l2 for c in parts}
+        if len(l2) != 1:
+            return None
+        forms = QuadraticForms(np.concatenate([c[1].S for c in parts]),
+                               np.concatenate([c[1].e_min for c in parts]),
+                               np.concatenate([c[1].l_min for c in parts]),
+                               np.ascontiguousarray(self.index), l2.pop())
+        return parts[0][0], forms
+
+    def value_and_grad(self, theta):
+        theta = np.asarray(theta, dtype=float)
+        compiled = self.compiled(theta.shape[0])
+        if compiled is not None:
+            from .kernels import value_and_grad  # noqa: PLC0415
+            return value_and_grad(*compiled, theta)
+        loss = np.empty(theta.shape[0])
+        grad = np.empty_like(theta)
+        for f, p in enumerate(self.problems):
+            members = np.flatnonzero(self.index == f)
+            if len(members):
+                loss[members], grad[members] = p.value_and_grad(theta[members])
+        return loss, grad
+
+    def value(self, theta):
+        return self.value_and_grad(theta)[0]

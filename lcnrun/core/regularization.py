@@ -25,6 +25,7 @@ counting as zero.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,20 @@ class RegularizedProblem:
     def end_to_end_loss_and_gradient(self, e):
         return self.problem.end_to_end_loss_and_gradient(e)
 
+    def chain_program(self):
+        return self.problem.chain_program()
+
+    def compiled(self, batch: int):
+        """The wrapped problem's compiled form with the penalty ``l2 |theta|^2`` added."""
+        compiled = self.problem.compiled(batch)
+        if compiled is None:
+            return None
+        program, forms = compiled
+        return program, dataclasses.replace(forms, l2=self.l2)
+
+    def member(self, b: int):
+        return self
+
     def data_value_and_grad(self, theta):
         """``L(theta)`` and ``grad L(theta)`` without the penalty."""
         return self.problem.value_and_grad(theta)
@@ -75,10 +90,16 @@ class RegularizedProblem:
     def value_and_grad(self, theta):
         """``L_lambda(theta)`` ``(B,)`` and ``grad L_lambda(theta)`` ``(B, P)``."""
         theta = np.asarray(theta, dtype=float)
+        compiled = self.compiled(theta.shape[0])
+        if compiled is not None:
+            from .kernels import value_and_grad  # noqa: PLC0415
+            return value_and_grad(*compiled, theta)
         val, grad = self.problem.value_and_grad(theta)
         return val + self.l2 * self.regularizer(theta), grad + (2.0 * self.l2) * theta
 
     def value(self, theta):
+        if self.compiled(np.shape(theta)[0]) is not None:
+            return self.value_and_grad(theta)[0]
         return self.problem.value(theta) + self.l2 * self.regularizer(theta)
 
     def direct_value(self, theta):

@@ -22,12 +22,14 @@ than ``K`` tasks of the submission run at once.
 """
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,7 +79,8 @@ class SlurmError(Exception):
 
 
 # -- asking Slurm ----------------------------------------------------------------------------------
-def _command(name: str) -> str:
+def require_command(name: str) -> str:
+    """The path of the Slurm command ``name`` (``sbatch`` ...); :class:`SlurmError` if missing."""
     path = shutil.which(name)
     if path is None:
         raise SlurmError(f"`{name}` not found on PATH: Slurm is not installed here (run lcnrun "
@@ -95,7 +98,7 @@ def _slurm_message(stderr: str, stdout: str = "") -> str:
 def run_command(args: Sequence[str], *, timeout: float = COMMAND_TIMEOUT,
                 cwd: os.PathLike | str | None = None) -> subprocess.CompletedProcess:
     """Run a Slurm command (``args[0]`` looked up on PATH); :class:`SlurmError` if it cannot run."""
-    exe = _command(args[0])
+    exe = require_command(args[0])
     try:
         return subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=timeout,
                               cwd=cwd, check=False, stdin=subprocess.DEVNULL)
@@ -185,7 +188,7 @@ class SubmitOptions:
             if not arg.startswith("-") or any(c in arg for c in "\n\r"):
                 raise ValueError(f"--sbatch-arg {arg!r}: expected one sbatch option, e.g. "
                                  "--sbatch-arg=--qos=short")
-            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            name = re.split(r"[=\s]", arg, maxsplit=1)[0] if arg.startswith("--") else arg[:2]
             if name in RESERVED_OPTIONS:
                 raise ValueError(f"--sbatch-arg {arg!r}: lcnrun submit sets {name} itself "
                                  f"({RESERVED_OPTIONS[name]})")
@@ -209,6 +212,7 @@ class SubmissionPlan:
     max_array_size: int
     python: str = field(default_factory=lambda: sys.executable)
     workdir: Path = field(default_factory=Path.cwd)
+    force: bool = False  # tasks run their point even if a completed run file exists
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc)
                              .isoformat(timespec="seconds"))
 
@@ -295,7 +299,7 @@ def script_text(plan: SubmissionPlan, k: int) -> str:
         '${SLURM_CPUS_PER_TASK:-1} cpu(s), restart ${SLURM_RESTART_COUNT:-0}"',
         "# exec: lcnrun replaces this shell, so that Slurm's signals reach it",
         f"exec {python} -m lcnrun.cli run {q(str(plan.spec_path))} --index \"$INDEX\" "
-        f"--expect-run-id \"$RUN_ID\" --results {q(str(plan.results))}",
+        f"--expect-run-id \"$RUN_ID\" --results {q(str(plan.results))}" + (" --force" if plan.force else ""),
         "",
     ]
     return "\n".join(lines)
@@ -314,8 +318,10 @@ def new_tag(slurm_dir: Path, now: datetime | None = None) -> str:
 
 def plan_submission(experiment: str, spec_path: Path, results: Path, points: Sequence[tuple[int, str]],
                     options: SubmitOptions, *, max_array_size: int, tag: str | None = None,
-                    python: str | None = None, workdir: Path | None = None) -> SubmissionPlan:
-    """The arrays, files and scripts that would submit ``points`` (``(index, run_id)``)."""
+                    python: str | None = None, workdir: Path | None = None,
+                    force: bool = False) -> SubmissionPlan:
+    """The arrays, files and scripts that would submit ``points`` (``(index, run_id)``);
+    ``force``: the tasks recompute completed points too (``lcnrun run --force``)."""
     options.check()
     results = Path(results).absolute()
     slurm_dir = results / experiment / SLURM_DIR
@@ -324,7 +330,7 @@ def plan_submission(experiment: str, spec_path: Path, results: Path, points: Seq
         slurm_dir=slurm_dir, tag=tag or new_tag(slurm_dir), points=list(points),
         arrays=plan_arrays(len(points), max_array_size), options=options,
         max_array_size=max_array_size, python=python or sys.executable,
-        workdir=Path(workdir or Path.cwd()).absolute())
+        workdir=Path(workdir or Path.cwd()).absolute(), force=force)
 
 
 # -- choosing the points ---------------------------------------------------------------------------
@@ -394,7 +400,7 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
     ``slurm/submissions.jsonl``; returns the record::
 
         {"format", "version", "tag", "time_utc", "experiment", "job_name", "spec", "results",
-         "workdir", "python", "user", "host", "max_array_size", "options": {...},
+         "workdir", "python", "user", "host", "max_array_size", "options": {...}, "force",
          "tasks_file", "points": [[index, run_id], ...]  (task order),
          "arrays": [{"job_id", "offset", "count", "array", "script", "dependency"}, ...],
          "job_ids": [...]}
@@ -412,6 +418,25 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
         path.write_text(plan.script(k), encoding="utf-8")
         path.chmod(0o755)
         written.append(path)
+    with _no_interruption():  # a job that sbatch accepted is always recorded
+        return _submit_arrays(plan, xdir, written)
+
+
+@contextlib.contextmanager
+def _no_interruption():
+    """Ignore Ctrl-C (SIGINT) for the duration (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _submit_arrays(plan: SubmissionPlan, xdir: ExperimentDir, written: list[Path]) -> dict:
     submitted: list[SubmittedArray] = []
     error = None
     for k, array in enumerate(plan.arrays):
@@ -435,7 +460,7 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
         "time_utc": plan.created_utc, "experiment": plan.experiment, "job_name": plan.job_name,
         "spec": str(plan.spec_path), "results": str(plan.results), "workdir": str(plan.workdir),
         "python": plan.python, "user": _user(), "host": socket.gethostname(),
-        "max_array_size": plan.max_array_size, "options": asdict(plan.options),
+        "max_array_size": plan.max_array_size, "options": asdict(plan.options), "force": plan.force,
         "tasks_file": str(plan.tasks_file), "points": [list(p) for p in plan.points],
         "arrays": [asdict(a) for a in submitted], "job_ids": [a.job_id for a in submitted],
     }

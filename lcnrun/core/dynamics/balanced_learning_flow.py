@@ -25,6 +25,12 @@ of the initial parameters; for a balanced full-rank start they are ``A_p(0) P(0)
 ``theta(0) = theta0``. (``Z_p^T Z_p = I`` makes it balanced: ``W_p W_p^T = Z_p P^2 Z_p^T = W_{p+1}^T W_{p+1}``,
 and ``prod = Q P^N = X``.) For ``d_N < d_0`` the same construction is applied to ``X^T``.
 
+With weight decay (``regularization: {l2: lambda}``, ``L_lambda = L + lambda sum_p |W_p|^2``) the
+flow is that of ``L_lambda`` on the balanced manifold (which gradient flow of ``L_lambda`` keeps, its
+``Phi_p`` decaying as ``exp(-4 lambda t)``): ``-J (2 lambda theta) = -2 lambda N X`` (``J theta = N X``) is
+added to ``dX/dt``; ``loss`` is ``L + lambda N sum_i sigma_i(X)^{2/N}`` and
+``|grad_theta L_lambda|^2 = <grad l, J J^T grad l> + 4 lambda N <X, grad l> + 4 lambda^2 N sum_i sigma_i^{2/N}``.
+
 The initial ``X(0) = X(theta0)`` comes from the spec's init, which should be balanced (``init: balanced``);
 if ``sqrt(sum_p |Phi_p|^2) > 1e-8 (1 + sum_p |W_p|^2)`` the run still follows the balanced learning
 flow from ``X(theta0)`` (no longer what gradient flow from ``theta0`` does) and says so in
@@ -135,6 +141,7 @@ class BalancedLearningFlow(Dynamics):
         shape = model.end_to_end_shape
         N = model.n_layers
         cache = {"key": None}
+        l2 = float(getattr(problem, "l2", 0.0))  # weight decay (core.regularization): see the module doc
 
         def evaluate(y):
             key = y.tobytes()
@@ -143,7 +150,13 @@ class BalancedLearningFlow(Dynamics):
                 with np.errstate(all="ignore"):
                     loss, g = problem.end_to_end_loss_and_gradient(X[None])
                     vel, gn2 = balanced_velocity(X, g[0], N)
-                cache.update(key=key, value=(float(loss[0]), float(np.sqrt(max(gn2, 0.0))), vel.ravel()))
+                    loss = float(loss[0])
+                    if l2:
+                        R = N * float(np.sum(np.linalg.svd(X, compute_uv=False) ** (2.0 / N)))
+                        vel = vel - 2.0 * l2 * N * X
+                        gn2 += 4.0 * l2 * N * float(np.sum(X * g[0])) + 4.0 * l2 ** 2 * R
+                        loss += l2 * R
+                cache.update(key=key, value=(loss, float(np.sqrt(max(gn2, 0.0))), vel.ravel()))
             return cache["value"]
 
         layers0 = [W[0] for W in model.split(theta0[None])]

@@ -127,3 +127,19 @@ class Dynamics:
 
     def run(self, problem: Problem, theta0: np.ndarray, record: RecordOptions) -> list[Trajectory]:
         raise NotImplementedError
+
+    #: True if :meth:`run_members` computes the members together such that each member's numbers
+    #: are bitwise those of its run alone (then a sweep may group points into one ensemble)
+    batches_members: bool = False
+
+    @classmethod
+    def can_batch(cls, problem, options) -> bool:
+        """Whether points with this problem (and these options) run as one batched ensemble."""
+        return False
+
+    @classmethod
+    def run_members(cls, problem, theta0: np.ndarray, records: list, options: list) -> list[Trajectory]:
+        """An ensemble: member ``b`` from ``theta0[b]`` with its own ``records[b]`` and ``options[b]``
+        on ``problem.member(b)``. Here: each member alone; dynamics that batch override it."""
+        return [cls(o).run(problem.member(b), theta0[b: b + 1], r)[0]
+                for b, (r, o) in enumerate(zip(records, options))]

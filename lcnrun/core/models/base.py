@@ -173,5 +173,7 @@ class QuadraticForm:
         d = e - self.e_min
         gd = self.apply_gram(d)
         B = e.shape[0]
-        val = self.l_min + 0.5 * np.einsum("bi,bi->b", d.reshape(B, -1), gd.reshape(B, -1))
-        return val, gd
+        excess = 0.5 * np.einsum("bi,bi->b", d.reshape(B, -1), gd.reshape(B, -1))
+        # d^T G d >= 0 exactly; rounding can make it -1e-17 where G is singular: clamp at 0 so the
+        # loss never reads below its minimum
+        return self.l_min + np.maximum(excess, 0.0), gd

@@ -156,6 +156,33 @@ class LCN(Model):
         grads[0] = g
         return self.join(grads)
 
+    def chain_program(self):
+        """The prefix chain as index triples for the compiled kernels (:mod:`lcnrun.core.kernels`).
+
+        ``a_l[o] += a_{l-1}[i] * w_l[j]`` with ``o = i + j S_{l-1}`` per axis (flattened in C
+        order), taps ``j`` outermost: the order of :func:`_tap_conv`, so that the compiled forward
+        pass performs the same floating-point operations.
+        """
+        from ..kernels import chain_program  # noqa: PLC0415
+
+        D = self.ndim
+        shape = self.filters[0]
+        sizes, triples = [int(np.prod(shape))], []
+        for l in range(1, self.n_layers):
+            m, step = self.filters[l], self.cumulative_strides[l]
+            out_shape = tuple(nn + (mm - 1) * s for nn, mm, s in zip(shape, m, step))
+            idx = np.indices(shape).reshape(D, -1)
+            n_in = idx.shape[1]
+            outs, inps, taps = [], [], []
+            for c, j in enumerate(np.ndindex(*m)):
+                outs.append(np.ravel_multi_index(tuple(idx[a] + j[a] * step[a] for a in range(D)), out_shape))
+                inps.append(np.arange(n_in))
+                taps.append(np.full(n_in, c))
+            triples.append((np.concatenate(outs), np.concatenate(inps), np.concatenate(taps)))
+            shape = out_shape
+            sizes.append(int(np.prod(shape)))
+        return chain_program(self.offsets, sizes, triples)
+
     def jacobian(self, theta):
         layers = self.split(np.asarray(theta, dtype=float))
         B = layers[0].shape[0]
