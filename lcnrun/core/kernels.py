@@ -44,7 +44,9 @@ class ChainProgram:
     ``prefix_offsets (L+1,)``: ``a_l`` is ``buffer[prefix_offsets[l]:prefix_offsets[l+1]]`` (``a_0``
     is layer 0, the last one is ``e``); ``triple_offsets (L+1,)``: the triples of ``bilinear_l`` are
     ``out/inp/tap[triple_offsets[l]:triple_offsets[l+1]]`` (none for ``l = 0``), indices relative
-    to ``a_l``, ``a_{l-1}`` and layer ``l``.
+    to ``a_l``, ``a_{l-1}`` and layer ``l``. A layer may instead be a matrix product (a DLN):
+    ``matmul[l] = (rows, inner, cols)``, ``a_l (rows, cols) = w_l (rows, inner) @ a_{l-1} (inner, cols)``
+    (all zero for a layer given by triples), computed by loops over contiguous rows.
     """
 
     param_offsets: np.ndarray
@@ -53,14 +55,14 @@ class ChainProgram:
     out: np.ndarray
     inp: np.ndarray
     tap: np.ndarray
+    matmul: np.ndarray
 
     @property
     def end_to_end_size(self) -> int:
         return int(self.prefix_offsets[-1] - self.prefix_offsets[-2])
 
     def nbytes(self) -> int:
-        return sum(int(a.nbytes) for a in (self.param_offsets, self.prefix_offsets, self.triple_offsets,
-                                             self.out, self.inp, self.tap))
+        return sum(int(a.nbytes) for a in program_arrays(self))
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def _compiled():
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
     @jit
-    def member_value_grad(theta, po, xo, to, out, inp, tap, S, e_min, l_min, f, l2, buf, gbuf, gnext, d, grad):
+    def member_value_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, f, l2, buf, gbuf, gnext, d, grad):
         """Loss and ``grad`` (written) of one member ``theta (P,)``; returns ``(loss, |grad|^2)``.
         ``buf`` holds the prefixes, ``gbuf``/``gnext`` pull-back vectors, ``d`` the residual."""
         L = po.shape[0] - 1
@@ -102,6 +104,13 @@ def _compiled():
             bo, ba, bw = xo[l], xo[l - 1], po[l]
             for p in range(xo[l + 1] - xo[l]):
                 buf[bo + p] = 0.0
+            rows, inner, cols = mm[l, 0], mm[l, 1], mm[l, 2]
+            if rows > 0:
+                for i in range(rows):
+                    for k in range(inner):
+                        wik = theta[bw + i * inner + k]
+                        for j in range(cols):
+                            buf[bo + i * cols + j] += buf[ba + k * cols + j] * wik
             for t in range(to[l], to[l + 1]):
                 buf[bo + out[t]] += buf[ba + inp[t]] * theta[bw + tap[t]]
         # the quadratic: d = e - e_min, g = (I kron S) d
@@ -133,6 +142,17 @@ def _compiled():
             na = xo[l] - xo[l - 1]
             for p in range(na):
                 gnext[p] = 0.0
+            rows, inner, cols = mm[l, 0], mm[l, 1], mm[l, 2]
+            if rows > 0:
+                for i in range(rows):
+                    for k in range(inner):
+                        wik = theta[bw + i * inner + k]
+                        acc = 0.0
+                        for j in range(cols):
+                            go = gbuf[i * cols + j]
+                            gnext[k * cols + j] += go * wik
+                            acc += go * buf[ba + k * cols + j]
+                        grad[bw + i * inner + k] = acc
             for t in range(to[l], to[l + 1]):
                 go = gbuf[out[t]]
                 gnext[inp[t]] += go * theta[bw + tap[t]]
@@ -154,7 +174,7 @@ def _compiled():
         return loss, g2
 
     @jit
-    def value_and_grad(theta, po, xo, to, out, inp, tap, S, e_min, l_min, index, l2, loss, grad):
+    def value_and_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, index, l2, loss, grad):
         B, P = theta.shape
         nbuf = xo[-1]
         buf = np.empty(nbuf)
@@ -162,12 +182,12 @@ def _compiled():
         gnext = np.empty(nbuf)
         d = np.empty(nbuf)
         for b in range(B):
-            loss[b], _ = member_value_grad(theta[b], po, xo, to, out, inp, tap, S, e_min, l_min,
+            loss[b], _ = member_value_grad(theta[b], po, xo, to, out, inp, tap, mm, S, e_min, l_min,
                                            index[b], l2, buf, gbuf, gnext, d, grad[b])
 
     @jit
     def descend(theta, lr, steps, loss_below, gnorm_below, factor, rec, n_rec,
-                po, xo, to, out, inp, tap, S, e_min, l_min, index, l2,
+                po, xo, to, out, inp, tap, mm, S, e_min, l_min, index, l2,
                 k_next, rec_pos, threshold, status, k_limit,
                 out_theta, out_loss, out_gnorm, out_k, n_out):
         """Gradient descent of every member from its step ``k_next[b]`` up to step
@@ -189,7 +209,7 @@ def _compiled():
             last = min(steps[b], k_limit)
             step_lr = lr[b]
             while k <= last:
-                loss, g2 = member_value_grad(th, po, xo, to, out, inp, tap, S, e_min, l_min, index[b],
+                loss, g2 = member_value_grad(th, po, xo, to, out, inp, tap, mm, S, e_min, l_min, index[b],
                                              l2, buf, gbuf, gnext, d, grad)
                 gnorm = np.sqrt(g2)
                 if k == 0:
@@ -250,16 +270,17 @@ def value_and_grad(program: ChainProgram, forms: QuadraticForms, theta: np.ndarr
 
 
 def program_arrays(p: ChainProgram) -> tuple:
-    return (p.param_offsets, p.prefix_offsets, p.triple_offsets, p.out, p.inp, p.tap)
+    return (p.param_offsets, p.prefix_offsets, p.triple_offsets, p.out, p.inp, p.tap, p.matmul)
 
 
 def form_arrays(f: QuadraticForms) -> tuple:
     return (f.S, f.e_min, f.l_min, f.index, float(f.l2))
 
 
-def chain_program(param_offsets, prefix_sizes, triples) -> ChainProgram:
+def chain_program(param_offsets, prefix_sizes, triples, matmul=None) -> ChainProgram:
     """Assemble a :class:`ChainProgram` from the prefix sizes and one ``(out, inp, tap)`` triple of
-    index arrays per layer ``l >= 1``."""
+    index arrays per layer ``l >= 1`` (empty for a matrix-product layer, whose ``(rows, inner,
+    cols)`` are ``matmul[l]``)."""
     xo = np.concatenate([[0], np.cumsum(prefix_sizes)]).astype(np.int64)
     counts = [0] + [len(t[0]) for t in triples]
     to = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -267,4 +288,6 @@ def chain_program(param_offsets, prefix_sizes, triples) -> ChainProgram:
     def cat(i):
         parts = [np.asarray(t[i], dtype=np.int64) for t in triples]
         return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-    return ChainProgram(np.ascontiguousarray(param_offsets, dtype=np.int64), xo, to, cat(0), cat(1), cat(2))
+    L = len(prefix_sizes)
+    mm = np.zeros((L, 3), dtype=np.int64) if matmul is None else np.ascontiguousarray(matmul, dtype=np.int64)
+    return ChainProgram(np.ascontiguousarray(param_offsets, dtype=np.int64), xo, to, cat(0), cat(1), cat(2), mm)

@@ -73,17 +73,26 @@ class ExperimentDir:
         return True
 
     # -- manifest.tsv -------------------------------------------------------------------------
-    def write_manifest(self, rows: Iterable[tuple[int, str, Any]]) -> None:
+    def write_manifest(self, rows: Iterable[tuple[int, str, Any]]) -> bool:
         """Replace ``manifest.tsv`` atomically by ``rows`` of ``(index, run_id, overrides)``
         (overrides: a dict or its JSON text). Hold :meth:`lock` when sweeps may run concurrently.
+        Returns False (and touches nothing) if the file already says exactly this: thousands of
+        array tasks each preparing the folder must not rewrite it.
         """
         lines = ["\t".join(MANIFEST_HEADER)]
         for index, run_id, overrides in rows:
             if not run_id or any(c in run_id for c in "\t\r\n"):
                 raise ValueError(f"bad run id {run_id!r} in manifest row {index}")
             lines.append(f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}")
+        text = "\n".join(lines) + "\n"
+        try:
+            if self.manifest_tsv.read_text(encoding="utf-8") == text:
+                return False
+        except FileNotFoundError:
+            pass
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.manifest_tsv, "\n".join(lines) + "\n")
+        atomic_write_text(self.manifest_tsv, text)
+        return True
 
     def read_manifest(self) -> list[ManifestRow]:
         """The rows of ``manifest.tsv`` in file order; ``ValueError`` names file and line."""

@@ -75,18 +75,15 @@ class Dense(Model):
         return self.join(grads)
 
     def chain_program(self):
-        """The prefix chain ``A_l = W_l A_{l-1}`` as index triples for the compiled kernels
-        (:mod:`lcnrun.core.kernels`): ``A_l[i, j] += A_{l-1}[k, j] * W_l[i, k]``."""
+        """The prefix chain ``A_l = W_l A_{l-1}`` (``A_l`` of shape ``(d_l, d_0)``) for the compiled
+        kernels (:mod:`lcnrun.core.kernels`): one matrix product per layer."""
         from ..kernels import chain_program  # noqa: PLC0415
 
-        d0 = self.widths[0]
-        sizes, triples = [self.widths[1] * d0], []
-        for l in range(1, self.n_layers):
-            rows, inner = self.widths[l + 1], self.widths[l]
-            i, k, j = np.meshgrid(np.arange(rows), np.arange(inner), np.arange(d0), indexing="ij")
-            triples.append(((i * d0 + j).ravel(), (k * d0 + j).ravel(), (i * inner + k).ravel()))
-            sizes.append(rows * d0)
-        return chain_program(self.offsets, sizes, triples)
+        d0, L = self.widths[0], self.n_layers
+        sizes = [self.widths[l + 1] * d0 for l in range(L)]
+        empty = np.zeros(0, dtype=np.int64)
+        matmul = [(0, 0, 0)] + [(self.widths[l + 1], self.widths[l], d0) for l in range(1, L)]
+        return chain_program(self.offsets, sizes, [(empty, empty, empty)] * (L - 1), matmul)
 
     def jacobian(self, theta):
         """``dX[i, j] / dW_l[a, b] = (W_L..W_{l+1})[i, a] (W_{l-1}..W_1)[b, j]``."""
