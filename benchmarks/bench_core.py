@@ -1,64 +1,87 @@
-"""Single-run speed of the core: gradient-descent steps per second (square loss).
+"""Single-run speed of the core: gradient-descent steps per second (square loss), and the cost of
+the compiled kernels' first call.
 
-Problems (issue 2): an LCN with filters [4,3,3,2], strides [2,2,2,1], input length 512, N = 4096
-samples, and a 5-layer 20-wide DLN with N = 10,000 samples; each also at N/8 samples to show that the
-per-step cost does not depend on N (sufficient statistics). Prints a table, writes
+- Problem (ii) of :mod:`problems` (LCN [4,3,3,2], strides [2,2,2,1], input 512) and a 5-layer
+  20-wide DLN, each at two sample counts N: the per-step cost does not depend on N (sufficient
+  statistics); ``setup`` is building the problem (data, Gram matrix) once.
+- The compiled kernels (numba): the first call in a fresh process loads them from numba's cache
+  (``cache=True``); with an empty cache (``NUMBA_CACHE_DIR`` pointed at a new folder) it compiles
+  them, which happens once per machine and lcnrun version.
+
+Each item runs in a fresh process (its peak RSS is its own). Prints a table, writes
 benchmarks/out/bench_core.json.
 """
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from lcnrun.core.data import GaussianData, TeacherTarget, build_dataset
-from lcnrun.core.dynamics import GradientDescent
-from lcnrun.core.init import GaussianInit
-from lcnrun.core.losses import LOSSES
-from lcnrun.core.models import Dense, LCN
-from lcnrun.core.options import Section
-from lcnrun.core.problem import Problem
-from lcnrun.core.recording import RecordOptions
+from _items import best_time, emit, machine, run_item, write_json  # noqa: E402
 
-PROBLEMS = {
-    "lcn [4,3,3,2] s[2,2,2,1] d512": (lambda: LCN(LCN.Options(filters=(4, 3, 3, 2), strides=(2, 2, 2, 1))), 512, 4096),
-    "dln 5x20": (lambda: Dense(Dense.Options(widths=(20,) * 6)), None, 10_000),
-}
+ROWS = [("ii", 512), ("ii", 4096), ("dln", 1250), ("dln", 10_000)]
+STEPS = 20_000
 
 
-def steps_per_second(model, input_size, n_samples, steps=3000, repeats=3):
+def steps_item(name: str, n_samples: int) -> dict:
+    from problems import build  # noqa: PLC0415
+    from lcnrun.core.dynamics import GradientDescent  # noqa: PLC0415
+    from lcnrun.core.recording import RecordOptions  # noqa: PLC0415
+
     t0 = time.perf_counter()
-    data = build_dataset(Section("gaussian", GaussianData.Options(
-        n_samples=n_samples, input_size=input_size,
-        target=Section("teacher", TeacherTarget.Options(scale=0.3)))), model)
-    problem = Problem(model, LOSSES["square"](), data)
+    model, problem, theta0, lr = build(name, n_samples)
     setup = time.perf_counter() - t0
-    theta0 = GaussianInit.build(GaussianInit.Options(scale=0.3, seed=1), model)
-    dyn = GradientDescent(GradientDescent.Options(lr=1e-3, steps=steps))
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        traj = dyn.run(problem, theta0, RecordOptions(points=100))[0]
-        best = min(best, time.perf_counter() - t0)
+    steps = STEPS if name != "dln" else 2000
+    dyn = GradientDescent(GradientDescent.Options(lr=lr, steps=steps))
+    traj = dyn.run(problem, theta0, RecordOptions(points=100))[0]
     assert traj.status == "completed", traj.message
-    return steps / best, setup
+    best = best_time(lambda: dyn.run(problem, theta0, RecordOptions(points=100)), 5)
+    return {"problem": name, "n_samples": n_samples, "steps_per_s": steps / best, "setup_s": setup}
+
+
+def compile_item() -> dict:
+    t0 = time.perf_counter()
+    import numba  # noqa: F401, PLC0415
+    t_import = time.perf_counter() - t0
+    from problems import build  # noqa: PLC0415
+    from lcnrun.core.dynamics import GradientDescent  # noqa: PLC0415
+    from lcnrun.core.recording import RecordOptions  # noqa: PLC0415
+    model, problem, theta0, lr = build("ii", 64)
+    t0 = time.perf_counter()
+    GradientDescent(GradientDescent.Options(lr=lr, steps=10)).run(problem, theta0, RecordOptions(points=2))
+    return {"numba_import_s": t_import, "first_call_s": time.perf_counter() - t0,
+            "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "next to lcnrun/core/kernels.py")}
 
 
 def main() -> int:
-    rows = []
-    for name, (make, size, n) in PROBLEMS.items():
-        for nn in (n // 8, n):
-            sps, setup = steps_per_second(make(), size, nn)
-            rows.append({"problem": name, "n_samples": nn, "steps_per_s": sps, "setup_s": setup})
-    print(f"{'problem':32s} {'N':>7s} {'GD steps/s':>12s} {'setup s':>8s}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--item", nargs="+")
+    args = parser.parse_args()
+    if args.item:
+        emit(compile_item() if args.item[0] == "compile" else steps_item(args.item[0], int(args.item[1])))
+        return 0
+    before = machine()
+    rows = [run_item(Path(__file__), name, str(n)) for name, n in ROWS]
+    warm = run_item(Path(__file__), "compile")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["NUMBA_CACHE_DIR"] = cache
+        cold = run_item(Path(__file__), "compile")
+        del os.environ["NUMBA_CACHE_DIR"]
+    print(f"{'problem':10s} {'N':>7s} {'GD steps/s':>12s} {'setup s':>8s} {'RSS MiB':>8s}")
     for r in rows:
-        print(f"{r['problem']:32s} {r['n_samples']:7d} {r['steps_per_s']:12.0f} {r['setup_s']:8.3f}")
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    (out / "bench_core.json").write_text(json.dumps(rows, indent=2))
+        print(f"{r['problem']:10s} {r['n_samples']:7d} {r['steps_per_s']:12,.0f} {r['setup_s']:8.3f} "
+              f"{r['peak_rss_mb']:8.0f}")
+    print(f"compiled kernels, first call in a fresh process: {warm['first_call_s']:.3f} s from numba's "
+          f"cache, {cold['first_call_s']:.2f} s compiling (empty cache); importing numba {warm['numba_import_s']:.2f} s")
+    path = write_json("bench_core.json", {"machine_before": before, "machine_after": machine(), "rows": rows,
+                                          "kernels_cached": warm, "kernels_cold": cold})
+    print(f"wrote {path.relative_to(HERE.parent)}")
     return 0
 
 

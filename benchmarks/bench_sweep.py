@@ -1,7 +1,8 @@
 """Sweep overhead per run, and `lcnrun summary` / `status` over 10,000 run files.
 
-(a) **Sweep overhead.** An experiment of N = 200 points (a tiny LCN, filters [3, 2], strides
-[2, 1], 8 samples, 100 gradient-descent steps, 20 stored times). First the computation alone:
+(a) **Sweep overhead.** An experiment of N = 1000 points (a tiny LCN, filters [3, 2], strides
+[2, 1], 8 samples, 100 gradient-descent steps, 20 stored times; the points differ in
+``init.seed`` only, so the sweep computes them as ensembles). First the computation alone:
 every point's ``runner.execute`` in this process (one BLAS thread), timed per run, split into the
 core dynamics (``dynamics.run``) and the rest of ``execute`` (building the problem, the trajectory
 arrays). Then ``lcnrun sweep -q`` as a user runs it (a fresh process: imports, spec loading,
@@ -19,7 +20,9 @@ same files a sweep would leave, without computing 10,000 runs. Then ``lcnrun sum
 ``lcnrun status``, each a fresh process (imports included). The files were just written, so they
 are in the page cache (as after a sweep); a cold cache on a network file system is slower.
 
-Prints a table, writes benchmarks/out/bench_sweep.json. ``--quick`` runs a smaller version.
+Peak RSS of each command: the largest resident set of the process and the workers it waited for
+(``wait4``). Prints a table, writes benchmarks/out/bench_sweep.json. ``--quick`` runs a smaller
+version.
 """
 from __future__ import annotations
 
@@ -63,13 +66,30 @@ sweep:
 MAIN = "import sys; from lcnrun.cli import main; sys.argv[0] = 'lcnrun'; main()"
 
 
+PEAK_RSS_MB: dict[str, float] = {}
+#: runs a command and writes the peak RSS of it and its descendants to $LCNRUN_BENCH_RSS. The
+#: command is started from this small process, not from the benchmark (Linux carries a parent's
+#: peak RSS over fork + exec, so a child of this big process would report at least its size)
+WRAP = ("import os, resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+        "open(os.environ['LCNRUN_BENCH_RSS'], 'w').write(str(resource.getrusage("
+        "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+
+
 def lcnrun(*args: str | Path, stdout=subprocess.DEVNULL) -> tuple[float, int]:
-    """Wall time and exit code of ``lcnrun ARGS`` in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    t0 = time.perf_counter()
-    code = subprocess.call([sys.executable, "-c", MAIN, *map(str, args)], env=env,
-                           stdout=stdout, stderr=subprocess.STDOUT)
-    return time.perf_counter() - t0, code
+    """Wall time and exit code of ``lcnrun ARGS`` in a fresh process (started through a small
+    wrapper, ~20 ms); its peak RSS (with its workers) goes to ``PEAK_RSS_MB`` under the verb and
+    options."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        env = dict(os.environ, PYTHONPATH=str(REPO), LCNRUN_BENCH_RSS=rss.name)
+        t0 = time.perf_counter()
+        code = subprocess.call([sys.executable, "-c", WRAP, sys.executable, "-c", MAIN, *map(str, args)],
+                               env=env, stdout=stdout, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - t0
+        text = Path(rss.name).read_text().strip()
+    key = " ".join(str(a) for a in args if not str(a).startswith("/") and "results" not in str(a))
+    if text:
+        PEAK_RSS_MB[key] = max(PEAK_RSS_MB.get(key, 0.0), int(text) / 1024.0)
+    return wall, code
 
 
 def bench_overhead(tmp: Path, n_runs: int) -> dict:
@@ -176,12 +196,12 @@ def bench_reading(tmp: Path, template: Path, n_files: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--files", type=int, default=10_000)
-    parser.add_argument("--quick", action="store_true", help="40 runs, 2000 files")
+    parser.add_argument("--quick", action="store_true", help="200 runs, 2000 files")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.files = 40, 2000
+        args.runs, args.files = 200, 2000
     tmp = Path(tempfile.mkdtemp(prefix="lcnrun-bench-sweep-"))
     try:
         overhead = bench_overhead(tmp, args.runs)
@@ -208,6 +228,7 @@ def main() -> int:
         (f"summary --csv -j 1, {r['files']} files", f"{r['summary_csv_j1_seconds']:.2f} s"),
         ("summary --group-by dynamics.lr", f"{r['summary_group_by_seconds']:.2f} s"),
         (f"status, {r['files']} files", f"{r['status_seconds']:.2f} s"),
+        *[(f"peak RSS: lcnrun {k}", f"{v:.0f} MiB") for k, v in PEAK_RSS_MB.items()],
         ("  in process: read attrs+specs, -j 1", f"{r['in_process_read_runs_j1_seconds']:.2f} s"),
         ("  in process: filter + sort", f"{r['in_process_summarize_seconds']:.3f} s"),
     ]
@@ -217,7 +238,7 @@ def main() -> int:
     doc = {"machine": {"host": platform.node(), "python": platform.python_version(),
                        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                        "load_average": os.getloadavg()},
-           "overhead": o, "reading": r}
+           "overhead": o, "reading": r, "peak_rss_mb": PEAK_RSS_MB}
     out = HERE / "out" / "bench_sweep.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -6,7 +6,7 @@ host, platform, BLAS thread pools) is looked up once per process and cached, so 
 few microseconds after the first. The result is plain JSON-able data::
 
     {"git_commit": "9f3e..." | null, "git_dirty": bool | null,
-     "versions": {"python", "numpy", "scipy", "h5py", "lcnrun"},
+     "versions": {"python", "numpy", "scipy", "numba", "h5py", "lcnrun"},
      "host", "platform", "pid", "start_utc": "2026-01-31T12:00:00.123456+00:00",
      "blas_threads": {...},
      "slurm": {"job_id", "array_job_id", "array_task_id", "cpus_per_task"} (null when absent),
@@ -98,7 +98,8 @@ def _static() -> dict:
         "git_commit": commit,
         "git_dirty": dirty,
         "versions": {"python": platform.python_version(), "numpy": _module_version("numpy"),
-                     "scipy": _module_version("scipy"), "h5py": _module_version("h5py"),
+                     "scipy": _module_version("scipy"), "numba": _module_version("numba"),
+                     "h5py": _module_version("h5py"),
                      "lcnrun": lcnrun_version()},
         "host": socket.gethostname(),
         "platform": platform.platform(),

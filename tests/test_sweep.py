@@ -103,7 +103,7 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0, every: 
         time.sleep(every)
 
 
-SLOW = 4000  # steps: about 0.2 s per run
+SLOW = 200_000  # steps: about 0.2 s per run (compiled gradient descent, ~1 us per step)
 
 
 # -- refusals: nothing runs, one message, exit 2 ---------------------------------------------------
@@ -224,7 +224,8 @@ def test_a_run_that_raises_is_recorded_as_failed(tmp_path):
                                 "{init.seed: 2}]\n", steps=SLOW)
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    proc = lcnrun("sweep", spec, "-j", "1", "--results", results)
+    # every point alone (--ensemble 1): point 1 reads its data only when point 0 is done
+    proc = lcnrun("sweep", spec, "-j", "1", "--ensemble", "1", "--results", results)
     wait_until(lambda: xdir.runs_dir.is_dir() and claimed_runs(xdir.runs_dir), proc)  # point 0 runs
     (tmp_path / "data.npz").write_bytes(b"not an npz file any more")
     rc, out = finish(proc)
@@ -278,8 +279,9 @@ def test_sigkill_mid_sweep_then_resume_runs_every_point_exactly_once(tmp_path):
                                                  (signal.SIGTERM, 143, "stopped")])
 def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code, left):
     """Ctrl-C abandons the runs in progress (no file: pending); SIGTERM lets them write
-    'stopped' run files, which the next sweep runs again."""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n", steps=SLOW * 2)
+    'stopped' run files, which the next sweep runs again. (The 4 points form two ensembles of 2,
+    about 2 s each: the signal arrives while they compute.)"""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n", steps=SLOW * 10)
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
     proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
@@ -327,13 +329,18 @@ def test_two_sweeps_at_once_run_each_point_once(tmp_path):
 
 def test_a_killed_worker_fails_its_point_only(tmp_path):
     """The OOM killer's SIGKILL to one worker: that point is recorded failed, naming the signal,
-    a new worker takes over, the sweep ends (no hang) with exit 1."""
+    a new worker takes over, the sweep ends (no hang) with exit 1. (Every point alone here; a
+    killed worker computing an ensemble fails the points of its ensemble: test_ensemble.py.)"""
     spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n", steps=SLOW * 2)
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
-    wait_until(lambda: xdir.runs_dir.is_dir() and claimed_runs(xdir.runs_dir), proc)
-    victim_run, holder = next(iter(claimed_runs(xdir.runs_dir).items()))
+    proc = lcnrun("sweep", spec, "-j", "2", "--ensemble", "1", "--results", results)
+
+    def claimed_with_holder():  # (a claim file is locked a moment before its holder is written)
+        held = claimed_runs(xdir.runs_dir) if xdir.runs_dir.is_dir() else {}
+        return [(r, h) for r, h in held.items() if len(h.split()) >= 2]
+    wait_until(claimed_with_holder, proc)
+    victim_run, holder = claimed_with_holder()[0]
     os.kill(int(holder.split()[1]), signal.SIGKILL)
     rc, out = finish(proc, timeout=120)
     assert rc == 1, out

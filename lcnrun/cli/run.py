@@ -33,12 +33,19 @@ def run(
     expect_run_id: Optional[str] = typer.Option(None, "--expect-run-id", help="refuse (exit 2) "
                                                 "unless the point has this run id (a Slurm task's "
                                                 "check that the spec is still the one submitted)"),
+    indices: Optional[str] = typer.Option(None, "--indices", help="run these sweep points in this "
+                                          "process, those that differ only in init, data, step "
+                                          "size ... together as one ensemble: '0-99', '3,5,10-12'"),
 ) -> None:
-    """Run a spec with no sweep, or one point of a sweep (--index I)."""
+    """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import workflow
     from ..store.claims import try_claim
 
     exp = workflow.load(spec)
+    if indices is not None:
+        if index is not None or expect_run_id is not None:
+            raise UsageError("--indices cannot be combined with --index or --expect-run-id")
+        _run_indices(exp, spec, parse_indices(indices, len(exp.points), spec), results, force, quiet)
     if index is None:
         if len(exp.points) != 1:
             raise UsageError(f"{spec} has {len(exp.points)} sweep points: use `lcnrun sweep {spec}` "
@@ -67,6 +74,50 @@ def run(
             console.print(f"wrote {path}", highlight=False)
         console.print(summary_table(outcome.attrs))
     raise typer.Exit(EXIT_OK if outcome.status == "completed" else EXIT_FAILED)
+
+
+def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
+    """``'0-99'``, ``'3,5,10-12'`` -> sorted distinct indices; UsageError if malformed or out of
+    range."""
+    out: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            lo, _, hi = part.partition("-")
+            a, b = int(lo), int(hi) if hi else int(lo)
+        except ValueError:
+            raise UsageError(f"--indices {text!r}: {part!r} is not an index or a range a-b") from None
+        if a > b or a < 0 or b >= n_points:
+            raise UsageError(f"--indices {text!r}: {part!r} is out of range: {spec} has {n_points} "
+                             f"points (0..{n_points - 1})")
+        out.update(range(a, b + 1))
+    return sorted(out)
+
+
+def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool, quiet: bool) -> None:
+    """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, one at a time), each
+    under its claim (waiting for points another process holds); exit 0 if all completed."""
+    import time  # noqa: PLC0415
+
+    from .. import workflow  # noqa: PLC0415
+    from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
+
+    xdir = workflow.prepare(exp, results)
+    since = time.time()
+    ok = True
+    for unit in ensemble_groups(exp, chosen, jobs=1):
+        task = _Task(unit, force, True, since, True)
+        for r in _attempt(exp, xdir, task):
+            ok &= r.status == "completed"
+            path = xdir.run_path(r.run_id)
+            if quiet:
+                console.print(str(path), highlight=False)
+            else:
+                what = "kept" if r.action == "skipped" else "wrote"
+                console.print(f"#{r.index} {what} {path} ({r.status})"
+                              + (f": {r.message}" if r.message and r.status != "completed" else ""),
+                              highlight=False)
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
 def summary_table(attrs: dict) -> Table:

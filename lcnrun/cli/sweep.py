@@ -208,6 +208,9 @@ def sweep(
                                "not complete, on stderr"),
     log_every: float = typer.Option(30.0, "--log-every", help="seconds between progress lines when "
                                     "the output is not a terminal", min=0.0),
+    ensemble: int = typer.Option(512, "--ensemble", "-e", help="at most this many points that differ "
+                                 "only in init, data, step size ... are computed together as one "
+                                 "ensemble (1: every point alone)", min=1),
 ) -> None:
     """Run every point of a spec's sweep in N local worker processes (one BLAS thread each).
 
@@ -233,7 +236,8 @@ def sweep(
         observer = PlainProgress(exp.name, overrides, log_every)
     try:
         report = run_sweep(exp, xdir, jobs=jobs if jobs is not None else available_cores(),
-                           force=force, rerun_failed=rerun_failed, observer=observer)
+                           force=force, rerun_failed=rerun_failed, observer=observer,
+                           max_members=ensemble)
     except SweepError as err:
         fail_line(str(err), EXIT_FAILED)
     finally:

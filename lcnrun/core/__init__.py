@@ -1,4 +1,5 @@
-"""The numerical core: numpy and scipy only (no CLI, YAML, HDF5 or terminal code; a test checks).
+"""The numerical core: numpy and scipy, plus numba for the compiled square-loss kernels
+(``kernels``, loaded on first use); no CLI, YAML, HDF5 or terminal code (a test checks).
 
 Families, each behind one registry (the only place a spec's ``kind`` becomes a class):
 

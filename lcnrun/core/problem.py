@@ -11,6 +11,8 @@ with the same model and loss: member ``b`` uses ``problems[index[b]]``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .data import Dataset
@@ -33,6 +35,7 @@ class Problem:
             self.quadratic = None
             self.features = model.features(dataset.inputs)
         self._program = None
+        self._forms = None
 
     # -- compiled evaluation (square loss) ----------------------------------------------------------
     def chain_program(self):
@@ -48,11 +51,16 @@ class Problem:
 
         if self.quadratic is None or self.chain_program() is None:
             return None
-        q = self.quadratic
-        forms = QuadraticForms(np.ascontiguousarray(q.gram, dtype=float)[None],
-                               np.ascontiguousarray(q.e_min, dtype=float).reshape(1, -1),
-                               np.array([q.l_min]), np.zeros(batch, dtype=np.int64))
-        return self._program, forms
+        if self._forms is None:
+            q = self.quadratic
+            self._forms = QuadraticForms(np.ascontiguousarray(q.gram, dtype=float)[None],
+                                         np.ascontiguousarray(q.e_min, dtype=float).reshape(1, -1),
+                                         np.array([q.l_min]), np.zeros(0, dtype=np.int64))
+        return self._program, dataclasses.replace(self._forms, index=np.zeros(batch, dtype=np.int64))
+
+    def value_and_grad_of(self, theta: np.ndarray, members: np.ndarray):
+        """:meth:`value_and_grad` of ensemble members ``members`` (all alike here)."""
+        return self.value_and_grad(theta)
 
     def member(self, b: int) -> "Problem":
         """The problem of member ``b`` (the same for every member)."""
@@ -151,3 +159,21 @@ class ProblemEnsemble:
 
     def value(self, theta):
         return self.value_and_grad(theta)[0]
+
+    def value_and_grad_of(self, theta, members):
+        """``L`` and ``grad L`` of ``theta (m, P)``, row ``i`` being member ``members[i]``."""
+        theta = np.asarray(theta, dtype=float)
+        members = np.asarray(members, dtype=np.int64)
+        compiled = self.compiled(len(self.index))
+        if compiled is not None:
+            from .kernels import value_and_grad  # noqa: PLC0415
+            program, forms = compiled
+            return value_and_grad(program, forms.select(members), theta)
+        loss = np.empty(theta.shape[0])
+        grad = np.empty_like(theta)
+        which = self.index[members]
+        for f, p in enumerate(self.problems):
+            rows = np.flatnonzero(which == f)
+            if len(rows):
+                loss[rows], grad[rows] = p.value_and_grad(theta[rows])
+        return loss, grad

@@ -83,6 +83,9 @@ class RegularizedProblem:
     def member(self, b: int):
         return self
 
+    def value_and_grad_of(self, theta, members):
+        return self.value_and_grad(theta)
+
     def data_value_and_grad(self, theta):
         """``L(theta)`` and ``grad L(theta)`` without the penalty."""
         return self.problem.value_and_grad(theta)

@@ -15,6 +15,12 @@ worker processes and returns a :class:`SweepReport`. What it guarantees:
   (:mod:`lcnrun.store.claims`) while it decides, computes and writes; the decision is taken again
   under the claim. A point whose claim another process holds is deferred and, once nothing else is
   left, waited for: its file then says how it ended (or, if its holder died, it is run here).
+- **Ensembles.** Points that differ only in what an ensemble may vary (``runner.ensemble_key``:
+  initialization, data, step size, ...) are handed to a worker together (at most
+  :data:`ENSEMBLE_MAX_MEMBERS`, at most :data:`ENSEMBLE_MAX_DATASETS` distinct data sets, split so
+  that every worker gets a share) and computed as one batched computation; each member still gets
+  its own claim and its own run file, the same file as if it had run alone (bitwise the same
+  numbers). Its run files are written one by one as the ensemble ends.
 - **Failures are data.** A run that raises or diverges is recorded in its run file by the runner and
   does not stop the others. A worker that dies (``kill -9``, the OOM killer) loses only the point it
   was running: that point gets a ``failed`` run file naming the signal, a new worker takes over.
@@ -48,6 +54,11 @@ BLAS_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 GRACE_SECONDS = 20.0  # how long interrupted runs may take to end before they are killed
 UNREADABLE = "unreadable"
+#: at most this many points in one ensemble (each holds a claim, i.e. an open file, while it runs;
+#: the stored trajectories of all members are in memory until they are written)
+ENSEMBLE_MAX_MEMBERS = 512
+#: at most this many distinct data sets in one ensemble (each problem keeps its data in memory)
+ENSEMBLE_MAX_DATASETS = 16
 
 
 class SweepError(Exception):
@@ -185,7 +196,7 @@ def _kept(xdir: ExperimentDir, index: int, run_id: str, status: str, reason: str
 # -- the worker process ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Task:
-    index: int
+    indices: tuple[int, ...]  # one point, or the points of one ensemble
     force: bool
     rerun_failed: bool
     since: float
@@ -195,6 +206,7 @@ class _Task:
 _stop_after_this_run = False
 _waiting_for_a_claim = False
 _READY = "ready"
+_DONE = "done"  # a worker sends one PointResult per point of its task, then this
 
 
 def _on_worker_sigint(signum, frame):
@@ -211,34 +223,48 @@ def _on_worker_sigterm(signum, frame):
         raise KeyboardInterrupt
 
 
-def _attempt(exp, xdir: ExperimentDir, task: _Task) -> PointResult:
+def _attempt(exp, xdir: ExperimentDir, task: _Task):
+    """Yield one :class:`PointResult` per point of ``task``: claim each point (``busy`` if another
+    process holds it), decide again under the claim, compute the points to run (together, as one
+    ensemble, if there are several) and write their files, then give the claims up."""
     from .. import workflow  # noqa: PLC0415  (imported in the worker, after the BLAS variables)
 
     global _waiting_for_a_claim
-    point = exp.points[task.index]
-    _waiting_for_a_claim = task.wait
-    try:
-        claim = try_claim(xdir.runs_dir, point.run_id, wait=task.wait)
-    finally:
-        _waiting_for_a_claim = False
-    if claim is None:
-        return PointResult(point.index, point.run_id, "", "busy")
-    with claim:
-        clean_run_temporaries(claim, point.run_id)
-        status, mtime, reason = file_state(xdir, point.run_id)
-        if not should_run(status, mtime, force=task.force, rerun_failed=task.rerun_failed,
-                          since=task.since):
-            return _kept(xdir, point.index, point.run_id, status, reason)
+    with contextlib.ExitStack() as claims:
+        to_run = []
+        for index in task.indices:
+            point = exp.points[index]
+            _waiting_for_a_claim = task.wait
+            try:
+                claim = try_claim(xdir.runs_dir, point.run_id, wait=task.wait)
+            finally:
+                _waiting_for_a_claim = False
+            if claim is None:
+                yield PointResult(point.index, point.run_id, "", "busy")
+                continue
+            claims.enter_context(claim)
+            clean_run_temporaries(claim, point.run_id)
+            status, mtime, reason = file_state(xdir, point.run_id)
+            if not should_run(status, mtime, force=task.force, rerun_failed=task.rerun_failed,
+                              since=task.since):
+                yield _kept(xdir, point.index, point.run_id, status, reason)
+                continue
+            to_run.append(point)
+        if not to_run:
+            return
         start = time.perf_counter()
+        done = 0
         try:
-            outcome = workflow.run_point(exp, xdir, point, force=True)
-        except Exception as err:  # noqa: BLE001 - the run itself never raises: writing failed
-            return PointResult(point.index, point.run_id, "failed", "error",
-                               f"could not write the run file: {type(err).__name__}: {err}",
-                               time.perf_counter() - start)
-        return PointResult(point.index, point.run_id, outcome.status, "ran",
-                           str(outcome.attrs.get("message", "") or ""),
-                           time.perf_counter() - start)
+            for outcome in workflow.run_points(exp, xdir, to_run):
+                done += 1
+                yield PointResult(outcome.index, outcome.run_id, outcome.status, "ran",
+                                  str(outcome.attrs.get("message", "") or ""),
+                                  (time.perf_counter() - start) / len(to_run))
+        except Exception as err:  # noqa: BLE001 - the runs themselves never raise: writing failed
+            for point in to_run[done:]:
+                yield PointResult(point.index, point.run_id, "failed", "error",
+                                  f"could not write the run file: {type(err).__name__}: {err}",
+                                  time.perf_counter() - start)
 
 
 def _worker_main(conn, exp, root: str) -> None:
@@ -256,7 +282,9 @@ def _worker_main(conn, exp, root: str) -> None:
                 return
             if task is None:
                 return
-            conn.send(_attempt(exp, xdir, task))
+            for result in _attempt(exp, xdir, task):
+                conn.send(result)
+            conn.send(_DONE)
     except KeyboardInterrupt:
         return
     except BrokenPipeError:
@@ -288,6 +316,7 @@ class _Worker:
         child_end.close()
         self.conn = parent_end
         self.task: _Task | None = None
+        self.pending: list[int] = []  # points of its task without a result yet
         self.dispatched_at = 0.0  # wall clock, compared with file mtimes
         self.ready = False  # it has imported everything and said so
 
@@ -298,6 +327,7 @@ class _Worker:
             return False
         if task is not None:
             self.task, self.dispatched_at = task, time.time()
+            self.pending = list(task.indices)
         return True
 
     def signal(self, signum: int) -> None:
@@ -327,14 +357,14 @@ def _describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -> PointResult | None:
+def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, index: int) -> PointResult | None:
     """The worker running a point died: keep a run file it finished, else write a failed one.
     ``None`` if another process claimed the point meanwhile (it is then waited for)."""
     from ..provenance import collect_provenance, finish_provenance  # noqa: PLC0415
     from ..runner import make_record, seeds_of  # noqa: PLC0415
     from ..store.runfile import write_run  # noqa: PLC0415
 
-    point = exp.points[task.index]
+    point = exp.points[index]
     claim = try_claim(xdir.runs_dir, point.run_id)
     if claim is None:
         return None
@@ -344,6 +374,8 @@ def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, task: _Task) -
         if status not in (None, UNREADABLE) and mtime is not None and mtime >= worker.dispatched_at:
             return PointResult(point.index, point.run_id, status, "ran", "")
         message = f"the worker process running this point {_describe_exit(worker.proc.exitcode)}"
+        if len(worker.task.indices) > 1:
+            message += f" (in an ensemble of {len(worker.task.indices)} points)"
         provenance = collect_provenance(seeds_of(point.run_spec))
         finish_provenance(provenance, message)
         record = make_record(point.run_spec, point.run_id, "failed", message, provenance)
@@ -387,12 +419,59 @@ def clean_leftovers(xdir: ExperimentDir) -> list[Path]:
     return removed
 
 
+def _open_file_limit() -> int:
+    try:
+        import resource  # noqa: PLC0415
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return soft if soft > 0 else 1 << 16
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) -> list[tuple[int, ...]]:
+    """The points ``indices`` as units of work: points with one ``runner.ensemble_key`` together,
+    in chunks of at most ``max_members`` (default :data:`ENSEMBLE_MAX_MEMBERS`, and at most a
+    quarter of the open-file limit: each member holds a claim) with at most
+    :data:`ENSEMBLE_MAX_DATASETS` distinct data sets, and small enough that ``jobs`` workers all get
+    a share; points that cannot be batched alone. Ordered by their first point."""
+    from ..runner import _data_key, ensemble_key  # noqa: PLC0415
+
+    cap = ENSEMBLE_MAX_MEMBERS if max_members is None else max(1, int(max_members))
+    cap = max(1, min(cap, _open_file_limit() // 4))
+    groups: dict[str, list[int]] = {}
+    units: list[tuple[int, ...]] = []
+    for i in indices:
+        key = ensemble_key(exp.points[i].run_spec) if cap > 1 else None
+        if key is None:
+            units.append((i,))
+        else:
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        size = min(cap, max(1, -(-len(members) // max(1, jobs))))
+        chunk: list[int] = []
+        datasets: set[str] = set()
+        for i in members:
+            data = _data_key(exp.points[i].run_spec)
+            if len(chunk) >= size or (data not in datasets and len(datasets) >= ENSEMBLE_MAX_DATASETS):
+                units.append(tuple(chunk))
+                chunk, datasets = [], set()
+            chunk.append(i)
+            datasets.add(data)
+        if chunk:
+            units.append(tuple(chunk))
+    units.sort(key=lambda u: u[0])
+    return units
+
+
 def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool = False,
               rerun_failed: bool = False, observer: SweepObserver | None = None,
-              indices: list[int] | None = None, grace_seconds: float = GRACE_SECONDS) -> SweepReport:
+              indices: list[int] | None = None, grace_seconds: float = GRACE_SECONDS,
+              max_members: int | None = None) -> SweepReport:
     """Compute the points of ``exp`` (all, or ``indices``) into the prepared folder ``xdir``.
 
-    ``jobs``: worker processes (default: :func:`available_cores`; never more than points to run).
+    ``jobs``: worker processes (default: :func:`available_cores`; never more than units of work).
+    ``max_members``: the largest ensemble (1: every point alone; default
+    :data:`ENSEMBLE_MAX_MEMBERS`), see :func:`ensemble_groups`.
     See the module docstring for what is skipped, re-run and guaranteed. Returns when every point
     has a result, or after an interruption (then ``report.interrupted`` is set and the points
     without a result are pending). Raises :class:`SweepError` if workers cannot start.
@@ -404,14 +483,15 @@ def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool 
     chosen = list(range(len(exp.points))) if indices is None else list(indices)
     clean_leftovers(xdir)
 
-    skipped, queue = [], collections.deque()
+    skipped, to_run = [], []
     for i in chosen:
         point = exp.points[i]
         status, mtime, reason = file_state(xdir, point.run_id)
         if should_run(status, mtime, force=force, rerun_failed=rerun_failed, since=since):
-            queue.append(i)
+            to_run.append(i)
         else:
             skipped.append(_kept(xdir, i, point.run_id, status, reason))
+    queue = collections.deque(ensemble_groups(exp, to_run, jobs, max_members=max_members))
     report = SweepReport(total=len(chosen), workers=min(jobs, len(queue)))
     for r in skipped:
         report.results[r.index] = r
@@ -427,8 +507,8 @@ class _Pool:
 
     def __init__(self, exp, xdir, report, observer, queue, force, rerun_failed, since, grace):
         self.exp, self.xdir, self.report, self.observer = exp, xdir, report, observer
-        self.queue: collections.deque[int] = queue
-        self.deferred: collections.deque[int] = collections.deque()
+        self.queue: collections.deque[tuple[int, ...]] = queue  # units of work (ensembles)
+        self.deferred: collections.deque[tuple[int, ...]] = collections.deque()  # held by others
         self.force, self.rerun_failed, self.since, self.grace = force, rerun_failed, since, grace
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: list[_Worker] = []
@@ -455,7 +535,7 @@ class _Pool:
             else:  # only points held by others are left: wait for them
                 task = _Task(self.deferred.popleft(), self.force, self.rerun_failed, self.since, True)
             if not w.send(task):
-                (self.queue if not task.wait else self.deferred).appendleft(task.index)
+                (self.queue if not task.wait else self.deferred).appendleft(task.indices)
 
     def _finish(self, result: PointResult) -> None:
         self.report.results[result.index] = result
@@ -470,9 +550,13 @@ class _Pool:
         if result == _READY:
             w.ready = True
             return True
-        task, w.task = w.task, None
+        if result == _DONE:
+            w.task, w.pending = None, []
+            return True
+        if result.index in w.pending:
+            w.pending.remove(result.index)
         if result.action == "busy":
-            self.deferred.append(task.index)
+            self.deferred.append((result.index,))
         else:
             self._finish(result)
         return True
@@ -485,19 +569,22 @@ class _Pool:
         w.proc.join(timeout=1)
         self.workers.remove(w)
         w.close()
-        task, w.task = w.task, None
+        task, pending = w.task, list(w.pending)
         if not w.ready:  # died while starting: not the point's fault
             self.failed_starts += 1
+            w.task = None
             if task is not None:
-                (self.deferred if task.wait else self.queue).appendleft(task.index)
+                (self.deferred if task.wait else self.queue).appendleft(task.indices)
             return
         if task is None:
             return
-        result = _record_lost_point(self.exp, self.xdir, w, task)
-        if result is None:
-            self.deferred.append(task.index)
-        else:
-            self._finish(result)
+        for index in pending:
+            result = _record_lost_point(self.exp, self.xdir, w, index)
+            if result is None:
+                self.deferred.append((index,))
+            else:
+                self._finish(result)
+        w.task, w.pending = None, []
 
     # -- the loop --
     def run(self) -> None:
@@ -569,11 +656,13 @@ class _Pool:
                             continue  # gone: its sentinel says so
                         if result == _READY:
                             continue
+                        if result == _DONE:
+                            w.task, w.pending = None, []
+                            if signum == signal.SIGTERM:
+                                w.send(None)
+                            continue
                         if result.action != "busy":
                             self._finish(result)
-                        w.task = None
-                        if signum == signal.SIGTERM:
-                            w.send(None)
                     else:
                         w.proc.join(timeout=1)
                         self.workers.remove(w)

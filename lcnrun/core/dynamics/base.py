@@ -128,14 +128,17 @@ class Dynamics:
     def run(self, problem: Problem, theta0: np.ndarray, record: RecordOptions) -> list[Trajectory]:
         raise NotImplementedError
 
-    #: True if :meth:`run_members` computes the members together such that each member's numbers
-    #: are bitwise those of its run alone (then a sweep may group points into one ensemble)
+    #: True if :meth:`run_members` computes the members together, each member's numbers bitwise
+    #: those of its run alone, on a problem with a compiled form (``problem.compiled``: the square
+    #: loss): then a sweep may group points into one ensemble
     batches_members: bool = False
+    #: option names that may differ between the members of one ensemble
+    ensemble_options: tuple[str, ...] = ()
 
     @classmethod
-    def can_batch(cls, problem, options) -> bool:
-        """Whether points with this problem (and these options) run as one batched ensemble."""
-        return False
+    def can_batch(cls, options) -> bool:
+        """Whether a run with these options can be a member of a batched ensemble."""
+        return cls.batches_members
 
     @classmethod
     def run_members(cls, problem, theta0: np.ndarray, records: list, options: list) -> list[Trajectory]:

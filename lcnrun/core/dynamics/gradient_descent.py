@@ -227,6 +227,8 @@ def _descend_numpy(problem, theta0, records, opts, transform, events) -> list[Tr
 
 class GradientDescent(Dynamics):
     name = "gradient_descent"
+    batches_members = True
+    ensemble_options = ("lr", "steps", "loss_below", "grad_norm_below", "divergence_factor")
 
     @dataclass(frozen=True, kw_only=True)
     class Options(DescentOptions):

@@ -22,6 +22,7 @@ from ..options import option
 from ..recording import record_times
 from .base import (COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory,
                    divergence_threshold, stop_reason)
+from .ensemble_rk import TABLEAUX, integrate_ensemble
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 #: a flow has *stalled* when its last STALL_WINDOW accepted steps together advanced less than
@@ -106,8 +107,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     ``diverged``), ``loss_below`` / ``grad_norm_below`` (terminal, ``completed`` with a stop
     reason), then each :class:`Event` (see there). A rule or terminal event that already holds at
     ``t = 0`` gives a one-point run. A run that stalls (``STALL_WINDOW`` steps advancing less than
-    ``STALL_FRACTION`` of the time to go) ends ``failed`` at the stall. When the integrator gives up, the run is ``diverged`` if the
-    loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
+    ``STALL_FRACTION`` of the time to go) ends ``failed`` at the stall. When the integrator gives up,
+    the run is ``diverged`` if the loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
     stored as the last point (gradient flow does not, to keep its stored times on the grid).
     """
     opts = options
@@ -263,14 +264,104 @@ def flow_trajectory(problem, theta0: np.ndarray, record, options: FlowOptions, *
 
 
 class GradientFlow(Dynamics):
+    """``d theta/dt = -grad L(theta)``. With ``method`` RK23, RK45 or DOP853 every run, alone or in an
+    ensemble, is integrated by :mod:`.ensemble_rk` (scipy's algorithm, one step size and error
+    control per member, all members' stages in one batched evaluation); Radau, BDF and LSODA go
+    through ``solve_ivp`` member by member."""
+
     name = "gradient_flow"
+    batches_members = True
+    ensemble_options = ("t_max", "rtol", "atol", "loss_below", "grad_norm_below", "divergence_factor")
 
     @dataclass(frozen=True, kw_only=True)
     class Options(FlowOptions):
         """``d theta/dt = -grad L(theta)`` over ``[0, t_max]``."""
 
-    def run(self, problem, theta0, record):
-        return [self._run_one(problem, np.asarray(th, dtype=float), record) for th in theta0]
+    @classmethod
+    def can_batch(cls, options) -> bool:
+        return options.method in TABLEAUX
 
-    def _run_one(self, problem, theta0, record):
-        return flow_trajectory(problem, theta0, record, self.options)[0]
+    def run(self, problem, theta0, record):
+        theta0 = np.asarray(theta0, dtype=float)
+        return self.run_members(problem, theta0, [record] * len(theta0), [self.options] * len(theta0))
+
+    @classmethod
+    def run_members(cls, problem, theta0, records, options):
+        theta0 = np.asarray(theta0, dtype=float)
+        out: list = [None] * len(theta0)
+        by_method: dict[str, list[int]] = {}
+        for b, o in enumerate(options):
+            if o.method in TABLEAUX:
+                by_method.setdefault(o.method, []).append(b)
+            else:
+                out[b] = flow_trajectory(problem.member(b), theta0[b], records[b], o)[0]
+        for method, members in by_method.items():
+            trajs = flow_ensemble(problem, theta0[members], members, [records[b] for b in members],
+                                  [options[b] for b in members], TABLEAUX[method])
+            for b, traj in zip(members, trajs):
+                out[b] = traj
+        return out
+
+
+def flow_ensemble(problem, theta0, members, records, options, tableau) -> list[Trajectory]:
+    """Gradient flow of the ensemble members ``members`` (their rows ``theta0 (m, P)``), each with its
+    own record grid, tolerances, ``t_max`` and rules, by :func:`.ensemble_rk.integrate_ensemble`."""
+    members = np.asarray(members, dtype=np.int64)
+
+    def evaluate(y, rows):
+        with np.errstate(all="ignore"):
+            return problem.value_and_grad_of(y, members[rows])
+
+    m = len(members)
+    loss0, grad0 = evaluate(theta0, np.arange(m))
+    gnorm0 = np.sqrt(np.einsum("bp,bp->b", grad0, grad0))
+    nan = float("nan")
+    out: list = [None] * m
+    run = []
+    for i, o in enumerate(options):
+        early = stop_reason(o, loss0[i], gnorm0[i])
+        if early is not None:  # the rule holds at t = 0: nothing to integrate
+            out[i] = Trajectory(t=np.array([0.0]), theta=theta0[i: i + 1].copy(), loss=loss0[i: i + 1].copy(),
+                                grad_norm=gnorm0[i: i + 1].copy(), message=f"stopped by {early} at t = 0",
+                                attrs={"stop_reason": early})
+        else:
+            run.append(i)
+    if run:
+        sub = np.asarray(run)
+        opts = [options[i] for i in run]
+        threshold = np.array([float(divergence_threshold(o, np.array([loss0[i]]))[0]) for i, o in zip(run, opts)])
+        results = integrate_ensemble(
+            lambda y, rows: evaluate(y, sub[rows]), theta0[sub],
+            t_end=[o.t_max for o in opts],
+            t_evals=[record_times(o.t_max, records[i], 1e-4 * o.t_max) for i, o in zip(run, opts)],
+            rtol=[o.rtol for o in opts], atol=[o.atol for o in opts], tab=tableau, threshold=threshold,
+            loss_below=[nan if o.loss_below is None else o.loss_below for o in opts],
+            grad_norm_below=[nan if o.grad_norm_below is None else o.grad_norm_below for o in opts],
+            stall_window=STALL_WINDOW, stall_fraction=STALL_FRACTION)
+        # the losses and gradient norms of every stored state, in one evaluation
+        counts = [len(r.t) for r in results]
+        Y = np.concatenate([np.asarray(r.y).reshape(len(r.t), -1) for r in results])
+        rows = np.repeat(sub, counts)
+        loss, grad = evaluate(Y, rows)
+        gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for k, (i, o, r) in enumerate(zip(run, opts, results)):
+            lo, hi = starts[k], starts[k + 1]
+            status, message, reason = COMPLETED, "", ""
+            if r.status in ("loss_below", "grad_norm_below"):
+                reason, message = r.status, f"stopped by {r.status} at t = {r.t_stop:.6g}"
+            elif r.status == "diverged":
+                status, message = DIVERGED, f"loss exceeded {threshold[k]:.6g} at t = {r.t_stop:.6g}"
+            elif r.status == "stalled":
+                status = FAILED
+                message = (f"{tableau.name} stalled: {r.message}, at t = {r.t_stop:.6g} (a velocity that is "
+                           f"singular or discontinuous there)")
+            elif r.status == "failed":
+                last = loss[hi - 1] if hi > lo else loss0[i]
+                status = DIVERGED if not (np.isfinite(last) and last <= threshold[k]) else FAILED
+                message = f"{tableau.name}: {r.message} (at t = {r.t_stop:.6g})"
+            out[i] = Trajectory(t=np.asarray(r.t, dtype=float), theta=Y[lo:hi], loss=loss[lo:hi],
+                                grad_norm=gnorm[lo:hi], status=status, message=message,
+                                attrs={"stop_reason": reason, "nfev": r.nfev, "njev": 0, "nlu": 0,
+                                       "n_steps": r.n_steps})
+    return out
