@@ -326,6 +326,9 @@ def test_memory_of_a_10000_member_ensemble_is_its_stored_trajectories():
     record = RecordOptions(points=20)
     T = len(record_steps(steps, 0.01, record))
     stored = B * T * (P + 3) * 8  # theta, loss, grad_norm, step
+    # load the compiled kernel first: importing numba and its cached machine code allocates
+    # ~30 MB once per process, which is not the ensemble's memory
+    GradientDescent(GradientDescent.Options(lr=0.01, steps=2)).run(problem, theta0[:1], record)
     tracemalloc.start()
     try:
         trajs = GradientDescent(GradientDescent.Options(lr=0.01, steps=steps)).run(problem, theta0, record)

@@ -381,7 +381,7 @@ sweep:
 
 @pytest.mark.slurm
 def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(cluster, tmp_path):
-    spec = write_spec(tmp_path, "cancelled", SLOW, steps=40_000)  # point 1: a few seconds
+    spec = write_spec(tmp_path, "cancelled", SLOW, steps=10_000_000)  # point 1: a few seconds (compiled GD: ~2M steps/s)
     results = tmp_path / "results"
     folder = results / "cancelled"
     job_ids, out = submit(spec, "--results", results)
@@ -410,7 +410,7 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
 
 @pytest.mark.slurm
 def test_requeued_task_is_queued_then_runs_its_point_again(cluster, tmp_path):
-    spec = write_spec(tmp_path, "requeued", "", steps=40_000)
+    spec = write_spec(tmp_path, "requeued", "", steps=10_000_000)
     results = tmp_path / "results"
     folder = results / "requeued"
     job_ids, out = submit(spec, "--results", results, "--requeue")

@@ -51,6 +51,10 @@ def member_value_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, f, 
     quad = 0.0
     for p in range(E):
         quad += d[p] * gbuf[p]
+    # d^T G d >= 0 exactly; clamp the rounding (-1e-17 where G is singular) like QuadraticForm,
+    # so the loss never reads below its minimum (NaN passes through: divergence is still seen)
+    if quad < 0.0:
+        quad = 0.0
     loss = l_min[f] + 0.5 * quad
     # pull-back through the chain
     for p in range(grad.shape[0]):
