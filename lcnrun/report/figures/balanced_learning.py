@@ -34,9 +34,6 @@ class BalancedLearning(Figure):
     title = "gradient flow from a balanced start = balanced learning flow on X; from an unbalanced one not"
     paper = "Lindsey & Menon (arXiv 2511.01137); Arora, Cohen & Hazan (2018)"
 
-    def specs(self, small):
-        return ["figures/balanced-learning.small.yaml" if small else "figures/balanced-learning.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

@@ -88,9 +88,6 @@ class Balancing(Figure):
     title = "balancing flows: |Phi| -> 0 exponentially (rates), sum |W|^2 -> N sum sigma^(2/N), X kept"
     paper = "Lindsey & Menon (arXiv 2511.01137)"
 
-    def specs(self, small):
-        return ["figures/balancing.small.yaml" if small else "figures/balancing.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

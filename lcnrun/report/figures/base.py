@@ -62,8 +62,9 @@ class Figure:
     paper = ""
 
     def specs(self, small: bool) -> list[str]:
-        """Spec files (relative to the experiments folder) this figure needs."""
-        raise NotImplementedError
+        """Spec files (relative to the experiments folder) this figure needs; by default the one
+        sweep ``figures/NAME.yaml`` (``figures/NAME.small.yaml`` for the small version)."""
+        return [f"figures/{self.name}.small.yaml" if small else f"figures/{self.name}.yaml"]
 
     def make(self, data: dict[str, PointRuns], small: bool) -> FigureResult:
         """``data``: spec file stem -> its finished runs."""

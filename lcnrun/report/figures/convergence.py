@@ -55,9 +55,6 @@ class Convergence(Figure):
     title = "gradient flow converges to a critical point: four losses, with and without the data condition"
     paper = "Diederen, Rauhut, Terstiege (arXiv 2601.08547)"
 
-    def specs(self, small):
-        return ["figures/convergence.small.yaml" if small else "figures/convergence.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

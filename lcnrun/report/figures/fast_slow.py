@@ -76,9 +76,6 @@ class FastSlow(Figure):
     title = "weight decay: distance to the balanced manifold falls fast (exp(-4 lambda t)), then X moves slowly on it"
     paper = "Lindsey & Menon (arXiv 2511.01137)"
 
-    def specs(self, small):
-        return ["figures/fast-slow.small.yaml" if small else "figures/fast-slow.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

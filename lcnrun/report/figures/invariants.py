@@ -89,9 +89,6 @@ class Invariants(Figure):
     title = "delta conserved by gradient flow, lr^2 law under gradient descent (1-D/2-D, stride 1/2)"
     paper = "Kohn, Merkh, Montufar, Trager (arXiv 2108.01538)"
 
-    def specs(self, small):
-        return ["figures/invariants.small.yaml" if small else "figures/invariants.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

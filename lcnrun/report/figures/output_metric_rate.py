@@ -74,9 +74,6 @@ class OutputMetricRate(Figure):
     title = "output-metric flow: ln C(t) has slope -2/N for every init and architecture; a-priori T(eps); plateau"
     paper = "Chen (arXiv 2311.15487); Chen & Munoz Ewald (arXiv 2408.01517)"
 
-    def specs(self, small):
-        return ["figures/output-metric-rate.small.yaml" if small else "figures/output-metric-rate.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

@@ -87,9 +87,6 @@ class RepeatedFilters(Figure):
     title = "repeated filters and boundary minima of stride-1 LCNs"
     paper = "Kohn, Merkh, Montufar, Trager (arXiv 2108.01538)"
 
-    def specs(self, small):
-        return ["figures/repeated-filters.small.yaml" if small else "figures/repeated-filters.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 

@@ -63,9 +63,6 @@ class RiemannianMetric(Figure):
     title = "is K = J J^T a function of (v, delta)? root exchanges vs layer permutations"
     paper = "Achour, Kohn, Rauhut (arXiv 2507.06367)"
 
-    def specs(self, small):
-        return ["figures/riemannian-metric.small.yaml" if small else "figures/riemannian-metric.yaml"]
-
     def make(self, data, small):
         import matplotlib.pyplot as plt
 
