@@ -75,13 +75,19 @@ class Built:
     dynamics: object
 
 
+def build_problem(run_spec, model: Model | None = None) -> Problem:
+    """The objective a run spec trains: its loss on its data for ``model`` (built from the spec if
+    not given), with its weight decay (a ``RegularizedProblem`` when ``l2 > 0``)."""
+    model = model if model is not None else MODELS[run_spec.model.kind](run_spec.model.options)
+    loss = LOSSES[run_spec.loss.kind](run_spec.loss.options)
+    problem = Problem(model, loss, build_dataset(run_spec.data, model))
+    return regularize(problem, run_spec.regularization)
+
+
 def build(run_spec) -> Built:
     """Core objects for a run spec: model, problem (loss + data), initial point, dynamics."""
     model = MODELS[run_spec.model.kind](run_spec.model.options)
-    dataset = build_dataset(run_spec.data, model)
-    loss = LOSSES[run_spec.loss.kind](run_spec.loss.options)
-    problem = Problem(model, loss, dataset)
-    problem = regularize(problem, run_spec.regularization)
+    problem = build_problem(run_spec, model)
     theta0 = build_init(run_spec.init, model)
     dynamics = DYNAMICS[run_spec.dynamics.kind](run_spec.dynamics.options)
     return Built(model, problem, theta0, dynamics)
@@ -101,36 +107,43 @@ def seeds_of(run_spec) -> dict:
     return found
 
 
-def trajectory_arrays(model: Model, traj: Trajectory, store_params: bool = True) -> dict[str, np.ndarray]:
-    """The ``trajectory`` group of a run file from a core trajectory (SPEC.md section 3)."""
+def state_series(model: Model, theta: np.ndarray) -> dict[str, np.ndarray]:
+    """What the stored states ``theta (T, P)`` determine, each ``(T, ...)``: ``end_to_end``, the
+    model's invariants (``invariants`` and the family's extras) and ``layer_norms_sq``."""
+    if not len(theta):
+        return {}
+    with np.errstate(all="ignore"):
+        out = {"end_to_end": model.end_to_end(theta)}
+        out.update(model.invariants(theta))
+        out["layer_norms_sq"] = model.layer_norms_sq(theta)
+    return out
+
+
+def trajectory_arrays(model: Model, traj: Trajectory, series: dict[str, np.ndarray],
+                      store_params: bool = True) -> dict[str, np.ndarray]:
+    """The ``trajectory`` group of a run file (SPEC.md section 3) from a core trajectory and its
+    :func:`state_series`."""
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
     out = {"t": np.asarray(traj.t, dtype=float), "loss": np.asarray(traj.loss, dtype=float),
            "grad_norm": np.asarray(traj.grad_norm, dtype=float)}
-    if len(theta):
-        with np.errstate(all="ignore"):
-            out["end_to_end"] = model.end_to_end(theta)
-            for name, arr in model.invariants(theta).items():
-                out[name] = arr
-            out["layer_norms_sq"] = model.layer_norms_sq(theta)
-        if store_params:
-            for l, w in enumerate(model.split(theta)):
-                out[f"params/layer_{l}"] = np.ascontiguousarray(w)
+    out.update(series)
+    if len(theta) and store_params:
+        for l, w in enumerate(model.split(theta)):
+            out[f"params/layer_{l}"] = np.ascontiguousarray(w)
     for name, arr in traj.series.items():
         out[name] = np.asarray(arr)
     return out
 
 
-def invariant_drift(model: Model, theta: np.ndarray) -> float:
-    """``max_t |inv(t) - inv(0)|_inf / max_l |w_l(0)|^2``: drift of the gradient-flow invariants,
-    relative to the size of the layers (the invariants are differences of squared norms)."""
-    if len(theta) < 2:
+def invariant_drift(invariants: np.ndarray, layer_norms_sq0: np.ndarray) -> float:
+    """``max_t |inv(t) - inv(0)|_inf / max_l |w_l(0)|^2``: drift of the gradient-flow invariants
+    ``(T, n)``, relative to the size of the layers at t = 0 (``layer_norms_sq0 (L,)``; the
+    invariants are differences of squared norms)."""
+    if len(invariants) < 2 or invariants.shape[1] == 0:
         return 0.0
     with np.errstate(all="ignore"):
-        inv = model.invariants(theta)["invariants"]
-        if inv.shape[1] == 0:
-            return 0.0
-        scale = float(np.max(model.layer_norms_sq(theta[:1])))
-        drift = float(np.max(np.abs(inv - inv[:1])))
+        scale = float(np.max(layer_norms_sq0))
+        drift = float(np.max(np.abs(invariants - invariants[:1])))
     return drift / scale if scale > 0 else drift
 
 
@@ -221,9 +234,7 @@ def iter_ensemble(run_specs, run_ids):
                 try:
                     key = _data_key(spec)
                     if key not in by_data:
-                        dataset = build_dataset(spec.data, model)
-                        problem = Problem(model, LOSSES[spec.loss.kind](spec.loss.options), dataset)
-                        problem = regularize(problem, spec.regularization)
+                        problem = build_problem(spec, model)
                         # the convergence theorem's data condition (full-rank patch Gram), up front
                         conditions.append(check_data_condition(problem))
                         by_data[key] = len(problems)
@@ -287,20 +298,18 @@ def _finish(run_spec, run_id, model: Model, problem, traj: Trajectory, provenanc
     if run_spec.regularization.l2 > 0 and len(traj.t):
         # the papers' fast-slow picture: velocity along the fiber (regularizing) and across it
         traj.series.update(fiber_decomposition(problem, np.asarray(traj.theta)))
-    arrays = trajectory_arrays(model, traj, run_spec.record.params)
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
+    series = state_series(model, theta)  # once: the trajectory, the final state and the drift
+    arrays = trajectory_arrays(model, traj, series, run_spec.record.params)
     final_arrays, final_attrs = {}, {}
     if len(theta):
-        last = theta[-1:]
-        for l, w in enumerate(model.split(last)):
+        for l, w in enumerate(model.split(theta[-1:])):
             final_arrays[f"params/layer_{l}"] = w[0]
-        with np.errstate(all="ignore"):
-            final_arrays["end_to_end"] = model.end_to_end(last)[0]
-            for name, arr in model.invariants(last).items():
-                final_arrays[name] = arr[0]
+        final_arrays.update({name: arr[-1] for name, arr in series.items() if name != "layer_norms_sq"})
         final_attrs = {"loss": float(traj.loss[-1]), "grad_norm": float(traj.grad_norm[-1]),
                        "t": float(traj.t[-1]), "loss_initial": float(traj.loss[0])}
-    final_attrs["invariant_drift"] = invariant_drift(model, theta)
+    final_attrs["invariant_drift"] = (invariant_drift(series["invariants"], series["layer_norms_sq"][0])
+                                      if series else 0.0)
     final_attrs["n_records"] = int(len(traj.t))
     for k, v in traj.attrs.items():
         if isinstance(v, (int, float, str, bool, np.integer, np.floating, np.bool_)):

@@ -142,19 +142,17 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     fns = [diverging, stalled]
     names = ["diverged", "stalled"]
     user: list[Event | None] = [None, None]  # the Event behind each solve_ivp event (None: a shared rule)
-    if opts.loss_below is not None:
-        def loss_event(t, y):
-            return measure(y)[0] - opts.loss_below
-        loss_event.terminal = True
-        fns.append(loss_event)
-        names.append("loss_below")
-        user.append(None)
-    if opts.grad_norm_below is not None:
-        def grad_event(t, y):
-            return measure(y)[1] - opts.grad_norm_below
-        grad_event.terminal = True
-        fns.append(grad_event)
-        names.append("grad_norm_below")
+    # the stopping rules: measure(y) = (loss, |grad|), the rule on component `which`
+    rules = (("loss_below", 0, opts.loss_below), ("grad_norm_below", 1, opts.grad_norm_below))
+    for name, which, level in rules:
+        if level is None:
+            continue
+
+        def rule(t, y, which=which, level=level):
+            return measure(y)[which] - level
+        rule.terminal = True
+        fns.append(rule)
+        names.append(name)
         user.append(None)
 
     first_times: dict[str, float] = {}

@@ -6,19 +6,13 @@ import json
 
 import numpy as np
 
-from ...core.data import build_dataset
-from ...core.losses import LOSSES
-from ...core.models import MODELS
-from ...core.problem import Problem
-from ...core.regularization import regularize
+from ...runner import build_problem
 
 
 def rebuild(run_spec):
     """``(model, problem)`` of a resolved run spec (the problem includes the spec's weight decay)."""
-    model = MODELS[run_spec.model.kind](run_spec.model.options)
-    dataset = build_dataset(run_spec.data, model)
-    problem = Problem(model, LOSSES[run_spec.loss.kind](run_spec.loss.options), dataset)
-    return model, regularize(problem, run_spec.regularization)
+    problem = build_problem(run_spec)
+    return problem.model, problem
 
 
 def _plain(x):

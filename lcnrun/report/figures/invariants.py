@@ -25,24 +25,12 @@ import json
 
 import numpy as np
 
-from ...core.data import build_dataset
-from ...core.losses import LOSSES
-from ...core.models import MODELS
-from ...core.problem import Problem
-from ...core.regularization import regularize
+from ...runner import build_problem
 from .base import Claim, Figure, FigureResult
 
 GF_TOL = 1e-8        # gradient flow: relative drift (integrator rtol 1e-10, accumulated)
 LAW_TOL = 1e-12      # gradient descent: the per-step law, relative to max_l |w_l(0)|^2
 RATIO_TOL = 0.1      # drift(lr) / drift(lr/2) = 2 (1 + O(lr))
-
-
-def problem_of(run_spec):
-    """The core problem of a resolved run spec (model, data, loss, regularization)."""
-    model = MODELS[run_spec.model.kind](run_spec.model.options)
-    dataset = build_dataset(run_spec.data, model)
-    problem = Problem(model, LOSSES[run_spec.loss.kind](run_spec.loss.options), dataset)
-    return regularize(problem, run_spec.regularization)
 
 
 def stored_thetas(model, run) -> np.ndarray:
@@ -111,7 +99,7 @@ class Invariants(Figure):
                 entry["gf"].append({"t": traj["t"], "drift": drift, "run": r})
             else:
                 lr = float(spec.dynamics.options.lr)
-                law = descent_law(problem_of(spec), r, lr)
+                law = descent_law(build_problem(spec), r, lr)
                 pred = np.max(np.abs(law["predicted_drift"]), axis=1) / scale
                 entry["gd"].append({"t": traj["t"], "drift": drift, "lr": lr, "law": law,
                                     "pred": pred, "scale": scale, "final": drift[-1],
