@@ -103,7 +103,7 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0, every: 
         time.sleep(every)
 
 
-SLOW = 200_000  # steps: about 0.2 s per run (compiled gradient descent, ~1 us per step)
+SLOW = 1_000_000  # steps: about 0.2-0.5 s per run (compiled gradient descent, 2-5 M steps/s here)
 
 
 # -- refusals: nothing runs, one message, exit 2 ---------------------------------------------------
