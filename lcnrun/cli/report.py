@@ -19,10 +19,13 @@ from rich.text import Text
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
+from ..schedule.slurm.probe import slurm_states
 from ..report.summary import QueryError, SummaryTable, load_runs, summarize
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
                   handle_errors, is_terminal)
 
+#: what `lcnrun status` asks about live work beyond the claims: the Slurm array tasks
+STATUS_PROBES = [slurm_states]
 STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
                "stopped": "yellow", "running": "cyan", "pending": "dim"}
 
@@ -98,7 +101,7 @@ def status(
 ) -> None:
     """Counts of completed, diverged, failed, stopped, running and pending runs of an experiment."""
     source = open_experiment(dir, results)
-    live, problems = scheduler_states(source)
+    live, problems = scheduler_states(source, STATUS_PROBES)
     st = experiment_status(source, scheduler=live)
     counts = st.counts()
     listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []

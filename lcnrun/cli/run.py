@@ -35,7 +35,13 @@ def run(
                                                 "check that the spec is still the one submitted)"),
     indices: Optional[str] = typer.Option(None, "--indices", help="run these sweep points in this "
                                           "process, those that differ only in init, data, step "
-                                          "size ... together as one ensemble: '0-99', '3,5,10-12'"),
+                                          "size ... together as one ensemble: '0-99', '3,5,10-12' "
+                                          "(with --expect-run-id: their ids, comma-separated, in "
+                                          "index order)"),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="with --indices: "
+                                                "the memory one ensemble may use, e.g. 2G [half "
+                                                "of a Slurm task's memory, or of this machine's]",
+                                                show_default=False),
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import workflow
@@ -43,9 +49,14 @@ def run(
 
     exp = workflow.load(spec)
     if indices is not None:
-        if index is not None or expect_run_id is not None:
-            raise UsageError("--indices cannot be combined with --index or --expect-run-id")
-        _run_indices(exp, spec, parse_indices(indices, len(exp.points), spec), results, force, quiet)
+        if index is not None:
+            raise UsageError("--indices cannot be combined with --index")
+        chosen = parse_indices(indices, len(exp.points), spec)
+        if expect_run_id is not None:
+            check_run_ids(exp, spec, chosen, expect_run_id.split(","))
+        _run_indices(exp, chosen, results, force, quiet, _budget(memory_budget))
+    if memory_budget is not None:
+        raise UsageError("--memory-budget sizes the ensembles of --indices: give --indices too")
     if index is None:
         if len(exp.points) != 1:
             raise UsageError(f"{spec} has {len(exp.points)} sweep points: use `lcnrun sweep {spec}` "
@@ -94,9 +105,45 @@ def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
     return sorted(out)
 
 
-def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool, quiet: bool) -> None:
-    """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, one at a time), each
-    under its claim (waiting for points another process holds); exit 0 if all completed."""
+def check_run_ids(exp, spec: Path, chosen: list[int], expected: list[str]) -> None:
+    """UsageError unless the points ``chosen`` have the run ids ``expected`` (in that order): a
+    Slurm task's check that the spec is still the one submitted."""
+    if len(expected) != len(chosen):
+        raise UsageError(f"--expect-run-id: {len(expected)} run ids for {len(chosen)} points")
+    changed = [(i, rid) for i, rid in zip(chosen, expected) if exp.points[i].run_id != rid]
+    if changed:
+        i, rid = changed[0]
+        raise UsageError(f"{spec}: point {i} is now run {exp.points[i].run_id}, not {rid} as when it "
+                         f"was submitted ({len(changed)} of {len(chosen)} points changed): the spec "
+                         "changed since (submit it again)")
+
+
+def _budget(text: str | None) -> int | None:
+    from ..schedule.estimate import parse_bytes  # noqa: PLC0415
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise UsageError(f"--memory-budget: {err}") from None
+
+
+_sigterm_seen = False
+
+
+def _note_sigterm(signum, frame):
+    # between two ensembles (the runner turns SIGTERM into `stopped` runs inside one): start no more
+    global _sigterm_seen
+    _sigterm_seen = True
+
+
+def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool,
+                 memory_budget: int | None) -> None:
+    """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, within the memory
+    budget, one at a time), each under its claim (waiting for points another process holds); after
+    a SIGTERM no further ensemble starts. Exit 0 if all completed, 143 after a SIGTERM."""
+    import signal  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from .. import workflow  # noqa: PLC0415
@@ -104,11 +151,15 @@ def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool,
 
     xdir = workflow.prepare(exp, results)
     since = time.time()
-    ok = True
-    for unit in ensemble_groups(exp, chosen, jobs=1):
+    ok, stopped = True, False
+    signal.signal(signal.SIGTERM, _note_sigterm)
+    for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
+        if _sigterm_seen:
+            break
         task = _Task(unit, force, True, since, True)
         for r in _attempt(exp, xdir, task):
             ok &= r.status == "completed"
+            stopped |= r.status == "stopped" and r.action == "ran"
             path = xdir.run_path(r.run_id)
             if quiet:
                 console.print(str(path), highlight=False)
@@ -117,6 +168,10 @@ def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool,
                 console.print(f"#{r.index} {what} {path} ({r.status})"
                               + (f": {r.message}" if r.message and r.status != "completed" else ""),
                               highlight=False)
+        if stopped:  # the runner saw a SIGTERM
+            break
+    if _sigterm_seen or stopped:
+        raise typer.Exit(143)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
