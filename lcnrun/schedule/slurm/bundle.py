@@ -48,9 +48,10 @@ class Bundling:
     task_seconds: float | None  # what a task aims at (None: K given)
 
     def describe(self) -> str:
+        tasks = f"{self.tasks} task{'s' if self.tasks != 1 else ''}"
         if self.source == "option":
-            return f"{self.points_per_task} points per task (--points-per-task), {self.tasks} tasks"
-        return (f"{self.points_per_task} points per task, {self.tasks} tasks: a point takes "
+            return f"{self.points_per_task} points per task (--points-per-task), {tasks}"
+        return (f"{self.points_per_task} points per task, {tasks}: a point takes "
                 f"~{self.seconds_per_point:.3g} s ({self.source}: {self.detail}), a task aims at "
                 f"{self.task_seconds:.0f} s")
 

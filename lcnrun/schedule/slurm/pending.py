@@ -52,7 +52,8 @@ def _slots(options: SubmitOptions) -> int | None:
     return max(1, cpus // options.cpus_per_task) if cpus else None
 
 
-def choose_bundling(exp, xdir, selection: Selection, options: SubmitOptions, limit: int) -> Bundling:
+def choose_bundling(exp, xdir, selection: Selection, states, options: SubmitOptions,
+                    limit: int) -> Bundling:
     """``--points-per-task``, or ``K`` from the time of a point (measured on the experiment's
     completed points, else modelled) and the time limit."""
     from ..estimate import seconds_per_point  # noqa: PLC0415
@@ -60,7 +61,7 @@ def choose_bundling(exp, xdir, selection: Selection, options: SubmitOptions, lim
     n = len(selection.submit)
     if options.points_per_task is not None:
         return given_points_per_task(n, options.points_per_task)
-    completed = [xdir.run_path(s.run_id) for s in selection.completed]
+    completed = [xdir.run_path(s.run_id) for s in states if s.file_status == "completed"]
     estimate = seconds_per_point([exp.points[s.index].run_spec for s in selection.submit], completed)
     return choose_points_per_task(n, estimate.seconds, time_limit=parse_time_limit(options.time),
                                   max_array_size=limit, slots=_slots(options),
@@ -97,7 +98,7 @@ def prepare_submission(spec: Path, results: Path, options: SubmitOptions, *, rer
     selection = select_points(status.states, rerun_failed=rerun_failed, force=force)
     prepared = PreparedSubmission(exp, xdir, status.total, selection, limit, notes=notes)
     if selection.submit:
-        prepared.bundling = choose_bundling(exp, xdir, selection, options, limit)
+        prepared.bundling = choose_bundling(exp, xdir, selection, status.states, options, limit)
         points = [(s.index, s.run_id) for s in selection.submit]
         tasks = bundle_points(exp, points, prepared.bundling.points_per_task)
         prepared.plan = plan_submission(exp.name, Path(spec), Path(results), tasks, options,
