@@ -28,7 +28,7 @@ it ran, counts :data:`STEPS_PER_FLOW` steps), a deliberately rough model of the 
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import re
 import statistics
@@ -120,22 +120,17 @@ def problem_bytes(problem) -> int:
     return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
 
 
-def _shape_key(run_spec) -> str:
-    """The data and model keys that decide the problem's array shapes (seeds and noise levels do
-    not)."""
-    from ..spec import resolved_dict  # noqa: PLC0415
-
-    d = resolved_dict(run_spec)
-
-    def strip(obj):
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k not in ("seed", "noise", "scale")}
-        return obj
-    return json.dumps({"model": d["model"], "data": strip(d["data"]), "loss": d["loss"]},
-                      sort_keys=True, default=str)
+def _shape_key(run_spec) -> tuple:
+    """The sections that decide the problem's array shapes: model, loss and the data without its
+    seed and noise level (which do not). Hashable, and cheap: no canonical JSON per point."""
+    data = run_spec.data
+    unshaped = {f.name: 0 for f in dataclasses.fields(data.options) if f.name in ("seed", "noise")}
+    if unshaped:
+        data = dataclasses.replace(data, options=dataclasses.replace(data.options, **unshaped))
+    return run_spec.model, run_spec.loss, data
 
 
-_DATA_BYTES: dict[str, int] = {}
+_DATA_BYTES: dict[tuple, int] = {}
 
 
 def data_bytes(run_spec) -> int:
@@ -168,8 +163,6 @@ def ensemble_size_within(budget: int | None, run_specs, max_datasets: int) -> in
     Counts the largest member and ``min(max_datasets, distinct data sets)`` problems."""
     if budget is None:
         return None
-    from ..runner import _data_key  # noqa: PLC0415
-
     run_specs = list(run_specs)
     estimates = {}
     for spec in run_specs:  # members differ only in their record grid's size and their data
@@ -177,7 +170,7 @@ def ensemble_size_within(budget: int | None, run_specs, max_datasets: int) -> in
         if key not in estimates:
             estimates[key] = member_memory(spec)
     worst = max(estimates.values(), key=lambda m: (m.per_member, m.data))
-    datasets = min(max_datasets, len({_data_key(s) for s in run_specs}))
+    datasets = min(max_datasets, len({(s.data, s.regularization) for s in run_specs}))
     room = budget - datasets * worst.data - worst.finishing
     return max(1, room // max(1, worst.per_member))
 
