@@ -44,7 +44,12 @@ def run(
                                                 show_default=False),
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
-    from .. import workflow
+    from .. import interrupt, workflow
+
+    # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
+    # started its computation yet stops as soon as it would, and writes a 'stopped' run file
+    interrupt.install()
+    interrupt.barrier("started")
     from ..store.claims import try_claim
 
     exp = workflow.load(spec)
@@ -73,6 +78,7 @@ def run(
     # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
     # the same point at once (the second waits, then finds it completed)
     with try_claim(xdir.runs_dir, point.run_id, wait=True):
+        interrupt.barrier("claimed")
         outcome = workflow.run_point(exp, xdir, point, force=force)
     path = xdir.run_path(point.run_id)
     if quiet:
@@ -129,50 +135,43 @@ def _budget(text: str | None) -> int | None:
         raise UsageError(f"--memory-budget: {err}") from None
 
 
-_sigterm_seen = False
-
-
-def _note_sigterm(signum, frame):
-    # between two ensembles (the runner turns SIGTERM into `stopped` runs inside one): start no more
-    global _sigterm_seen
-    _sigterm_seen = True
-
-
 def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool,
                  memory_budget: int | None) -> None:
     """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, within the memory
     budget, one at a time), each under its claim (waiting for points another process holds); after
-    a SIGTERM no further ensemble starts. Exit 0 if all completed, 143 after a SIGTERM."""
-    import signal  # noqa: PLC0415
+    a SIGTERM no further ensemble starts (the one in progress ends as ``stopped`` run files). Exit
+    0 if all completed, 143 after a SIGTERM."""
     import time  # noqa: PLC0415
 
-    from .. import workflow  # noqa: PLC0415
-    from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
+    from .. import interrupt, workflow  # noqa: PLC0415
+    from ..schedule.local import _attempt, _on_stop_request, _Task, ensemble_groups  # noqa: PLC0415
 
+    interrupt.install(_on_stop_request)  # a SIGTERM also ends a wait for another process's claim
     xdir = workflow.prepare(exp, results)
     since = time.time()
-    ok, stopped = True, False
-    signal.signal(signal.SIGTERM, _note_sigterm)
-    for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
-        if _sigterm_seen:
-            break
-        task = _Task(unit, force, True, since, True)
-        for r in _attempt(exp, xdir, task):
-            ok &= r.status == "completed"
-            stopped |= r.status == "stopped" and r.action == "ran"
-            path = xdir.run_path(r.run_id)
-            if quiet:
-                console.print(str(path), highlight=False)
-            else:
-                what = "kept" if r.action == "skipped" else "wrote"
-                console.print(f"#{r.index} {what} {path} ({r.status})"
-                              + (f": {r.message}" if r.message and r.status != "completed" else ""),
-                              highlight=False)
-        if stopped:  # the runner saw a SIGTERM
-            break
-    if _sigterm_seen or stopped:
+    ok = True
+    try:
+        for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
+            if interrupt.stop_requested():
+                break
+            for r in _attempt(exp, xdir, _Task(unit, force, True, since, True)):
+                ok &= r.status == "completed"
+                _print_point(xdir, r, quiet)
+    except KeyboardInterrupt:  # a SIGTERM while waiting for a claim
+        pass
+    if interrupt.stop_requested():
         raise typer.Exit(143)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+def _print_point(xdir, r, quiet: bool) -> None:
+    path = xdir.run_path(r.run_id)
+    if quiet:
+        console.print(str(path), highlight=False)
+        return
+    what = "kept" if r.action == "skipped" else "wrote"
+    console.print(f"#{r.index} {what} {path} ({r.status})"
+                  + (f": {r.message}" if r.message and r.status != "completed" else ""), highlight=False)
 
 
 def summary_table(attrs: dict) -> Table:
