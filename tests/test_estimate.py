@@ -92,3 +92,23 @@ def test_default_budget_and_sizes():
     # locally: half of the machine's memory, shared by the workers
     one, four = default_memory_budget(1, environ={}), default_memory_budget(4, environ={})
     assert one is not None and abs(one - 4 * four) <= 4
+
+
+def test_run_indices_cuts_its_ensembles_to_the_memory_budget(exp, tmp_path):
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from lcnrun.cli import app  # noqa: PLC0415
+    from lcnrun.store import read_run  # noqa: PLC0415
+
+    specs = [p.run_spec for p in exp.points[:6]]
+    est = member_memory(specs[0])
+    budget = est.ensemble(2, 2) + est.per_member // 2  # room for 2 members on the 2 data sets
+    results = tmp_path / "results"
+    r = CliRunner().invoke(app, ["run", str(exp.path), "--indices", "0-5", "--results", str(results),
+                                 "--memory-budget", str(budget), "-q"])
+    assert r.exit_code == 0, r.output
+    sizes = [read_run(results / "sized" / "runs" / f"{p.run_id}.h5").provenance["ensemble_size"]
+             for p in exp.points[:6]]
+    assert sizes == [2] * 6
+    r = CliRunner().invoke(app, ["run", str(exp.path), "--index", "0", "--memory-budget", "1G"])
+    assert r.exit_code == 2 and "--indices" in r.output
