@@ -163,6 +163,18 @@ def test_reserved_or_malformed_sbatch_args_are_refused(tmp_path, arg):
     assert "--sbatch-arg" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("args, named", [(["--points-per-task", "0"], "--points-per-task"),
+                                         (["--points-per-task", "5000"], "--points-per-task"),
+                                         (["--time", "soon"], "--time"), (["--mem", "lots"], "--mem"),
+                                         (["--memory-budget", "2X"], "--memory-budget")])
+def test_bad_bundling_options_are_one_message(tmp_path, args, named):
+    spec = write_spec(tmp_path, "demo")
+    r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run", *args)
+    assert r.exit_code == 2, r.output
+    assert named in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "results").exists()
+
+
 def test_parsers():
     config = parse_config("Configuration data as of ...\nMaxArraySize            = 17\nKillWait = 5 sec\n")
     assert commands.max_array_size(config) == 17 and config["KillWait"] == "5 sec"
