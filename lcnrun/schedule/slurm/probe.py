@@ -138,7 +138,7 @@ def task_index(submissions: Sequence[dict]) -> dict[tuple[str, int], _Task]:
 
 
 def task_states(submissions: Sequence[dict], tasks: Iterable[TaskState],
-                written: Mapping[str, float] = {}) -> dict[str, str]:
+                written: Mapping[str, float] | None = None) -> dict[str, str]:
     """``{run_id: state}`` from the tasks Slurm reports, for ``lcnrun status``; ``written``:
     ``{run_id: modification time}`` of the run files there are.
 
@@ -156,6 +156,7 @@ def task_states(submissions: Sequence[dict], tasks: Iterable[TaskState],
     cluster whose job ids restarted) and is ignored.
     """
     index = task_index(submissions)
+    written = written or {}
     live: dict[str, str] = {}
     latest: dict[str, tuple[int, str]] = {}
     for t in tasks:
