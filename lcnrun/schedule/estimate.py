@@ -21,17 +21,19 @@ per array task from the time of a point (:func:`seconds_per_point`).
   parameters split by layer, its end-to-end maps ``(R, E)``, invariants and layer norms); members
   are finished one at a time.
 
-**Time of a point**: the measured wall time of completed points of the experiment (their
-provenance's ``wall_seconds``, divided by the ensemble they ran in) when there are some, else
-``steps * P * SECONDS_PER_PARAM_STEP`` (descent; a flow, whose number of steps is known only once
-it ran, counts :data:`STEPS_PER_FLOW` steps), a deliberately rough model of the compiled kernels.
+**Time of a point**: the measured wall time of completed points of the experiment when there are
+some: the 90th percentile of their provenance's ``wall_seconds`` divided by the size of the
+ensemble they ran in (the members of an ensemble are finished and written one after another, so a
+member's wall time runs from the ensemble's start to its own file: the last one's is the whole
+ensemble's). Else a deliberately rough model: ``POINT_SECONDS + steps * P *
+SECONDS_PER_PARAM_STEP`` (a flow, whose number of steps is known only once it ran, counts
+:data:`STEPS_PER_FLOW` steps).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-import statistics
 from dataclasses import dataclass
 
 #: P-vectors of working memory per member (see the module docstring)
@@ -41,6 +43,9 @@ WORKING_VECTORS = 24
 MEMORY_FRACTION = 0.5
 #: rough cost of one descent step per parameter and member in the compiled kernel (seconds)
 SECONDS_PER_PARAM_STEP = 2e-8
+#: what a point costs besides its steps: its run record and file (provenance, series, HDF5). Measured
+#: on 2 cores shared by ~16 processes: 0.2 s per point (20,000 points of 100 steps, docs/cluster.md)
+POINT_SECONDS = 0.05
 #: a flow whose step count is unknown before it runs is counted as this many steps
 STEPS_PER_FLOW = 2_000
 #: completed run files read to measure the time of a point
@@ -187,12 +192,13 @@ class PointTime:
 
 
 def modelled_seconds(run_spec) -> float:
-    """``steps * P * SECONDS_PER_PARAM_STEP`` (a flow: :data:`STEPS_PER_FLOW` steps)."""
+    """``POINT_SECONDS + steps * P * SECONDS_PER_PARAM_STEP`` (a flow: :data:`STEPS_PER_FLOW`
+    steps)."""
     from ..core.models import MODELS  # noqa: PLC0415
 
     P = MODELS[run_spec.model.kind](run_spec.model.options).n_params
     steps = getattr(run_spec.dynamics.options, "steps", None) or STEPS_PER_FLOW
-    return float(steps) * P * SECONDS_PER_PARAM_STEP
+    return POINT_SECONDS + float(steps) * P * SECONDS_PER_PARAM_STEP
 
 
 def measured_seconds(run_paths) -> list[float]:
@@ -216,13 +222,15 @@ def measured_seconds(run_paths) -> list[float]:
 
 
 def seconds_per_point(run_specs, completed_paths=()) -> PointTime:
-    """The time of one point of these points: the median measured on completed points if there
-    are any, else the mean of the model over the points."""
-    measured = measured_seconds(completed_paths)
+    """The time of one point of these points: the 90th percentile measured on completed points if
+    there are any (see the module docstring), else the mean of the model over the points."""
+    measured = sorted(measured_seconds(completed_paths))
     if measured:
-        return PointTime(statistics.median(measured), "measured",
-                         f"median of {len(measured)} completed point{'s' if len(measured) != 1 else ''}")
+        return PointTime(measured[int(0.9 * (len(measured) - 1))], "measured",
+                         f"90th percentile of {len(measured)} completed point"
+                         f"{'s' if len(measured) != 1 else ''}")
     run_specs = list(run_specs)
     sample = run_specs[:: max(1, len(run_specs) // 64)]  # the model is the same for most points
-    secs = statistics.fmean(modelled_seconds(s) for s in sample) if sample else 0.0
-    return PointTime(secs, "model", f"steps x parameters x {SECONDS_PER_PARAM_STEP:g} s")
+    secs = sum(modelled_seconds(s) for s in sample) / len(sample) if sample else 0.0
+    return PointTime(secs, "model", f"{POINT_SECONDS:g} s + steps x parameters x "
+                     f"{SECONDS_PER_PARAM_STEP:g} s")
