@@ -55,7 +55,9 @@ REGISTRIES: dict[str, dict[str, type]] = {
 INITS_CHECKED_BY_BUILDING = ("file", "explicit")
 
 #: keys of model options named by core errors raised while checking the data against the model
-MODEL_KEY_RE = re.compile(r"^(filters|strides|widths)(\[|\.|$)")
+#: (the fields of every registered family's ``Options``)
+MODEL_KEY_RE = re.compile(r"^(%s)(\[|\.|$)" % "|".join(sorted(
+    {re.escape(f.name) for family in MODELS.values() for f in dataclasses.fields(family.Options)})))
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 

@@ -14,6 +14,7 @@ full convolution of the *upsampled* filters ``u_l`` (``w_l`` spread out at spaci
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from itertools import product
 
@@ -21,7 +22,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..options import OptionError, option
-from .base import Model, QuadraticForm
+from .base import Model, QuadraticForm, balance_filters
 
 
 def _as_shape_list(value, name: str) -> list[tuple[int, ...]]:
@@ -74,6 +75,8 @@ class LCN(Model):
     """Linear convolutional network; filters and strides per layer, D axes (see module doc)."""
 
     name = "lcn"
+    symmetry_group = "rescaling"
+    gram_name = "patch Gram matrix"
 
     @dataclass(frozen=True)
     class Options:
@@ -278,6 +281,39 @@ class LCN(Model):
             r = P @ e_min - y[lo: lo + chunk].reshape(-1)
             l_min += 0.5 * float(r @ r)
         return QuadraticForm(G, e_min.reshape(self.end_to_end_shape), l_min / N, self.end_to_end_shape)
+
+    # -- what differs between families ---------------------------------------------------------------
+    def whitened_inputs(self):
+        """``x_n = sqrt(E) e_n`` of the end-to-end shape, ``n = 1..E``: one patch each, ``G = I``."""
+        E = self.end_to_end_size
+        return np.sqrt(E) * np.eye(E).reshape((E,) + self.end_to_end_shape)
+
+    def balanced_point(self, rng, scale):
+        """A ``scale * N(0,1)`` draw whose filters are rescaled to their geometric mean norm: every
+        ``delta_l = 0`` and ``v`` unchanged."""
+        return balance_filters(self, scale * rng.standard_normal((1, self.n_params)))
+
+    def expected_rank(self):
+        """``sum_l |k_l| - (L-1)`` capped by ``E``: generic fibers are the rescaling orbits."""
+        return min(self.n_params - (self.n_layers - 1), self.end_to_end_size)
+
+    def data_gram(self, features):
+        """``G = (1/N) sum_n P_n^T P_n`` (``E x E``) from the patches ``(N, *out, *k)``."""
+        F = np.asarray(features, dtype=float).reshape(-1, self.end_to_end_size)
+        return F.T @ F / features.shape[0]
+
+    def polynomial_spacings(self):
+        """1-D: ``v(z) = prod_l W_l(z^{S_{l-1}})`` (module doc); D-dim: multivariate, ``None``."""
+        return [S[0] for S in self.cumulative_strides[:-1]] if self.ndim == 1 else None
+
+    def label(self):
+        """``lcn filters [3,3] strides [1,1]`` (2-D filters as nested lists, the spec's strides)."""
+        def plain(x):
+            return [plain(a) for a in x] if isinstance(x, (list, tuple)) else x
+        filters = plain(self.options.filters)
+        strides = plain(self.options.strides) if self.options.strides is not None else [1] * len(filters)
+        return (f"lcn filters {json.dumps(filters, separators=(',', ':'))} "
+                f"strides {json.dumps(strides, separators=(',', ':'))}")
 
     # -- invariants ------------------------------------------------------------------------------
     def invariants(self, theta):
