@@ -164,8 +164,8 @@ def ensemble_key(run_spec) -> str | None:
     """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
     batched (it then runs alone). Runs with equal keys may form one ensemble."""
     dynamics = DYNAMICS[run_spec.dynamics.kind]
+    # every model family has a chain program (the model contract), so the loss and the dynamics decide
     if (not dynamics.batches_members or not LOSSES[run_spec.loss.kind].quadratic
-            or not hasattr(MODELS[run_spec.model.kind], "chain_program")
             or not dynamics.can_batch(run_spec.dynamics.options)):
         return None
     d = resolved_dict(run_spec)
@@ -176,7 +176,9 @@ def ensemble_key(run_spec) -> str | None:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def _data_key(run_spec) -> str:
+def data_key(run_spec) -> str:
+    """What the members of an ensemble that share one data set have in common (canonical JSON of the
+    resolved data and regularization sections): members with equal keys train on the same problem."""
     d = resolved_dict(run_spec)
     return json.dumps({k: d[k] for k in ("data", "regularization")}, sort_keys=True, default=str)
 
@@ -232,7 +234,7 @@ def iter_ensemble(run_specs, run_ids):
             for b, spec in enumerate(run_specs):
                 start = len(caught)
                 try:
-                    key = _data_key(spec)
+                    key = data_key(spec)
                     if key not in by_data:
                         problem = build_problem(spec, model)
                         # the convergence theorem's data condition (full-rank patch Gram), up front

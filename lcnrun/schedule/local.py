@@ -434,7 +434,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
     quarter of the open-file limit: each member holds a claim) with at most
     :data:`ENSEMBLE_MAX_DATASETS` distinct data sets, and small enough that ``jobs`` workers all get
     a share; points that cannot be batched alone. Ordered by their first point."""
-    from ..runner import _data_key, ensemble_key  # noqa: PLC0415
+    from ..runner import data_key, ensemble_key  # noqa: PLC0415
 
     cap = ENSEMBLE_MAX_MEMBERS if max_members is None else max(1, int(max_members))
     cap = max(1, min(cap, _open_file_limit() // 4))
@@ -451,7 +451,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
         chunk: list[int] = []
         datasets: set[str] = set()
         for i in members:
-            data = _data_key(exp.points[i].run_spec)
+            data = data_key(exp.points[i].run_spec)
             if len(chunk) >= size or (data not in datasets and len(datasets) >= ENSEMBLE_MAX_DATASETS):
                 units.append(tuple(chunk))
                 chunk, datasets = [], set()
