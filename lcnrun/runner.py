@@ -321,8 +321,9 @@ def _finish(run_spec, run_id, model: Model, problem, traj: Trajectory, provenanc
     warn_texts = list(data_condition.warnings)
     final_attrs["data_gram_rank"] = data_condition.scalars["gram_rank"]
     final_attrs["data_full_rank"] = bool(data_condition.scalars["full_rank"])
-    for name in run_spec.diagnostics:
-        result = DIAGNOSTICS[name]().compute(problem, traj)
+    for section in run_spec.diagnostics:
+        name = section.kind
+        result = DIAGNOSTICS[name](section.options).compute(problem, traj)
         diagnostics[name] = {"arrays": result.arrays, "scalars": result.scalars}
         warn_texts += [f"{name}: {w}" for w in result.warnings]
     warn_texts += [f"{w.category.__name__}: {w.message}" for w in list(caught) + list(caught_after)]
