@@ -121,7 +121,7 @@ def state_series(model: Model, theta: np.ndarray) -> dict[str, np.ndarray]:
 
 def trajectory_arrays(model: Model, traj: Trajectory, series: dict[str, np.ndarray],
                       store_params: bool = True) -> dict[str, np.ndarray]:
-    """The ``trajectory`` group of a run file (SPEC.md section 3) from a core trajectory and its
+    """The ``trajectory`` group of a run file (docs/spec.md section 3) from a core trajectory and its
     :func:`state_series`."""
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
     out = {"t": np.asarray(traj.t, dtype=float), "loss": np.asarray(traj.loss, dtype=float),

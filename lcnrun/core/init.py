@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import Model
-from .models.base import balance_filters  # noqa: F401  (re-exported: the LCN's balanced init)
 from .npzfile import read_npz_arrays
 from .options import OptionError, option
 

@@ -59,7 +59,7 @@ class PointRuns:
 class Figure:
     name = ""
     title = ""
-    #: the paper(s), as in SPEC.md section 5
+    #: the paper(s), as in docs/spec.md section 5
     paper = ""
 
     def specs(self, small: bool) -> list[str]:
