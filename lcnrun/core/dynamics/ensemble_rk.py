@@ -31,6 +31,8 @@ import numpy as np
 from scipy.integrate import DOP853, RK23, RK45
 from scipy.optimize import brentq
 
+from .. import control
+
 EPS = np.finfo(float).eps
 # scipy's step size controller constants (scipy/integrate/_ivp/rk.py, unchanged since scipy 1.0): a
 # step's size is multiplied by SAFETY * err^(-1/(q+1)), clipped to [MIN_FACTOR, MAX_FACTOR]. Copied
@@ -215,6 +217,7 @@ def integrate_ensemble(evaluate, y0, t_end, t_evals, rtol, atol, tab: Tableau, *
     checkpoint_t = np.zeros(B)
     running = np.ones(B, dtype=bool)
     while running.any():
+        control.poll()
         idx = np.flatnonzero(running)
         tb, hb = t[idx], h_abs[idx]
         min_step = 10 * np.abs(np.nextafter(tb, np.inf) - tb)
