@@ -2,7 +2,7 @@
 inside functions), so that docs/architecture.md stays true:
 
 - imports point one way: ``cli -> figures -> schedule/report -> workflow -> runner -> spec/store ->
-  provenance -> core`` (a package may import its own modules and any layer below, never one above
+  provenance/interrupt -> core`` (a package may import its own modules and any layer below, never one above
   nor a sibling package of its layer), and nobody imports another package's private names;
 - one home per model family: outside ``lcnrun/core/models`` no code imports a family's class, asks
   ``isinstance`` of one, probes a model with ``hasattr``, or compares a kind or name with a family's
@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("workflow",),
     ("runner",),
     ("spec", "store"),
-    ("provenance",),
+    ("provenance", "interrupt"),  # process-wide utilities (stdlib only)
     ("core",),
     ("",),  # lcnrun/__init__.py: the version
 ]
