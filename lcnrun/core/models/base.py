@@ -35,10 +35,19 @@ runs the shared property tests on every registered family.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+
+
+def compact(value: Any) -> str:
+    """``value`` as compact JSON, tuples as lists: ``[[3,3],[2,2]]``."""
+    def plain(x):
+        return [plain(a) for a in x] if isinstance(x, (list, tuple)) else x
+    return json.dumps(plain(value), separators=(",", ":"))
 
 
 class Model(ABC):
@@ -228,13 +237,9 @@ class Model(ABC):
         return None
 
     def label(self) -> str:
-        """A short text naming the architecture, e.g. ``lcn filters [3,3] strides [1,1]``."""
-        import dataclasses  # noqa: PLC0415
-        import json  # noqa: PLC0415
-
-        def plain(x):
-            return [plain(a) for a in x] if isinstance(x, (list, tuple)) else x
-        return " ".join([self.name] + [f"{f.name} {json.dumps(plain(getattr(self.options, f.name)), separators=(',', ':'))}"
+        """A short text naming the architecture: ``NAME key value ...`` over the options (families
+        override it, e.g. ``lcn filters [3,3] strides [1,1]``)."""
+        return " ".join([self.name] + [f"{f.name} {compact(getattr(self.options, f.name))}"
                                        for f in dataclasses.fields(self.options)])
 
     def describe(self) -> dict[str, Any]:

@@ -5,13 +5,12 @@ End-to-end matrix ``X = W_L ... W_1`` of shape ``(d_L, d_0)``. Gradient flow con
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..options import OptionError, option
-from .base import Model, QuadraticForm
+from .base import Model, QuadraticForm, compact
 
 
 def _random_orthonormal(rng, n: int, r: int) -> np.ndarray:
@@ -194,7 +193,7 @@ class Dense(Model):
         return np.kron(np.eye(self.widths[-1]), r_x)
 
     def label(self):
-        return "dense " + json.dumps([int(d) for d in self.widths], separators=(",", ":"))
+        return "dense " + compact(self.widths)
 
     # -- invariants ------------------------------------------------------------------------------
     def imbalance_matrices(self, theta):

@@ -14,7 +14,6 @@ full convolution of the *upsampled* filters ``u_l`` (``w_l`` spread out at spaci
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import product
 
@@ -22,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..options import OptionError, option
-from .base import Model, QuadraticForm, balance_filters
+from .base import Model, QuadraticForm, balance_filters, compact
 
 
 def _as_shape_list(value, name: str) -> list[tuple[int, ...]]:
@@ -308,12 +307,9 @@ class LCN(Model):
 
     def label(self):
         """``lcn filters [3,3] strides [1,1]`` (2-D filters as nested lists, the spec's strides)."""
-        def plain(x):
-            return [plain(a) for a in x] if isinstance(x, (list, tuple)) else x
-        filters = plain(self.options.filters)
-        strides = plain(self.options.strides) if self.options.strides is not None else [1] * len(filters)
-        return (f"lcn filters {json.dumps(filters, separators=(',', ':'))} "
-                f"strides {json.dumps(strides, separators=(',', ':'))}")
+        filters = self.options.filters
+        strides = self.options.strides if self.options.strides is not None else [1] * len(filters)
+        return f"lcn filters {compact(filters)} strides {compact(strides)}"
 
     # -- invariants ------------------------------------------------------------------------------
     def invariants(self, theta):
