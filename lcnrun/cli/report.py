@@ -21,13 +21,11 @@ from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
 from ..schedule.slurm.probe import slurm_states
 from ..report.summary import QueryError, SummaryTable, load_runs, summarize
-from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
+from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   handle_errors, is_terminal)
 
 #: what `lcnrun status` asks about live work beyond the claims: the Slurm array tasks
 STATUS_PROBES = [slurm_states]
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": "dim"}
 
 
 def report_errors(fn):

@@ -144,21 +144,17 @@ def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool
     import time  # noqa: PLC0415
 
     from .. import interrupt, workflow  # noqa: PLC0415
-    from ..schedule.local import _attempt, _on_stop_request, _Task, ensemble_groups  # noqa: PLC0415
+    from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
 
-    interrupt.install(_on_stop_request)  # a SIGTERM also ends a wait for another process's claim
     xdir = workflow.prepare(exp, results)
     since = time.time()
     ok = True
-    try:
-        for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
-            if interrupt.stop_requested():
-                break
-            for r in _attempt(exp, xdir, _Task(unit, force, True, since, True)):
-                ok &= r.status == "completed"
-                _print_point(xdir, r, quiet)
-    except KeyboardInterrupt:  # a SIGTERM while waiting for a claim
-        pass
+    for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
+        if interrupt.stop_requested():  # (run() installed the SIGTERM handling)
+            break
+        for r in _attempt(exp, xdir, _Task(unit, force, True, since, True)):
+            ok &= r.status == "completed"
+            _print_point(xdir, r, quiet)
     if interrupt.stop_requested():
         raise typer.Exit(143)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)

@@ -17,10 +17,8 @@ from ..schedule.slurm.plan import SubmitOptions
 from ..schedule.slurm.script import script_text
 from ..schedule.slurm.submit import SubmitError
 from ..schedule.slurm.submit import submit as submit_plan
-from .app import EXIT_OK, EXIT_USAGE, ResultsOption, UsageError, app, console, err_console, handle_errors
-
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "queued": "cyan", "pending": ""}
+from .app import (EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
+                  handle_errors)
 
 
 def _say(text: str, quiet: bool) -> None:
@@ -90,8 +88,8 @@ def submit(
     except ValueError as err:
         raise UsageError(str(err)) from None
     try:
-        prepared = prepare_submission(spec, results, options, rerun_failed=rerun_failed, force=force,
-                                      dry_run=dry_run)
+        prepared = prepare_submission(spec, results, options, _point_states, rerun_failed=rerun_failed,
+                                      force=force, dry_run=dry_run)
         sel = prepared.selection
         _say(_counts_line(prepared.exp.name, prepared.total, sel, rerun_failed), quiet)
         for note in prepared.notes:
@@ -115,6 +113,17 @@ def submit(
         console.print("\n".join(record["job_ids"]), highlight=False)
         raise typer.Exit(EXIT_OK)
     _print_submitted(prepared, record, Path(results) / prepared.exp.name)
+
+
+def _point_states(exp, xdir, probe) -> list:
+    """Each point's state as `lcnrun status` tells it, with ``probe``'s word on live work."""
+    from ..report.source import ExperimentSource  # noqa: PLC0415
+    from ..report.status import experiment_status  # noqa: PLC0415
+    from ..store.experiment import ManifestRow  # noqa: PLC0415
+
+    source = ExperimentSource(str(exp.path), xdir.runs_dir,
+                              [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
+    return experiment_status(source, scheduler=probe(source)).states
 
 
 def _counts_line(name: str, total: int, sel, rerun_failed: bool) -> str:

@@ -16,7 +16,7 @@ of the code) are counted apart as ``orphans``. Reading statuses costs three attr
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,15 @@ STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "run
 FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
 
 
-#: a scheduler probe: ``source -> {run_id: state}``, e.g. one that maps the array tasks ``squeue``
-#: lists for this experiment to ``queued`` / ``running`` (the CLI composes the probes it asks)
-SchedulerProbe = Callable[[ExperimentSource], Mapping[str, str]]
+#: A probe is a function ``source -> {run_id: state}``, e.g. one that maps the array tasks
+#: ``squeue`` lists for this experiment to ``queued`` / ``running``. The CLI composes the probes it
+#: asks (this layer does not import the schedulers): arrows point down only.
+Probe = Callable[[ExperimentSource], Mapping[str, str]]
 
 
-def scheduler_states(source: ExperimentSource,
-                     probes: Sequence[SchedulerProbe]) -> tuple[dict[str, str], list[str]]:
-    """What the scheduler ``probes`` say about ``source``'s runs, merged, and a note for each
-    probe that failed (a scheduler that cannot be reached must not break ``status``)."""
+def scheduler_states(source: ExperimentSource, probes: Iterable[Probe]) -> tuple[dict[str, str], list[str]]:
+    """What the ``probes`` say about ``source``'s runs, merged, and a note for each probe that
+    failed (a scheduler that cannot be reached must not break ``status``)."""
     states: dict[str, str] = {}
     notes: list[str] = []
     for probe in probes:

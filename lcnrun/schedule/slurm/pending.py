@@ -8,6 +8,7 @@ adds notes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,15 +69,19 @@ def choose_bundling(exp, xdir, selection: Selection, states, options: SubmitOpti
                                   source=estimate.source, detail=estimate.detail)
 
 
-def prepare_submission(spec: Path, results: Path, options: SubmitOptions, *, rerun_failed: bool = False,
-                       force: bool = False, dry_run: bool = False) -> PreparedSubmission:
+#: ``(exp, xdir, probe) -> point states``: what ``lcnrun status`` would say about each
+#: point, the probe's word on live work included (the CLI composes it from ``lcnrun.report``)
+PointStates = Callable[[object, object, Callable[[object], Mapping[str, str]]], list]
+
+
+def prepare_submission(spec: Path, results: Path, options: SubmitOptions, point_states: PointStates, *,
+                       rerun_failed: bool = False, force: bool = False,
+                       dry_run: bool = False) -> PreparedSubmission:
     """Everything :func:`.submit.submit` needs for the pending points of ``spec`` (see the module
     docstring). :class:`SlurmError` if Slurm is needed and cannot be asked; ``ValueError`` for a
     bad option."""
     from ... import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
-    from ...report.source import ExperimentSource  # noqa: PLC0415
-    from ...report.status import experiment_status  # noqa: PLC0415
-    from ...store.experiment import ExperimentDir, ManifestRow  # noqa: PLC0415
+    from ...store.experiment import ExperimentDir  # noqa: PLC0415
 
     options.check()
     exp = workflow.load(spec)
@@ -85,20 +90,20 @@ def prepare_submission(spec: Path, results: Path, options: SubmitOptions, *, rer
         require_command("sbatch")
     limit = _max_array_size(dry_run, notes)
     xdir = workflow.prepare(exp, results) if not dry_run else ExperimentDir(Path(results) / exp.name)
-    source = ExperimentSource(str(spec), xdir.runs_dir,
-                              [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
-    try:
-        live = slurm_states(source)
-    except SlurmError as err:
-        if not dry_run:
-            raise SlurmError(f"cannot tell which points are queued or running already: {err}") from None
-        live = {}
-        notes.append(f"queued and running tasks unknown ({err})")
-    status = experiment_status(source, scheduler=live)
-    selection = select_points(status.states, rerun_failed=rerun_failed, force=force)
-    prepared = PreparedSubmission(exp, xdir, status.total, selection, limit, notes=notes)
+
+    def probe(source) -> Mapping[str, str]:
+        try:
+            return slurm_states(source)
+        except SlurmError as err:
+            if not dry_run:
+                raise SlurmError(f"cannot tell which points are queued or running already: {err}") from None
+            notes.append(f"queued and running tasks unknown ({err})")
+            return {}
+    states = point_states(exp, xdir, probe)
+    selection = select_points(states, rerun_failed=rerun_failed, force=force)
+    prepared = PreparedSubmission(exp, xdir, len(states), selection, limit, notes=notes)
     if selection.submit:
-        prepared.bundling = choose_bundling(exp, xdir, selection, status.states, options, limit)
+        prepared.bundling = choose_bundling(exp, xdir, selection, states, options, limit)
         points = [(s.index, s.run_id) for s in selection.submit]
         tasks = bundle_points(exp, points, prepared.bundling.points_per_task)
         prepared.plan = plan_submission(exp.name, Path(spec), Path(results), tasks, options,
