@@ -19,7 +19,7 @@ from rich.text import Text
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, load_runs, summarize
+from ..report.summary import QueryError, SummaryTable, summary_table
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
                   handle_errors, is_terminal)
 
@@ -172,9 +172,9 @@ def summary(
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
     source = open_experiment(dir, results)
-    runs = load_runs(source, all_files=all_files, processes=jobs)
-    table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
-                      group_by=_split(group_by), columns=_split(columns) or None)
+    table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
+                          group_by=_split(group_by), columns=_split(columns) or None,
+                          all_files=all_files, processes=jobs)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.columns)
