@@ -30,7 +30,8 @@ import numpy as np
 
 from ..store.atomic import atomic_replace
 from .source import ExperimentSource
-from .summary import QueryError, _check_keys, _sort_key, known_keys, load_runs, select_rows
+from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, load_runs,
+                      select_rows)
 from .trajectories import load_series
 
 GRID_POINTS = 200
@@ -69,12 +70,13 @@ def _ordered_values(rows: list[dict], key: str | None) -> list[Any]:
     return sorted(seen.values(), key=lambda v: (v is None, _sort_key(v) if v is not None else 0))
 
 
-def _colors(values: list[Any]) -> list:
-    """Sequential colours for ordered numbers (learning rates, scales), categorical otherwise."""
+def _colors(values: list[Any], key: str | None) -> list:
+    """Sequential colours for ordered numbers (learning rates, scales), categorical otherwise
+    (and for seeds: their order means nothing)."""
     from matplotlib import colormaps  # noqa: PLC0415
 
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    if numeric and len(values) > 2:
+    if numeric and len(values) > 2 and not (key or "").endswith("seed"):
         cmap = colormaps["viridis"]
         return [cmap(0.9 * i / (len(values) - 1)) for i in range(len(values))]
     cmap = colormaps["tab10"]
@@ -152,11 +154,12 @@ def _auto_log(values: list[np.ndarray]) -> bool:
 def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
               color: str | None = None, facet: str | None = None, logx: bool | None = None,
               logy: bool | None = None, filters: Sequence[str] = (), band: float = 0.25,
-              processes: int | None = None):
+              processes: int | None = None, runs: Runs | None = None):
     """Every run's series ``y`` over ``x`` (see the module docstring); ``band``: the quantiles
     ``band`` and ``1 - band`` shaded around the median (0.25: the interquartile range).
-    ``logx`` / ``logy``: ``None`` decides as the module docstring says. Returns the Figure.
-    Raises :class:`QueryError` (unknown key or series) or :class:`PlotError`."""
+    ``logx`` / ``logy``: ``None`` decides as the module docstring says; ``runs``: the rows if
+    already loaded. Returns the Figure. Raises :class:`QueryError` (unknown key or series) or
+    :class:`PlotError`."""
     from matplotlib.collections import LineCollection  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
@@ -164,7 +167,7 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
         raise PlotError(f"band {band}: expected a quantile in [0, 0.5)")
     y_name, y_index = parse_series(y)
     x_name, x_index = parse_series(x)
-    runs = load_runs(source, processes=processes)
+    runs = runs if runs is not None else load_runs(source, processes=processes)
     known = known_keys(runs)
     for key, what in ((color, "--color"), (facet, "--facet")):
         if key is not None:
@@ -184,7 +187,7 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
     rows = [c[0] for c in curves]
     facets = _ordered_values(rows, facet)
     hues = _ordered_values(rows, color)
-    hue_colors = dict(zip(map(_group_key, hues), _colors(hues)))
+    hue_colors = dict(zip(map(_group_key, hues), _colors(hues, color)))
     ncols = min(len(facets), 3)
     nrows = math.ceil(len(facets) / ncols)
     fig = Figure(figsize=(5.2 * ncols + (1.6 if color else 0), 3.8 * nrows), layout="constrained")
@@ -225,7 +228,7 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
         ax.set_ylabel(y)
     what = (f"median and {band:g}-{1 - band:g} quantiles" if band > 0 else "median")
     fig.suptitle(f"{source.label}: {y} of {len(curves)} run{'s' if len(curves) != 1 else ''} "
-                 f"({what})", fontsize=11)
+                 f"({what})", fontsize=10, x=0.01, ha="left")
     handles, labels = axes[0].get_legend_handles_labels()
     if color is not None:
         fig.legend(handles, labels, title=color, loc="outside right upper", fontsize=8,
