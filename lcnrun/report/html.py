@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.atomic import atomic_write_text
-from .plots import PlotError, label, line_plot
+from .plots import PlotError, label, line_plot, title
 from .source import ExperimentSource
 from .status import experiment_status, scheduler_states
 from .summary import QueryError, load_runs, summarize
@@ -153,7 +153,7 @@ def build_report(source: ExperimentSource, *, processes: int | None = None) -> s
     counts = status.counts()
     messages = {r["run_id"]: str(r.get("message") or "") for r in runs.rows}
     first = table.varying[0] if table.varying else None
-    name = source.xdir.root.name if source.xdir is not None else Path(source.label).name
+    name = title(source)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -56,6 +56,11 @@ def label(value: Any) -> str:
     return str(value)
 
 
+def title(source: ExperimentSource) -> str:
+    """The experiment's name (its folder's), or what was named for a bare folder of run files."""
+    return source.xdir.root.name if source.xdir is not None else source.label
+
+
 def _group_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -227,7 +232,7 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
     for ax in axes[::ncols]:
         ax.set_ylabel(y)
     what = (f"median and {band:g}-{1 - band:g} quantiles" if band > 0 else "median")
-    fig.suptitle(f"{source.label}: {y} of {len(curves)} run{'s' if len(curves) != 1 else ''} "
+    fig.suptitle(f"{title(source)}: {y} of {len(curves)} run{'s' if len(curves) != 1 else ''} "
                  f"({what})", fontsize=10, x=0.01, ha="left")
     handles, labels = axes[0].get_legend_handles_labels()
     if color is not None:
@@ -280,8 +285,7 @@ def heatmap(source: ExperimentSource, figure: str, x: str, y: str, *,
         raise PlotError(f"a log colour scale needs positive values; {figure} has {shown.min():g}")
     norm = (LogNorm(shown.min(), shown.max()) if logc and len(shown)
             else Normalize(*(shown.min(), shown.max()) if len(shown) else (0, 1)))
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("0.85")
+    cmap = colormaps["viridis"].with_extremes(bad="0.85")
     fig = Figure(figsize=(max(4.5, 0.9 * len(xs) + 2.5), max(3.5, 0.6 * len(ys) + 1.8)),
                  layout="constrained")
     ax = fig.subplots()
@@ -305,7 +309,7 @@ def heatmap(source: ExperimentSource, figure: str, x: str, y: str, *,
                 dark = np.isfinite(mean[i, j]) and norm(mean[i, j]) < 0.5
                 ax.text(j, i, text, ha="center", va="center", fontsize=size,
                         color="white" if dark else "black")
-    fig.suptitle(f"{source.label}: mean {figure} over {len(rows)} runs", fontsize=11)
+    fig.suptitle(f"{title(source)}: mean {figure} over {len(rows)} runs", fontsize=11)
     return fig
 
 
