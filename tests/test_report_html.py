@@ -14,7 +14,6 @@ import os
 import select
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -13,7 +13,6 @@ import base64
 import datetime as _dt
 import html
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -33,18 +32,6 @@ def default_path(source: ExperimentSource) -> Path:
     """``results/<name>/report.html`` (for a bare folder of run files: in it)."""
     root = source.xdir.root if source.xdir is not None else source.runs_dir
     return root / REPORT_NAME
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
 
 
 def _sort_value(value: Any) -> str | None:
@@ -193,7 +180,7 @@ def build_report(source: ExperimentSource, *, processes: int | None = None) -> s
         for c in table.columns:
             v = row.get(c)
             number = _sort_value(v)
-            text = esc(_cell_text(v))
+            text = esc(label(v, 6, missing=""))
             if c == "status" and v not in (None, "completed"):
                 text = f'<a class="{esc(str(v))}" href="#run-{esc(row["run_id"])}">{text}</a>'
             elif c == "status":

@@ -45,12 +45,15 @@ class PlotError(ValueError):
 
 
 # -- labels and groups -----------------------------------------------------------------------------
-def label(value: Any) -> str:
-    """A key's value as a legend or tick label (lists as compact JSON)."""
+def label(value: Any, digits: int = 4, missing: str = "none") -> str:
+    """A key's value as a legend, tick or cell label: floats to ``digits`` significant digits,
+    lists as compact JSON, ``None`` as ``missing``."""
     if value is None:
-        return "none"
+        return missing
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.{digits}g}"
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
