@@ -167,6 +167,8 @@ class Experiment:
             for i, (_, s) in enumerate(pairs):
                 for col, values in _components(name, np.asarray(s[name])).items():
                     parts.setdefault(col, [None] * len(pairs))[i] = values
+            if not parts:  # no run selected: the column is there, empty
+                columns[name] = np.zeros(0)
             for col, per_run in parts.items():
                 columns[col] = np.concatenate([
                     v if v is not None else np.full(n, np.nan) for v, n in zip(per_run, lengths)

@@ -2,7 +2,8 @@
 images are embedded, the script and style inline), to open on a laptop or a cluster login node.
 
 It holds, in order: the status counts (:mod:`.status`), the default plots (:data:`DEFAULT_PLOTS`
-over time, coloured by the first spec key that varies; :mod:`.plots`), the summary table (the
+over time, coloured by the first spec key that varies over at most 12 values: :func:`colour_key`;
+:mod:`.plots`), the summary table (the
 columns of ``lcnrun summary``, sortable by a click on a column's header, filtered by the text
 typed in the box above it), the messages of the runs that did not complete (each with an anchor
 ``#run-<run_id>``, linked from its row's status) and the experiment's spec as written.
@@ -13,13 +14,14 @@ import base64
 import datetime as _dt
 import html
 import io
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ..store.atomic import atomic_write_text
-from .plots import PlotError, label, line_plot, title
+from .plots import LEGEND_MAX, PlotError, label, line_plot, title
 from .source import ExperimentSource
 from .status import experiment_status, scheduler_states
 from .summary import QueryError, load_runs, summarize
@@ -32,6 +34,16 @@ def default_path(source: ExperimentSource) -> Path:
     """``results/<name>/report.html`` (for a bare folder of run files: in it)."""
     root = source.xdir.root if source.xdir is not None else source.runs_dir
     return root / REPORT_NAME
+
+
+def colour_key(rows: list[dict], varying: list[str]) -> str | None:
+    """The key the default plots are coloured by: the first varying key with at most
+    :data:`~lcnrun.report.plots.LEGEND_MAX` values (a sweep over 500 seeds is coloured by the
+    next key, or not at all)."""
+    for key in varying:
+        if len({json.dumps(r.get(key), sort_keys=True, default=str) for r in rows}) <= LEGEND_MAX:
+            return key
+    return None
 
 
 def _sort_value(value: Any) -> str | None:
@@ -139,7 +151,7 @@ def build_report(source: ExperimentSource, *, processes: int | None = None) -> s
     status = experiment_status(source, scheduler=scheduler_states(source)[0])
     counts = status.counts()
     messages = {r["run_id"]: str(r.get("message") or "") for r in runs.rows}
-    first = table.varying[0] if table.varying else None
+    first = colour_key(runs.rows, table.varying)
     name = title(source)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',

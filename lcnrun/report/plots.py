@@ -35,6 +35,7 @@ from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, load
 from .trajectories import load_series
 
 GRID_POINTS = 200
+LEGEND_MAX = 12
 LOG_SPAN = 1e3
 FORMATS = (".png", ".pdf")
 _COMPONENT_RE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+(?:\s*,\s*\d+)*)\]$")
@@ -196,6 +197,10 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
     facets = _ordered_values(rows, facet)
     hues = _ordered_values(rows, color)
     hue_colors = dict(zip(map(_group_key, hues), _colors(hues, color)))
+    groups: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for r, cx, cy in curves:  # one pass: thousands of runs, hundreds of values
+        groups.setdefault((_group_key(r.get(facet)) if facet else "",
+                           _group_key(r.get(color)) if color else ""), []).append((cx, cy))
     ncols = min(len(facets), 3)
     nrows = math.ceil(len(facets) / ncols)
     fig = Figure(figsize=(5.2 * ncols + (1.6 if color else 0), 3.8 * nrows), layout="constrained")
@@ -204,26 +209,29 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
         ax.set_visible(False)
     alpha = float(np.clip(4.0 / max(1, len(curves) / max(1, len(hues))), 0.04, 0.35))
     for ax, fv in zip(axes, facets):
+        segments, colours = [], []
         for hv in hues:
-            members = [(cx, cy) for r, cx, cy in curves
-                       if (facet is None or _group_key(r.get(facet)) == _group_key(fv))
-                       and (color is None or _group_key(r.get(color)) == _group_key(hv))]
+            members = groups.get((_group_key(fv) if facet else "",
+                                  _group_key(hv) if color else ""), [])
             if not members:
                 continue
             rgba = hue_colors[_group_key(hv)]
-            segments = [np.column_stack([cx, cy]) for cx, cy in members]
-            ax.add_collection(LineCollection(segments, colors=[rgba], linewidths=0.6, alpha=alpha,
-                                             zorder=1))
+            segments += [np.column_stack([cx, cy]) for cx, cy in members]
+            colours += [rgba] * len(members)
             grid = _common_grid([cx for cx, _ in members], logx)
-            name = f"{label(hv)} (n={len(members)})" if color else f"median (n={len(members)})"
             if grid is not None and len(members) > 1:
                 med, lo, hi = _band(grid, [m[0] for m in members], [m[1] for m in members],
                                     logx, band)
-                ax.fill_between(grid, lo, hi, color=rgba, alpha=0.25, linewidth=0, zorder=2)
-                ax.plot(grid, med, color=rgba, linewidth=2.0, label=name, zorder=3)
+                if band > 0:
+                    ax.fill_between(grid, lo, hi, color=rgba, alpha=0.25, linewidth=0, zorder=2)
+                ax.plot(grid, med, color=rgba, linewidth=2.0, zorder=3,
+                        label=f"{label(hv)} (n={len(members)})" if color else "median")
             else:
-                ax.plot(members[0][0], members[0][1], color=rgba, linewidth=2.0, label=name,
-                        zorder=3)
+                ax.plot(members[0][0], members[0][1], color=rgba, linewidth=2.0, zorder=3,
+                        label=f"{label(hv)} (n=1)" if color else "median")
+        # every run thin, behind the medians: one artist per panel however many runs
+        ax.add_collection(LineCollection(segments, colors=colours, linewidths=0.6, alpha=alpha,
+                                         zorder=1))
         if facet is not None:
             ax.set_title(f"{facet} = {label(fv)}", fontsize=10)
         ax.set_xscale("log" if logx else "linear")
@@ -237,13 +245,28 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
     what = (f"median and {band:g}-{1 - band:g} quantiles" if band > 0 else "median")
     fig.suptitle(f"{title(source)}: {y} of {len(curves)} run{'s' if len(curves) != 1 else ''} "
                  f"({what})", fontsize=10, x=0.01, ha="left")
-    handles, labels = axes[0].get_legend_handles_labels()
     if color is not None:
-        fig.legend(handles, labels, title=color, loc="outside right upper", fontsize=8,
-                   title_fontsize=9)
+        _legend(fig, color, hues, hue_colors, rows)
     else:
         axes[0].legend(fontsize=8)
     return fig
+
+
+def _legend(fig, color: str, hues: list, hue_colors: dict, rows: list[dict]) -> None:
+    """One legend for all panels, the number of runs of each colour; at most
+    :data:`LEGEND_MAX` entries (evenly spread over the sorted values) when there are more."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[_group_key(r.get(color))] = counts.get(_group_key(r.get(color)), 0) + 1
+    shown = hues if len(hues) <= LEGEND_MAX else \
+        [hues[i] for i in np.linspace(0, len(hues) - 1, LEGEND_MAX).round().astype(int)]
+    handles = [Line2D([], [], color=hue_colors[_group_key(v)], linewidth=2.0) for v in shown]
+    labels = [f"{label(v)} (n={counts[_group_key(v)]})" for v in shown]
+    title_text = color if len(shown) == len(hues) else f"{color}\n({len(shown)} of {len(hues)} values)"
+    fig.legend(handles, labels, title=title_text, loc="outside right upper", fontsize=8,
+               title_fontsize=9)
 
 
 # -- heatmap ---------------------------------------------------------------------------------------
