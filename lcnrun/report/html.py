@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..store.atomic import atomic_write_text
-from .plots import LEGEND_MAX, PlotError, label, line_plot, title
+from .plots import LEGEND_MAX, PlotError, line_plot, title
 from .source import ExperimentSource
 from .status import experiment_status, scheduler_states
-from .summary import QueryError, load_runs, summarize
+from .summary import QueryError, label, load_runs, summarize
 
 DEFAULT_PLOTS = ("loss", "grad_norm")
 REPORT_NAME = "report.html"

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..store.atomic import atomic_replace
 from .source import ExperimentSource
-from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, load_runs,
+from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, label, load_runs,
                       select_rows)
 from .trajectories import load_series
 
@@ -46,20 +46,6 @@ class PlotError(ValueError):
 
 
 # -- labels and groups -----------------------------------------------------------------------------
-def label(value: Any, digits: int = 4, missing: str = "none") -> str:
-    """A key's value as a legend, tick or cell label: floats to ``digits`` significant digits,
-    lists as compact JSON, ``None`` as ``missing``."""
-    if value is None:
-        return missing
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
 def title(source: ExperimentSource) -> str:
     """The experiment's name (its folder's), or what was named for a bare folder of run files."""
     return source.xdir.root.name if source.xdir is not None else source.label

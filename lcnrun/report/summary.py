@@ -93,6 +93,20 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
                 0 if all_files else orphans)
 
 
+def label(value: Any, digits: int = 4, missing: str = "none") -> str:
+    """A key's value as a legend, tick or cell label: floats to ``digits`` significant digits,
+    lists as compact JSON, ``None`` as ``missing``."""
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 # -- filters and sorting ---------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """A filter's value, read as YAML the way specs are (``1e-3`` is a float)."""

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..store.runfile import RunFileError
 from ..store.series import read_series, series_names
-from .source import PARALLEL_FROM, ExperimentSource, _available_cores, reader_context
+from ..provenance import available_cores
+from .source import PARALLEL_FROM, ExperimentSource, reader_context
 from .summary import QueryError, Runs, load_runs, select_rows, varying_keys
 
 
@@ -64,7 +65,7 @@ def read_many(items: Sequence[tuple[str, Path]], keys: Sequence[str], *,
     items = [(rid, str(p)) for rid, p in items]
     keys = tuple(keys)
     if processes is None:
-        processes = _available_cores() if len(items) >= PARALLEL_FROM else 1
+        processes = available_cores() if len(items) >= PARALLEL_FROM else 1
     processes = max(1, min(processes, len(items)))
     if processes == 1:
         return _read_chunk(keys, items)
