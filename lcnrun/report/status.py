@@ -36,8 +36,9 @@ FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
 Probe = Callable[[ExperimentSource], Mapping[str, str]]
 
 
-def scheduler_states(source: ExperimentSource, probes: Iterable[Probe]) -> tuple[dict[str, str], list[str]]:
-    """What the ``probes`` say about ``source``'s runs, merged, and a note for each probe that
+def scheduler_states(source: ExperimentSource, probes: Iterable[Probe] = ()) -> tuple[dict[str, str], list[str]]:
+    """What the ``probes`` (none by default: the caller names the schedulers it asks, e.g. the
+    CLI's ``[slurm_states]``) say about ``source``'s runs, merged, and a note for each probe that
     failed (a scheduler that cannot be reached must not break ``status``)."""
     states: dict[str, str] = {}
     notes: list[str] = []
