@@ -8,23 +8,32 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
-from ..report.source import SourceError, open_experiment
-from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, load_runs, summarize
+from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
-                  handle_errors, is_terminal)
+                  escape, handle_errors, is_terminal)
+
+if TYPE_CHECKING:  # rich and the report modules are imported by the verbs that use them (start-up)
+    from rich.table import Table
+
+    from ..report.diff import DiffReport
+    from ..report.summary import SummaryTable
 
 STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
                "stopped": "yellow", "running": "cyan", "pending": "dim"}
+
+
+def _is_report_error(err: BaseException) -> bool:
+    """A :class:`~lcnrun.report.source.SourceError` or :class:`~lcnrun.report.summary.QueryError`
+    (looked up where raised: a verb that never imported the module cannot have raised it)."""
+    for module, name in (("lcnrun.report.source", "SourceError"), ("lcnrun.report.summary", "QueryError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
 
 
 def report_errors(fn):
@@ -33,7 +42,9 @@ def report_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SourceError, QueryError) as err:
+        except Exception as err:
+            if not _is_report_error(err):
+                raise
             fail_line(str(err), EXIT_USAGE)
     return wrapper
 
@@ -48,6 +59,7 @@ def print_table(table: Table) -> None:
     if is_terminal():
         console.print(table)
     else:  # a file or a pipe: never squeeze a table to 80 columns
+        from rich.console import Console  # noqa: PLC0415
         Console(file=sys.stdout, width=100_000, color_system=None, highlight=False).print(table, crop=False)
 
 
@@ -97,6 +109,12 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts"),
 ) -> None:
     """Counts of completed, diverged, failed, stopped, running and pending runs of an experiment."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from ..report.source import open_experiment  # noqa: PLC0415
+    from ..report.status import experiment_status, failure_messages, scheduler_states  # noqa: PLC0415
+
     source = open_experiment(dir, results)
     live, problems = scheduler_states(source)
     st = experiment_status(source, scheduler=live)
@@ -171,6 +189,9 @@ def summary(
     """A table with one row per run: the spec values that vary, status and final figures."""
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
+    from ..report.source import open_experiment  # noqa: PLC0415
+    from ..report.summary import load_runs, summarize  # noqa: PLC0415
+
     source = open_experiment(dir, results)
     runs = load_runs(source, all_files=all_files, processes=jobs)
     table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
@@ -235,6 +256,9 @@ def _numeric_column(table: SummaryTable, column: str) -> bool:
 
 
 def _rich_summary(label: str, table: SummaryTable) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     n = len(table.rows)
     title = f"{label}: {n} {'group' if table.grouped else 'run'}{'s' if n != 1 else ''}"
     t = Table(title=title, title_justify="left")
@@ -277,6 +301,8 @@ def diff(
     Exit code 0 when equal within --rtol/--atol, 1 when not, 2 on bad input. Two numbers are equal
     when |a - b| <= atol + rtol * max(|a|, |b|).
     """
+    from ..report.diff import diff_paths  # noqa: PLC0415
+
     report = diff_paths(a, b, rtol=rtol, atol=atol, results=results, processes=jobs,
                         ignore=_split(ignore))
     if as_json:
@@ -295,6 +321,9 @@ def _num(value: Any) -> str:
 
 
 def _rich_diff(report: DiffReport, show_all: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     runs_mode = report.mode == "runs"
     console.print(Text(f"A: {report.a}\nB: {report.b}"), soft_wrap=True)
     if runs_mode and report.pairs:

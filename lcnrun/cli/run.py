@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @app.command()
 @handle_errors
 def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) -> None:
     """Check a spec (and every sweep point) without running anything."""
-    from .. import workflow  # lazy: keeps `lcnrun status/summary/diff` from loading scipy
+    from ..spec import load_experiment  # noqa: PLC0415  (the spec layer, not the runner: start-up)
 
-    exp = workflow.load(spec)
+    exp = load_experiment(spec)
     n = len(exp.points)
     console.print(f"[green]ok[/]: {spec} is valid: experiment [bold]{exp.name}[/], "
                   f"{n} run{'s' if n != 1 else ''}", highlight=False)
@@ -122,6 +124,8 @@ def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool,
 
 def summary_table(attrs: dict) -> Table:
     """A short two-column table of a run's final figures."""
+    from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

@@ -6,19 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from ..report.source import ExperimentSource
-from ..report.status import experiment_status
 from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import fail_line, print_table
 from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
-                  handle_errors, is_terminal)
+                  escape, handle_errors, is_terminal)
 
 LIST_AT_MOST = 20
 STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
@@ -120,6 +114,8 @@ class RichProgress(_Counter):
     """A progress bar on a terminal; failed runs printed above it."""
 
     def __init__(self, name: str, overrides: dict[int, str]):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
         super().__init__(name)
         self.overrides = overrides
         self.progress = Progress(
@@ -128,7 +124,7 @@ class RichProgress(_Counter):
             TextColumn("[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] "
                        "{task.fields[remaining]} remaining"),
             TextColumn("{task.fields[rate]} runs/s"), TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(), console=console, transient=False, refresh_per_second=4)
+            TimeElapsedColumn(), console=console.real(), transient=False, refresh_per_second=4)
         self.task = None
 
     def planned(self, total, to_run, skipped, workers):
@@ -148,6 +144,8 @@ class RichProgress(_Counter):
                              rate=f"{rate:.3g}" if rate else "?", eta=_duration(self.eta()))
 
     def result(self, result):
+        from rich.text import Text  # noqa: PLC0415
+
         super().result(result)
         if not result.ok:
             line = self.failure_line(result, self.overrides.get(result.index, ""))
@@ -172,6 +170,11 @@ class QuietProgress(_Counter):
 
 
 def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from ..report.source import ExperimentSource  # noqa: PLC0415
+    from ..report.status import experiment_status  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
 
     xdir = ExperimentDir(Path(results) / exp.name)
@@ -250,6 +253,8 @@ def sweep(
 
 
 def _final_report(exp, xdir, report, overrides: dict[int, str], quiet: bool) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
     failures = report.failures
     out = err_console if quiet else console
     if not quiet:

@@ -38,12 +38,29 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import h5py
+import importlib
+
 import numpy as np
-from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
 
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
+
+
+class _OnUse:
+    """A module imported when first used: importing h5py costs ~0.3 s, which ``lcnrun status``
+    (answered from the index, :mod:`lcnrun.store.index`), ``validate`` and ``--help`` never need."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update(module.__dict__)  # later look-ups go straight to the module's names
+        return getattr(module, attr)
+
+
+h5py = _OnUse("h5py")
+h5a, h5d, h5f, h5g, h5p, h5s, h5t = (_OnUse(f"h5py.{m}") for m in ("h5a", "h5d", "h5f", "h5g", "h5p", "h5s", "h5t"))
 
 FORMAT = "lcnrun-run"
 FORMAT_VERSION = 1
@@ -53,7 +70,7 @@ INDEX_ATTR = "attrs_json"
 RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", INDEX_ATTR)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
-_STR = h5py.string_dtype("utf-8")
+_STR = np.dtype("O", metadata={"vlen": str})  # = h5py.string_dtype("utf-8"), without importing h5py
 
 
 class RunFileError(Exception):
