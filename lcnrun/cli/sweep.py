@@ -1,6 +1,7 @@
 """``lcnrun sweep SPEC [-j N]``: every point of a spec, locally, in N worker processes."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,7 @@ import typer
 from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
-from .report import fail_line, print_table
+from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
 from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
@@ -170,9 +171,6 @@ class QuietProgress(_Counter):
 
 
 def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
-    from rich.table import Table  # noqa: PLC0415
-    from rich.text import Text  # noqa: PLC0415
-
     from ..report.source import ExperimentSource  # noqa: PLC0415
     from ..report.status import experiment_status  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
@@ -181,16 +179,25 @@ def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
     source = ExperimentSource(str(exp.path), xdir.runs_dir,
                               [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
     status = experiment_status(source)
-    table = Table(title=f"{exp.name}: {len(exp.points)} points -> {xdir.root}", title_justify="left")
-    for col in ("index", "run id", "state", "overrides"):
-        table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
-    would = 0
-    for s in status.states:
-        would += s.state != "running" and should_run(s.file_status, None, force=force,
-                                                     rerun_failed=rerun_failed, since=0.0)
-        table.add_row(str(s.index), s.run_id, Text(s.state, style=STATE_STYLE.get(s.state, "")),
-                      Text(format_overrides(s.overrides)))
-    print_table(table)
+    title = f"{exp.name}: {len(exp.points)} points -> {xdir.root}"
+    columns = ("index", "run id", "state", "overrides")
+    rows = [(str(s.index), s.run_id, s.state, format_overrides(s.overrides)) for s in status.states]
+    would = sum(1 for s in status.states if s.state != "running" and should_run(
+        s.file_status, None, force=force, rerun_failed=rerun_failed, since=0.0))
+    text = None if is_terminal() or len(rows) < PLAIN_FROM_ROWS else \
+        plain_grid(title, list(columns), [c == "index" for c in columns], rows)
+    if text is not None:  # 100,000 points to a file: the same characters rich would print
+        sys.stdout.write(text)
+    else:
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        table = Table(title=title, title_justify="left")
+        for col in columns:
+            table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
+        for index, run_id, state, overrides in rows:
+            table.add_row(index, run_id, Text(state, style=STATE_STYLE.get(state, "")), Text(overrides))
+        print_table(table)
     counts = ", ".join(f"{n} {k}" for k, n in status.counts().items())
     console.print(f"{counts}; `lcnrun sweep` would run {would}", highlight=False, soft_wrap=True)
 

@@ -255,15 +255,16 @@ def _memoized(key_of: Callable[..., tuple]):
         @functools.wraps(fn)
         def step(*args, **kwargs):
             ctx = args[-1]
-            if ctx.memo is None:
+            memo = ctx.memo
+            if memo is None:
                 return fn(*args, **kwargs)
-            key = (fn.__name__, *key_of(ctx.memo, *args[:-1], **kwargs))
-            hit = ctx.memo.get(key)
+            key = (step, key_of(memo, *args[:-1], **kwargs))
+            hit = memo.get(key)
             if hit is None:
                 start = len(ctx.problems)
                 result = fn(*args, **kwargs)
-                hit = ctx.memo[key] = (result, tuple(ctx.problems[start:]), args[:-1])
-            else:
+                hit = memo[key] = (result, tuple(ctx.problems[start:]), args[:-1])
+            elif hit[1]:
                 ctx.problems.extend(hit[1])
             return hit[0]
         return step

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,11 @@ class ExperimentSpec:
 
 
 def format_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    if isinstance(value, str):
+        return value
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return repr(value)  # what json.dumps writes for them, without its machinery (100,000 points)
+    return json.dumps(value, default=str)
 
 
 def format_overrides(overrides: dict[str, Any]) -> str:
