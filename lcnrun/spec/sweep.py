@@ -287,6 +287,21 @@ def _by_line(problems: list[Problem]) -> list[Problem]:
 def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Path,
                       spec_path: str | None = None) -> ExperimentSpec:
     """Validate an experiment and every point of its sweep; raise SpecError listing all problems."""
+    return _expand(raw, lines, file=file, base_dir=base_dir, spec_path=spec_path)[0]
+
+
+def expand_point(raw: dict, lines: dict[str, int], index: int, *, file: str | None, base_dir: Path,
+                 spec_path: str | None = None) -> tuple[ExperimentSpec, int]:
+    """Only sweep point ``index``, validated as :func:`expand_experiment` validates it (problems
+    of the sweep block, of the base spec and of this point), and the number of points: what
+    ``lcnrun run --index I`` needs of a 10,000-point sweep. The returned experiment's ``points``
+    hold that one point (none if ``index`` is out of range); it is not the whole experiment (no
+    manifest is written from it) and other points may be invalid or the same run."""
+    return _expand(raw, lines, file=file, base_dir=base_dir, spec_path=spec_path, only=index)
+
+
+def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Path,
+            spec_path: str | None = None, only: int | None = None) -> tuple[ExperimentSpec, int]:
     ctx = Context(file, lines, base_dir, memo={})
     base_raw = {k: v for k, v in raw.items() if k != "sweep"}
     rows: list[_Row] | None = [({}, {})]
@@ -298,14 +313,15 @@ def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, bas
         raise SpecError(_by_line(ctx.problems + base_ctx.problems))
     base_problems = {(p.key, p.message) for p in base_ctx.problems}
 
+    chosen = range(len(rows)) if only is None else [only] if 0 <= only < len(rows) else []
     parts: dict = {}
-    results = [_point_problems(base_raw, row, ctx, spec_path, parts) for row in rows]
+    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts) for i in chosen]
     del parts
     # A problem is the sweep's if it concerns an overridden key, or if the base spec does not have
     # it (a combination of overrides): it gets the sweep's line. A problem shared by every point is
     # reported once; others name their point.
     groups: dict[tuple, list[int]] = {}
-    for i, (_, problems) in enumerate(results):
+    for i, (_, problems) in zip(chosen, results):
         overrides, sweep_lines = rows[i]
         for p, rel in problems:
             if rel is None and overrides and (p.key, p.message) not in base_problems:
@@ -313,8 +329,8 @@ def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, bas
             line = sweep_lines[rel] if rel is not None else p.line
             groups.setdefault((line, p.key, p.message, rel is not None), []).append(i)
     for (line, key, message, related), indices in groups.items():
-        if len(indices) == len(rows) and (not related or len(rows) > 1):
-            context = f"all {len(rows)} sweep points" if related else ""
+        if len(indices) == len(chosen) and (not related or len(chosen) > 1):
+            context = f"all {len(chosen)} sweep points" if related else ""
             ctx.problems.append(Problem(file, line, key, message, context))
             continue
         for i in indices:
@@ -327,7 +343,7 @@ def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, bas
     hashes: dict[str, str] = {}  # each data/init file is hashed once per load
     texts: dict = {}  # each distinct section is written as run-id text once per load
     points = tuple(SweepPoint(i, rows[i][0], run, compute_run_id(run, file_hashes=hashes, texts=texts))
-                   for i, (run, _) in enumerate(results))
+                   for i, (run, _) in zip(chosen, results))
     del results, texts
     first: dict[str, SweepPoint] = {}
     for p in points:
@@ -338,4 +354,4 @@ def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, bas
                              f"(run id {p.run_id}); remove one of them")
     if ctx.problems:
         raise SpecError(ctx.problems)
-    return ExperimentSpec(file, raw, lines, base, points)
+    return ExperimentSpec(file, raw, lines, base, points), len(rows)
