@@ -43,6 +43,7 @@ import stat
 
 import numpy as np
 
+from .. import interrupt
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
 from .index import note_written
@@ -230,6 +231,7 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
     with atomic_replace(path, fsync=fsync) as tmp:
         with h5py.File(tmp, "x", locking=False) as f:
             _write_contents(f, record)
+        interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
     note_written(path)  # the run index beside the run files (lcnrun.store.index)
     return path
 
