@@ -69,3 +69,20 @@ def test_light_verbs_import_no_heavy_library(tmp_path, args):
     code, loaded = loaded_by([str(spec) if a == "SPEC" else a for a in args], tmp_path)
     assert code == 0
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_status_and_summary_answered_by_the_index_need_no_hdf5(tmp_path):
+    """Run files written through the store are journaled in the run index: ``status`` and
+    ``summary`` then read the index, not the HDF5 files (h5py is not even imported)."""
+    from lcnrun.store import RunRecord, write_run
+    from lcnrun.store.experiment import ExperimentDir
+
+    xdir = ExperimentDir(tmp_path / "results" / "idx").create()
+    for i, status in enumerate(("completed", "failed")):
+        write_run(xdir.run_path(f"run{i}"), RunRecord(f"run{i}", status, f"name: idx\ninit:\n  seed: {i}\n",
+                                                      final_attrs={"loss": 0.5 * i}), fsync=False)
+    xdir.write_manifest([(0, "run0", {"init.seed": 0}), (1, "run1", {"init.seed": 1})])
+    for args in (["status", str(xdir.root)], ["summary", str(xdir.root), "--csv"]):
+        code, loaded = loaded_by(args, tmp_path)
+        assert code == 0
+        assert not loaded & set(HEAVY), (args, sorted(loaded & set(HEAVY)))
