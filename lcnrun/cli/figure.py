@@ -17,7 +17,7 @@ def figure(
     results: Path = ResultsOption,
     out: Path = typer.Option(Path("figures"), "--out", help="where NAME.png and NAME.pdf go"),
     experiments: Optional[Path] = typer.Option(None, "--experiments", help="folder of the figure specs "
-                                                                           "(default: the checkout's experiments/)"),
+                                                                           "(default: the installed lcnrun/figures/specs/)"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="worker processes for missing runs"),
     small: bool = typer.Option(False, "--small", help="the small version (fewer seeds, shorter runs)"),
 ) -> None:
@@ -25,8 +25,8 @@ def figure(
     import matplotlib
     from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
     matplotlib.use("Agg")
-    from ..report.figures import FIGURES
-    from ..report.figures.driver import FigureError, produce
+    from ..figures import FIGURES
+    from ..figures.driver import FigureError, produce
 
     if list_ or name is None:
         table = Table("figure", "paper", "what it shows")

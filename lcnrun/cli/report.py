@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 import typer
 
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL
-from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
+from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
 if TYPE_CHECKING:  # rich and the report modules are imported by the verbs that use them (start-up)
@@ -21,9 +21,6 @@ if TYPE_CHECKING:  # rich and the report modules are imported by the verbs that 
 
     from ..report.diff import DiffReport
     from ..report.summary import SummaryTable
-
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": "dim"}
 
 
 def _is_report_error(err: BaseException) -> bool:

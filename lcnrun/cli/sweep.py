@@ -12,12 +12,10 @@ from ..schedule.local import (PointResult, SweepError, SweepObserver, available_
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
-from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
+from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
 LIST_AT_MOST = 20
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": ""}
 
 
 def _duration(seconds: float | None) -> str:

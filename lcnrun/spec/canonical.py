@@ -2,7 +2,8 @@
 
 ``resolved_dict(run_spec)`` is the run as plain data with every default filled in: each section is
 ``{kind: ..., <every option field>}`` (nested sections likewise), ``record`` its fields, tuples are
-lists, floats floats, ints ints, paths absolute. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
+lists, floats floats, ints ints, paths absolute; ``diagnostics`` a list whose entries are a bare name
+(the diagnostic at its default options) or ``{kind: name, <every option>}``. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
 is what a run file stores, and loading that text gives back a RunSpec equal to ``r``.
 
 Run id rule (identity from content, as signac's job ids):
@@ -23,6 +24,7 @@ import hashlib
 import json
 from typing import Any, Callable
 
+from ..core.diagnostics import DIAGNOSTICS
 from ..core.options import Section
 from .errors import Problem, SpecError
 from .schema import SECTIONS, RunSpec
@@ -56,15 +58,22 @@ def _plain(value: Any, on_path: Callable[[str], Any]) -> Any:
     return value
 
 
-def _entries(run_spec: RunSpec) -> list[tuple[str, Any]]:
-    """The top-level keys of the resolved dict and the objects their values are made from."""
-    return [("name", run_spec.name), ("description", run_spec.description),
-            *((section, getattr(run_spec, section)) for section in SECTIONS),
-            ("diagnostics", run_spec.diagnostics)]  # a tuple: _plain makes it a list
+def _plain_diagnostics(diagnostics, on_path: Callable[[str], Any]) -> list:
+    # a diagnostic at its default options is its bare name (as specs wrote it before diagnostics
+    # had options, so those runs keep their ids), otherwise {kind: name, <every option>}
+    return [s.kind if s.options == DIAGNOSTICS[s.kind].Options() else _plain(s, on_path)
+            for s in diagnostics]
+
+
+def _entries(run_spec: RunSpec) -> list[tuple[str, Any, Callable]]:
+    """The top-level keys of the resolved dict, the objects their values are made from, and how."""
+    return [("name", run_spec.name, _plain), ("description", run_spec.description, _plain),
+            *((section, getattr(run_spec, section), _plain) for section in SECTIONS),
+            ("diagnostics", run_spec.diagnostics, _plain_diagnostics)]
 
 
 def _resolved(run_spec: RunSpec, on_path: Callable[[str], Any]) -> dict[str, Any]:
-    return {key: _plain(value, on_path) for key, value in _entries(run_spec)}
+    return {key: make(value, on_path) for key, value, make in _entries(run_spec)}
 
 
 def _dumps(value: Any) -> str:
@@ -104,12 +113,12 @@ def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = No
 
     texts = {} if texts is None else texts
     parts = []
-    for key, value in sorted(_entries(run_spec), key=lambda kv: kv[0]):
+    for key, value, make in sorted(_entries(run_spec), key=lambda kv: kv[0]):
         if key in ("name", "description"):
             continue
         hit = texts.get(id(value))
         if hit is None or hit[0] is not value:  # the entry keeps ``value`` alive: its id stays its own
-            hit = texts[id(value)] = (value, _dumps(_plain(value, hash_path)))
+            hit = texts[id(value)] = (value, _dumps(make(value, hash_path)))
         parts.append(_key_text(key) + hit[1])
     return "{" + ",".join(parts) + "}"
 
