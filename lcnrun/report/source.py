@@ -60,7 +60,7 @@ class ExperimentSource:
 def run_files(folder: os.PathLike | str) -> dict[str, Path]:
     """``{run_id: path}`` of the regular files ``<run_id>.h5`` in ``folder`` (a FIFO or a folder
     of that name is no run file, and is never opened)."""
-    return {rid: path for rid, (path, _) in run_file_stats(folder).items()}
+    return {rid: Path(path) for rid, (path, _) in run_file_stats(folder).items()}
 
 
 def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "results") -> ExperimentSource:
@@ -196,14 +196,14 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
         if run is None:  # removed since it was listed: read it as before (it says so)
             out.append(read_run_info(rid, Path(path)))
         elif run.attrs is None:
-            out.append(RunInfo(rid, Path(path), {"run_id": rid, "status": "unreadable"}, {}, run.reason))
+            out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
         else:
             try:
                 spec = flatten_spec_text(run.spec or "")
             except yaml.YAMLError as err:
-                out.append(RunInfo(rid, Path(path), dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
+                out.append(RunInfo(rid, path, dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
                 continue
-            out.append(RunInfo(rid, Path(path), dict(run.attrs), spec))
+            out.append(RunInfo(rid, path, dict(run.attrs), spec))
     return out
 
 

@@ -144,7 +144,7 @@ class IndexedRun:
     ``spec``) and ``spec`` (the resolved spec YAML text), ``None`` for an unreadable file."""
 
     run_id: str
-    path: Path
+    path: str
     status: str
     reason: str = ""
     attrs: dict[str, Any] | None = None
@@ -247,11 +247,11 @@ def _marks(folder: Path) -> dict[str, dict]:
     return out
 
 
-def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[Path, os.stat_result]]:
-    """``{run_id: (path, stat)}`` of the run files in ``runs_dir``: regular files (after
+def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_result]]:
+    """``{run_id: (path as text, stat)}`` of the run files in ``runs_dir``: regular files (after
     symlinks) named ``<run_id>.h5``, not hidden (temporaries, claims). A FIFO, a folder, a
     dangling link named ``*.h5`` is no run file (and is never opened: a FIFO would block)."""
-    out: dict[str, tuple[Path, os.stat_result]] = {}
+    out: dict[str, tuple[str, os.stat_result]] = {}
     try:
         entries = os.scandir(runs_dir)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -265,7 +265,7 @@ def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[Path, os.stat
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                out[entry.name[:-3]] = (Path(entry.path), st)
+                out[entry.name[:-3]] = (entry.path, st)  # no Path per file: 100,000 of them cost
     return dict(sorted(out.items()))
 
 
