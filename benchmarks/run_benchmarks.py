@@ -4,9 +4,10 @@ Speed targets live here, never in timed unit tests.
 
 Scripts: bench_torch.py (single-run gradient descent against the PyTorch peer), bench_core.py
 (single-run steps/s against N, compile cost), bench_ensemble.py (ensembles, gradient flow),
-bench_sweep.py (sweep overhead, reading 10,000 run files), bench_cli.py (start-up, sweep --dry-run
-of 100,000 points, run --index, status/summary over 100,000 run files). ``--quick`` passes
-``--quick`` to the scripts that have it.
+bench_sweep.py (sweep overhead, reading 10,000 run files), bench_analysis.py (plot, report and the
+Python API over 10,000 run files), bench_cli.py (start-up, sweep --dry-run of 100,000 points,
+run --index, status/summary over 100,000 run files). ``--quick`` passes ``--quick`` to the
+scripts that have it.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py", "bench_cli.py"]
-QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_cli.py"}
+SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py",
+           "bench_analysis.py", "bench_cli.py"]
+QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_analysis.py", "bench_cli.py"}
 
 
 def load(name: str) -> dict | None:
@@ -58,6 +60,12 @@ def targets() -> list[tuple[str, str, str, bool | None]]:
         o = sweep["overhead"]
         ms = o["sweep_j2_overhead_ms_per_run"]
         rows.append((f"(4) sweep -j 2 overhead per run, {o['runs']} runs", "< 20 ms", f"{ms:.1f} ms (all in)", ms < 20))
+    plots = load("bench_analysis.json")
+    if plots:
+        worst = max(plots["plot_lines_seconds"], plots["plot_heatmap_seconds"])
+        rows.append((f"(14) lcnrun plot over {plots['files']:,} run files", f"< {plots['target_seconds']:g} s",
+                     f"lines {plots['plot_lines_seconds']:.1f} s, heatmap {plots['plot_heatmap_seconds']:.1f} s",
+                     worst < plots["target_seconds"]))
     rows += cli_targets(load("bench_cli.json"))
     return rows
 

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL
+from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
+from ..report.source import SourceError, open_experiment
+from ..report.status import experiment_status, failure_messages, scheduler_states
+from ..report.summary import QueryError, SummaryTable, label, summary_table
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
-if TYPE_CHECKING:  # rich and the report modules are imported by the verbs that use them (start-up)
+if TYPE_CHECKING:  # rich is imported by the functions that draw (start-up)
     from rich.table import Table
-
-    from ..report.diff import DiffReport
-    from ..report.summary import SummaryTable
 
 
 def _is_report_error(err: BaseException) -> bool:
@@ -130,15 +130,7 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
 
 def cell(value: Any, digits: int = 6) -> str:
     """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return label(value, digits, missing="")
 
 
 def exact(value: Any) -> Any:
@@ -254,13 +246,10 @@ def summary(
     """A table with one row per run: the spec values that vary, status and final figures."""
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
-    from ..report.source import open_experiment  # noqa: PLC0415
-    from ..report.summary import load_runs, summarize  # noqa: PLC0415
-
     source = open_experiment(dir, results)
-    runs = load_runs(source, all_files=all_files, processes=jobs)
-    table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
-                      group_by=_split(group_by), columns=_split(columns) or None)
+    table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
+                          group_by=_split(group_by), columns=_split(columns) or None,
+                          all_files=all_files, processes=jobs)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.columns)
