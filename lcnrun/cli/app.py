@@ -1,6 +1,7 @@
 """The typer application and what every verb shares: consoles, error handling, common options."""
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -36,9 +37,34 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+#: what to add to the operating system's words for the errors a results folder meets
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full; nothing was written for this run (free space, or --results "
+                  "elsewhere, and run again)",
+    errno.EDQUOT: "the disk quota is exhausted; nothing was written for this run",
+    errno.EROFS: "the folder is on a read-only file system (--results elsewhere?)",
+    errno.EACCES: "no permission to write there (--results elsewhere?)",
+    errno.EPERM: "no permission to write there (--results elsewhere?)",
+    errno.ENAMETOOLONG: "a file name is too long for this file system",
+    errno.ELOOP: "a symbolic link points to itself (a loop of links)",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """``path: words of the OS; what it means here`` for an OSError met reading or writing."""
+    what = err.strerror or str(err)
+    where = err.filename if err.filename is not None else ""
+    hint = OS_ERROR_HINTS.get(err.errno or 0, "")
+    return ": ".join(str(p) for p in (where, what, hint) if p)
+
+
 def handle_errors(fn):
-    """Turn the library's expected errors into one message and exit code 2 (never a traceback)."""
+    """Turn the library's expected errors into one message and exit code 2 (never a traceback):
+    a bad spec, bad usage, a results folder that cannot be written (read-only, full, a file where
+    a folder belongs), a file that is not a run file."""
     from ..spec import SpecError
+    from ..store.experiment import ExperimentDirError
+    from ..store.runfile import RunFileError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -47,8 +73,10 @@ def handle_errors(fn):
         except SpecError as err:
             err_console.print(str(err), highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
-        except UsageError as err:
+        except (UsageError, ExperimentDirError, RunFileError) as err:
             fail(str(err))
+        except OSError as err:
+            fail(describe_os_error(err))
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None

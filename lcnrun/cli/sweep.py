@@ -13,8 +13,8 @@ from rich.text import Text
 
 from ..report.source import ExperimentSource
 from ..report.status import experiment_status
-from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
-                              should_run)
+from ..policy import should_run
+from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import fail_line, print_table
 from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
@@ -183,8 +183,7 @@ def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
         table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
     would = 0
     for s in status.states:
-        would += s.state != "running" and should_run(s.file_status, None, force=force,
-                                                     rerun_failed=rerun_failed, since=0.0)
+        would += should_run(s.state, force=force, rerun_failed=rerun_failed)
         table.add_row(str(s.index), s.run_id, Text(s.state, style=STATE_STYLE.get(s.state, "")),
                       Text(format_overrides(s.overrides)))
     print_table(table)

@@ -67,7 +67,8 @@ TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 class RunSpec:
     """One fully resolved run: every section validated, every default filled in.
 
-    ``spec_path`` (the experiment file it came from) is not part of equality or of the run id.
+    ``spec_path`` (the experiment file it came from) and ``file_hashes`` are not part of equality
+    or of the run id.
     """
 
     name: str
@@ -81,6 +82,9 @@ class RunSpec:
     regularization: RegularizationOptions
     diagnostics: tuple[str, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
+    #: ``((path, sha256 hex), ...)`` of the files its run id was computed from (set when a sweep
+    #: is expanded): the runner checks that it computes on this very content
+    file_hashes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass

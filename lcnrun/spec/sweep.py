@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .canonical import run_id as compute_run_id
+from .canonical import with_file_hashes
 from .errors import Problem, SpecError
 from .schema import SECTIONS, Context, RunSpec, did_you_mean, validate_run
 
@@ -259,7 +260,9 @@ def expand_experiment(raw: dict, lines: dict[str, int], *, file: str | None, bas
         raise SpecError(_by_line(ctx.problems))
 
     hashes: dict[str, str] = {}  # each data/init file is hashed once per load
-    points = tuple(SweepPoint(i, dict(rows[i][0]), run, compute_run_id(run, file_hashes=hashes))
+    ids = [compute_run_id(run, file_hashes=hashes) for run, _ in results]
+    # each point carries the content its id names: the runner refuses other content
+    points = tuple(SweepPoint(i, dict(rows[i][0]), with_file_hashes(run, hashes), ids[i])
                    for i, (run, _) in enumerate(results))
     first: dict[str, SweepPoint] = {}
     for p in points:

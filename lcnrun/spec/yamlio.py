@@ -15,7 +15,9 @@ recursion allows, control characters and undecodable bytes are one message each.
 """
 from __future__ import annotations
 
+import errno
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -172,15 +174,29 @@ def load_yaml(text: str, file: str | None = None) -> tuple[dict[str, Any], dict[
 
 
 def read_yaml_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """:func:`load_yaml` of a file; a missing file or a directory is a :class:`SpecError`."""
+    """:func:`load_yaml` of a file; a missing file, a loop of symbolic links, a directory, a
+    FIFO or a device, bytes that are not UTF-8 are each a :class:`SpecError`."""
     p = Path(path)
-    if not p.exists():
-        raise SpecError([Problem(str(path), None, "", "no such file")])
-    if not p.is_file():
-        raise SpecError([Problem(str(path), None, "", "is a directory, not a spec file")
-                         if p.is_dir() else Problem(str(path), None, "", "is not a regular file")])
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([Problem(str(path), None, "", f"cannot read: {err}")]) from None
+        mode = p.stat().st_mode  # follows links: a loop is ELOOP, not "no such file"
+    except FileNotFoundError:
+        message = ("is a symbolic link to a missing file" if p.is_symlink() else "no such file")
+        raise SpecError([Problem(str(path), None, "", message)]) from None
+    except OSError as err:
+        words = ("is a loop of symbolic links" if err.errno == errno.ELOOP
+                 else f"cannot read: {err.strerror or err}")
+        raise SpecError([Problem(str(path), None, "", words)]) from None
+    if not stat.S_ISREG(mode):  # never open a FIFO (it would block) or a device
+        raise SpecError([Problem(str(path), None, "", "is a directory, not a spec file")
+                         if stat.S_ISDIR(mode) else Problem(str(path), None, "", "is not a regular file")])
+    try:
+        data = p.read_bytes()
+    except OSError as err:
+        raise SpecError([Problem(str(path), None, "", f"cannot read: {err.strerror or err}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError([Problem(str(path), data.count(b"\n", 0, err.start) + 1, "",
+                                 f"not UTF-8 text (byte {data[err.start]:#04x} at offset "
+                                 f"{err.start}): a spec is a YAML text file")]) from None
     return load_yaml(text, str(path))
