@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import policy
+from . import interrupt, policy
 from .runner import ensemble_to_files, run_to_file
 from .spec import ExperimentSpec, load_experiment, manifest_rows
 from .store.claims import try_claim
@@ -62,6 +62,7 @@ def run_point(exp: ExperimentSpec, xdir: ExperimentDir, point, *, force: bool = 
     # the run's claim, as a sweep worker takes it: a Slurm task and a local sweep never compute
     # the same point at once (the second waits, then finds it written)
     with try_claim(xdir.runs_dir, point.run_id, wait=True):
+        interrupt.barrier("claimed")
         now = policy.file_state(path)
         if not policy.decide(now, force=force, rerun_failed=rerun_failed, planned=planned):
             attrs = existing_status(xdir, point.run_id) or {

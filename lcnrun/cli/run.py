@@ -38,7 +38,12 @@ def run(
                                           "size ... together as one ensemble: '0-99', '3,5,10-12'"),
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
-    from .. import workflow
+    from .. import interrupt, workflow
+
+    # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
+    # started its computation yet stops as soon as it would, and writes a 'stopped' run file
+    interrupt.install()
+    interrupt.barrier("started")
 
     exp = workflow.load(spec)
     if indices is not None:

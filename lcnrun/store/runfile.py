@@ -45,6 +45,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
 
+from .. import interrupt
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
 
@@ -220,6 +221,7 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
     with atomic_replace(path, fsync=fsync) as tmp:
         with open(tmp, "xb") as fh:
             _write_image(fh, image)
+        interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
     return path
 
 
