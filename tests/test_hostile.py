@@ -7,7 +7,6 @@ import contextlib
 import errno
 import os
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 from unittest import mock
@@ -16,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from lcnrun import policy, workflow
 from lcnrun.cli import app
@@ -25,26 +23,7 @@ from lcnrun.spec.yamlio import MAX_ALIAS_NODES, load_yaml
 from lcnrun.store.experiment import ExperimentDir
 from lcnrun.store.runfile import RunRecord, read_run, read_run_attrs, write_run
 
-runner = CliRunner()
-
-GOOD = """\
-name: tiny
-model: {kind: lcn, filters: [3, 2], strides: [2, 1]}
-data: {kind: gaussian, n_samples: 8, input_size: 16, noise: 0.01, seed: 0}
-init: {kind: gaussian, scale: 0.3, seed: 1}
-dynamics: {kind: gradient_descent, lr: 0.01, steps: 20}
-record: {points: 5, spacing: linear}
-"""
-
-
-def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
-    p = folder / name
-    p.write_text(textwrap.dedent(text))
-    return p
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from test_cli_run import GOOD, invoke, write  # noqa: E402  (the tiny valid spec, CliRunner)
 
 
 def assert_one_message(result, code: int = 2, fragment: str = "") -> str:
