@@ -34,7 +34,7 @@ def prepare(exp: ExperimentSpec, results: Path) -> ExperimentDir:
     xdir = ExperimentDir(Path(results) / exp.name)
     xdir.create()
     with xdir.lock():
-        xdir.write_experiment_yaml(Path(exp.path).read_text())
+        xdir.write_experiment_yaml(Path(exp.path).read_text(encoding="utf-8"))
         xdir.write_manifest(manifest_rows(exp))
     return xdir
 
