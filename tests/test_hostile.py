@@ -406,7 +406,7 @@ def test_a_full_disk(tmp_path):
         before = sorted(os.listdir(runs))
         out = assert_one_message(invoke("run", spec, "--results", results, "--force"), 2,
                                  "No space left on device")
-        assert "nothing was written" in out
+        assert "nothing was written" in out and f"{before[0]}: No space left" in out
         assert sorted(os.listdir(runs)) == before  # the old file kept, no temporary left
         assert read_run(runs / before[0]).status == "completed"
 
