@@ -3,6 +3,7 @@ its experiment folder, run one point if :mod:`lcnrun.policy` says it is to run.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from . import interrupt, policy
 from .runner import ensemble_to_files, run_to_file
 from .spec import ExperimentSpec, load_experiment, manifest_rows
 from .store.claims import try_claim
-from .store.experiment import ExperimentDir
+from .store.experiment import ExperimentDir, ExperimentDirError
 from .store.runfile import RunFileError, read_run_attrs
 
 
@@ -30,7 +31,11 @@ def load(spec_path: Path) -> ExperimentSpec:
 
 
 def prepare(exp: ExperimentSpec, results: Path) -> ExperimentDir:
-    """Create ``results/<name>/`` with ``experiment.yaml`` and ``manifest.tsv`` (idempotent)."""
+    """Create ``results/<name>/`` with ``experiment.yaml`` and ``manifest.tsv`` (idempotent).
+    The folder is always a child of ``results`` (the spec layer refuses other names; this is the
+    last guard: nothing is ever written outside the results folder)."""
+    if exp.name in ("", ".", "..") or Path(exp.name).name != exp.name or os.sep in exp.name:
+        raise ExperimentDirError(f"experiment name {exp.name!r} is not a folder name under {results}")
     xdir = ExperimentDir(Path(results) / exp.name)
     xdir.create()
     with xdir.lock():

@@ -57,6 +57,24 @@ def test_a_name_outside_the_results_folder_is_refused(tmp_path, monkeypatch, nam
     assert listing(tmp_path) == before  # nothing written anywhere
 
 
+@pytest.mark.parametrize("name", ["..", ".", "a/../..", "/etc"])
+def test_prepare_never_leaves_the_results_folder(tmp_path, name):
+    """The last guard, should a name ever bypass the spec layer."""
+    import dataclasses
+
+    from lcnrun.spec import ExperimentSpec
+    from lcnrun.store.experiment import ExperimentDirError
+
+    exp = load_experiment(write(tmp_path, GOOD))
+    point = dataclasses.replace(exp.points[0], run_spec=dataclasses.replace(exp.points[0].run_spec,
+                                                                            name=name))
+    bad = ExperimentSpec(exp.path, exp.raw, exp.lines, exp.base, (point,))
+    before = listing(tmp_path)
+    with pytest.raises(ExperimentDirError, match="not a folder name"):
+        workflow.prepare(bad, tmp_path / "results")
+    assert listing(tmp_path) == before
+
+
 # -------------------------------------------------------------------------------------------------
 # 11.2 YAML that expands or nests without bound, and other unreadable text
 def laughs(levels: int, width: int) -> str:
