@@ -30,8 +30,9 @@ def load(spec_path: Path) -> ExperimentSpec:
     return load_experiment(Path(spec_path))
 
 
-def prepare(exp: ExperimentSpec, results: Path) -> ExperimentDir:
+def prepare(exp: ExperimentSpec, results: Path, spec_text: str | None = None) -> ExperimentDir:
     """Create ``results/<name>/`` with ``experiment.yaml`` and ``manifest.tsv`` (idempotent).
+    ``experiment.yaml`` is the spec file as given, or ``spec_text`` (a spec given as text).
     The folder is always a child of ``results`` (the spec layer refuses other names; this is the
     last guard: nothing is ever written outside the results folder)."""
     if exp.name in ("", ".", "..") or Path(exp.name).name != exp.name or os.sep in exp.name:
@@ -39,7 +40,8 @@ def prepare(exp: ExperimentSpec, results: Path) -> ExperimentDir:
     xdir = ExperimentDir(Path(results) / exp.name)
     xdir.create()
     with xdir.lock():
-        xdir.write_experiment_yaml(Path(exp.path).read_text(encoding="utf-8"))
+        xdir.write_experiment_yaml(spec_text if spec_text is not None
+                                   else Path(exp.path).read_text(encoding="utf-8"))
         xdir.write_manifest(manifest_rows(exp))
     return xdir
 
