@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @app.command()
 @handle_errors
 def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) -> None:
     """Check a spec (and every sweep point) without running anything."""
-    from .. import workflow  # lazy: keeps `lcnrun status/summary/diff` from loading scipy
+    from ..spec import load_experiment  # noqa: PLC0415  (the spec layer, not the runner: start-up)
 
-    exp = workflow.load(spec)
+    exp = load_experiment(spec)
     n = len(exp.points)
     console.print(f"[green]ok[/]: {spec} is valid: experiment [bold]{exp.name}[/], "
                   f"{n} run{'s' if n != 1 else ''}", highlight=False)
@@ -45,52 +47,70 @@ def run(
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import interrupt, workflow
+    from ..spec.sweep import expand_point
+    from ..spec.yamlio import read_yaml_file
 
     # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
     # started its computation yet stops as soon as it would, and writes a 'stopped' run file
     interrupt.install()
     interrupt.barrier("started")
-    from ..store.claims import try_claim
 
-    exp = workflow.load(spec)
     if indices is not None:
         if index is not None:
             raise UsageError("--indices cannot be combined with --index")
+        exp = workflow.load(spec)
         chosen = parse_indices(indices, len(exp.points), spec)
         if expect_run_id is not None:
             check_run_ids(exp, spec, chosen, expect_run_id.split(","))
         _run_indices(exp, chosen, results, force, quiet, _budget(memory_budget))
     if memory_budget is not None:
         raise UsageError("--memory-budget sizes the ensembles of --indices: give --indices too")
+    # only the point asked for is validated (a 10,000-point sweep's task must not check them all)
+    raw, lines = read_yaml_file(spec)
+    exp, n_points = expand_point(raw, lines, 0 if index is None else index, file=str(spec),
+                                 base_dir=Path(spec).resolve().parent, spec_path=str(Path(spec).resolve()))
     if index is None:
-        if len(exp.points) != 1:
-            raise UsageError(f"{spec} has {len(exp.points)} sweep points: use `lcnrun sweep {spec}` "
-                             f"or pick one with --index I (0..{len(exp.points) - 1})")
+        if n_points != 1:
+            raise UsageError(f"{spec} has {n_points} sweep points: use `lcnrun sweep {spec}` "
+                             f"or pick one with --index I (0..{n_points - 1})")
         index = 0
-    if not 0 <= index < len(exp.points):
-        raise UsageError(f"--index {index} is out of range: {spec} has {len(exp.points)} points "
-                         f"(0..{len(exp.points) - 1})")
-    point = exp.points[index]
+    if not 0 <= index < n_points:
+        raise UsageError(f"--index {index} is out of range: {spec} has {n_points} points "
+                         f"(0..{n_points - 1})")
+    point = exp.points[0]
     if expect_run_id is not None and point.run_id != expect_run_id:
         raise UsageError(f"{spec}: point {index} is now run {point.run_id}, not {expect_run_id} as "
                          "when it was submitted: the spec changed since (submit it again)")
-    xdir = workflow.prepare(exp, results)
-    # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
-    # the same point at once (the second waits, then finds it completed)
-    with try_claim(xdir.runs_dir, point.run_id, wait=True):
-        interrupt.barrier("claimed")
-        outcome = workflow.run_point(exp, xdir, point, force=force)
+    xdir = _prepare_for(spec, exp.name, point, n_points, results)
+    outcome = workflow.run_point(exp, xdir, point, force=force)  # under the run's claim
     path = xdir.run_path(point.run_id)
     if quiet:
         console.print(str(path), highlight=False)
     else:
         if outcome.skipped:
-            console.print(f"run {point.run_id} is already completed: {path} (--force runs it again)",
-                          highlight=False)
+            why = {"completed": "is already completed (--force runs it again)",
+                   "unreadable": f"is kept: {outcome.attrs.get('message', '')}"}.get(
+                outcome.status, f"was written by another process meanwhile ({outcome.status})")
+            console.print(f"run {point.run_id} {why}: {path}", highlight=False)
         else:
             console.print(f"wrote {path}", highlight=False)
         console.print(summary_table(outcome.attrs))
     raise typer.Exit(EXIT_OK if outcome.status == "completed" else EXIT_FAILED)
+
+
+def _prepare_for(spec: Path, name: str, point, n_points: int, results: Path):
+    """The experiment folder for running ``point`` alone. Its ``experiment.yaml`` and
+    ``manifest.tsv`` name every point: if they already are this spec's (the same text, as many
+    rows, this point's row as computed here: what ``submit`` or ``sweep`` wrote), they are kept as
+    they are; otherwise the whole sweep is validated and they are written (once)."""
+    from .. import workflow  # noqa: PLC0415
+    from ..store.experiment import ExperimentDir  # noqa: PLC0415
+
+    xdir = ExperimentDir(Path(results) / name)
+    if xdir.manifest_row_matches(point.index, point.run_id, point.overrides, n_points) \
+            and xdir.experiment_yaml_is(Path(spec).read_text(encoding="utf-8")):
+        return xdir.create()
+    return workflow.prepare(workflow.load(spec), results)
 
 
 def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
@@ -141,18 +161,16 @@ def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool
     budget, one at a time), each under its claim (waiting for points another process holds); after
     a SIGTERM no further ensemble starts (the one in progress ends as ``stopped`` run files). Exit
     0 if all completed, 143 after a SIGTERM."""
-    import time  # noqa: PLC0415
-
-    from .. import interrupt, workflow  # noqa: PLC0415
+    from .. import interrupt, policy, workflow  # noqa: PLC0415
     from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
 
     xdir = workflow.prepare(exp, results)
-    since = time.time()
+    planned = {i: policy.file_state(xdir.run_path(exp.points[i].run_id)) for i in chosen}
     ok = True
     for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
         if interrupt.stop_requested():  # (run() installed the SIGTERM handling)
             break
-        for r in _attempt(exp, xdir, _Task(unit, force, True, since, True)):
+        for r in _attempt(exp, xdir, _Task(unit, force, True, {i: planned[i] for i in unit}, True)):
             ok &= r.status == "completed"
             _print_point(xdir, r, quiet)
     if interrupt.stop_requested():
@@ -172,6 +190,8 @@ def _print_point(xdir, r, quiet: bool) -> None:
 
 def summary_table(attrs: dict) -> Table:
     """A short two-column table of a run's final figures."""
+    from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

@@ -20,7 +20,8 @@ Queries (:func:`summarize`):
   infinite loss is counted out; ``count`` says how many were used). Filter first
   (``status==completed``) to restrict the statistics to some runs.
 
-Reading uses :func:`lcnrun.report.source.read_runs` (attributes and spec only, never arrays).
+Reading uses :func:`lcnrun.report.source.scan_runs` (the run index beside the run files, else
+attributes and spec only, never arrays).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from .source import ExperimentSource, read_runs
+from .source import ExperimentSource, scan_runs
 
 FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
 STATS = ("mean", "std", "min", "max", "count")
@@ -70,7 +71,7 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
         if not all_files:
             files = {rid: p for rid, p in files.items() if rid in index_of}
     pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in files)
-    infos = read_runs(files, processes=processes)
+    infos = scan_runs(source.runs_dir, files, processes=processes)
     rows, spec_keys = [], {}
     for info in infos:
         row: dict[str, Any] = dict(info.spec)

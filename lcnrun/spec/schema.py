@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -59,6 +60,9 @@ INITS_CHECKED_BY_BUILDING = ("file", "explicit")
 MODEL_KEY_RE = re.compile(r"^(%s)(\[|\.|$)" % "|".join(sorted(
     {re.escape(f.name) for family in MODELS.values() for f in dataclasses.fields(family.Options)})))
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+#: an experiment's name is a folder name under the results folder: at most this long (file
+#: systems allow 255 bytes; the folder also appears in Slurm job names and log paths)
+NAME_MAX = 100
 TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 
 
@@ -66,7 +70,8 @@ TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 class RunSpec:
     """One fully resolved run: every section validated, every default filled in.
 
-    ``spec_path`` (the experiment file it came from) is not part of equality or of the run id.
+    ``spec_path`` (the experiment file it came from) and ``file_hashes`` are not part of equality
+    or of the run id.
     """
 
     name: str
@@ -81,6 +86,9 @@ class RunSpec:
     #: ``Section(name, options)`` per diagnostic, in the spec's order
     diagnostics: tuple[Section, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
+    #: ``((path, sha256 hex), ...)`` of the files its run id was computed from (set when a sweep
+    #: is expanded): the runner checks that it computes on this very content
+    file_hashes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -92,6 +100,9 @@ class Context:
     base_dir: Path
     check_files: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: results of validation steps already taken (:func:`_memoized`), shared by the contexts of one
+    #: sweep's points (same file, lines, folder): ``None`` validates everything afresh
+    memo: dict | None = None
 
     def line_of(self, key: str) -> int | None:
         """Line of ``key``, or of its closest parent that exists in the file."""
@@ -238,7 +249,53 @@ def _resolve_path(value: str, ctx: Context) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
+# memo: a sweep of 100,000 points has a few distinct sections; each is validated once
+def _memoized(key_of: Callable[..., tuple]):
+    """Remember a validation step's result and the problems it added, in ``ctx.memo`` (the
+    step's last positional argument is the context).
+
+    ``key_of(memo, *args, **kwargs)`` (without ``ctx``) names everything the step reads besides
+    the context's file, lines, folder and ``check_files``, which are the same for every context
+    that shares a memo: raw YAML values by their text (:func:`_raw_text`), classes, registries and
+    validated sections by identity (the memo keeps the arguments alive, so an id stays its
+    object's). A hit returns the very same frozen objects and adds the same problems as the first
+    call.
+    """
+    def wrap(fn):
+        @functools.wraps(fn)
+        def step(*args, **kwargs):
+            ctx = args[-1]
+            memo = ctx.memo
+            if memo is None:
+                return fn(*args, **kwargs)
+            key = (step, key_of(memo, *args[:-1], **kwargs))
+            hit = memo.get(key)
+            if hit is None:
+                start = len(ctx.problems)
+                result = fn(*args, **kwargs)
+                hit = memo[key] = (result, tuple(ctx.problems[start:]), args[:-1])
+            elif hit[1]:
+                ctx.problems.extend(hit[1])
+            return hit[0]
+        return step
+    return wrap
+
+
+def _raw_text(memo: dict, raw: Any) -> str:
+    """``repr(raw)``: exact for YAML data (``1``, ``1.0`` and ``true`` differ); remembered by
+    identity (int keys of the memo), since a sweep's points share the mappings their overrides
+    do not change, and the memo keeps ``raw`` alive."""
+    if not raw or not isinstance(raw, (dict, list)):
+        return repr(raw)
+    hit = memo.get(id(raw))
+    if hit is None or hit[0] is not raw:
+        hit = memo[id(raw)] = (raw, repr(raw))
+    return hit[1]
+
+
+# -------------------------------------------------------------------------------------------------
 # sections
+@_memoized(lambda memo, cls, raw, path, *, ignore=(): (id(cls), _raw_text(memo, raw), path, ignore))
 def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: tuple = ()) -> Any:
     """An instance of the options dataclass ``cls`` from ``raw``, or ``None`` (problems in ctx)."""
     fields = option_fields(cls)
@@ -291,6 +348,8 @@ def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: t
         return None
 
 
+@_memoized(lambda memo, raw, path, registry, default_kind: (_raw_text(memo, raw), path, id(registry),
+                                                            default_kind))
 def validate_section(raw: Any, path: str, registry: dict[str, type], default_kind: str | None,
                      ctx: Context) -> Section | None:
     """``{kind: k, ...}`` -> ``Section(k, registry[k].Options(...))`` after ``check_options``."""
@@ -318,9 +377,23 @@ def validate_section(raw: Any, path: str, registry: dict[str, type], default_kin
         except OptionError as err:
             ctx.add(f"{path}.{err.key}", err.message)
             return None
+    resolve = getattr(cls, "resolve_options", None)  # one written form: equal runs, equal ids
+    if resolve is not None:
+        options = resolve(options)
     return Section(kind, options)
 
 
+def _cross_check_key(memo: dict, sections: dict[str, Any]) -> tuple:
+    """What :func:`_cross_check` reads (keep in step with it): the model, data and init sections
+    (init only for the kinds it builds), the dynamics' kind (``check_model`` is a class method)."""
+    init, dynamics = sections.get("init"), sections.get("dynamics")
+    return (id(sections.get("model")), id(sections.get("data")),
+            dynamics.kind if dynamics is not None else None,
+            id(init) if init is not None and init.kind in INITS_CHECKED_BY_BUILDING else
+            (init.kind if init is not None else None))
+
+
+@_memoized(_cross_check_key)
 def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
     """Model against data and init: an impossible architecture is a spec error."""
     model_section = sections.get("model")
@@ -397,6 +470,11 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
         ctx.add("name", "is required (the experiment's name; results go to results/<name>/)")
     elif not isinstance(name, str) or not NAME_RE.match(name):
         ctx.add("name", f"must be letters, digits, '.', '_' or '-', not {_show(name)}")
+    elif name.startswith("."):  # '.', '..' and hidden folders: results go to results/<name>/
+        ctx.add("name", f"must not start with '.' (results go to results/<name>/), not {name!r}")
+    elif len(name) > NAME_MAX:
+        ctx.add("name", f"is {len(name)} characters long; at most {NAME_MAX} (it names the "
+                        "experiment's folder)")
     description = raw.get("description", "")
     if not isinstance(description, str):
         ctx.add("description", f"must be a string, not {_show(description)}")

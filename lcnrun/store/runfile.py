@@ -3,7 +3,8 @@
 Layout (``format_version`` 1)::
 
     /                     attrs: format="lcnrun-run", format_version=1, run_id, status,
-                                 lcnrun_version, the record's extra attrs, attrs_json
+                                 lcnrun_version, write_token (random, one per write), the
+                                 record's extra attrs, attrs_json
     /spec                 scalar UTF-8 string dataset: the resolved run spec (YAML)
     /provenance           scalar UTF-8 string dataset: JSON (lcnrun.provenance)
     /trajectory/<key>     one dataset per series, first axis = stored times; keys with '/' nest
@@ -25,36 +26,61 @@ Conventions:
   It lets a listing read one attribute per file instead of dozens (HDF5 costs ~30 us per
   attribute). The individual attributes stay authoritative; a file without ``attrs_json`` is
   read by walking them.
-- The file is written to a hidden temporary in the same folder and renamed into place
-  (:mod:`lcnrun.store.atomic`): a file under its final name is always whole.
+- The file is made in memory, written to a hidden temporary in the same folder with one plain
+  write, and renamed into place (:mod:`lcnrun.store.atomic`): a file under its final name is
+  always whole, and a full disk is a plain ``OSError`` with nothing left behind.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import h5py
+import importlib
+import stat
+
 import numpy as np
-from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
 
 from .. import interrupt
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
+from .index import note_written
+
+
+class _OnUse:
+    """A module imported when first used: importing h5py costs ~0.3 s, which ``lcnrun status``
+    (answered from the index, :mod:`lcnrun.store.index`), ``validate`` and ``--help`` never need."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update(module.__dict__)  # later look-ups go straight to the module's names
+        return getattr(module, attr)
+
+
+h5py = _OnUse("h5py")
+h5a, h5d, h5f, h5g, h5p, h5s, h5t = (_OnUse(f"h5py.{m}") for m in ("h5a", "h5d", "h5f", "h5g", "h5p", "h5s", "h5t"))
 
 FORMAT = "lcnrun-run"
 FORMAT_VERSION = 1
 STATUSES = ("completed", "diverged", "failed", "stopped")
 COMPRESS_MIN_BYTES = 1 << 20
 INDEX_ATTR = "attrs_json"
-RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", INDEX_ATTR)
+#: a random token per write of a run file: which file this is (``lcnrun.policy``: a run file
+#: written during a sweep is told from the one the sweep planned from, without file times)
+TOKEN_ATTR = "write_token"
+RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", TOKEN_ATTR,
+                       INDEX_ATTR)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
-_STR = h5py.string_dtype("utf-8")
+_STR = np.dtype("O", metadata={"vlen": str})  # = h5py.string_dtype("utf-8"), without importing h5py
 
 
 class RunFileError(Exception):
@@ -173,7 +199,8 @@ def _write_contents(f: h5py.File, record: RunRecord) -> None:
     if clash:
         raise ValueError(f"record.attrs may not set the reserved attributes {sorted(clash)}")
     root = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": record.run_id,
-            "status": record.status, "lcnrun_version": lcnrun_version(), **record.attrs}
+            "status": record.status, "lcnrun_version": lcnrun_version(),
+            TOKEN_ATTR: secrets.token_hex(8), **record.attrs}
     _write_attrs(f.attrs, root, "", index)
     f.create_dataset("spec", data=record.spec_text, dtype=_STR)
     f.create_dataset("provenance", dtype=_STR, data=json.dumps(
@@ -208,12 +235,30 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
         raise ValueError(f"run id {record.run_id!r} must match {RUN_ID_PATTERN.pattern}")
     if record.status not in STATUSES:
         raise ValueError(f"status {record.status!r} must be one of {', '.join(STATUSES)}")
+    image = _file_image(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_replace(path, fsync=fsync) as tmp:
-        with h5py.File(tmp, "x", locking=False) as f:
-            _write_contents(f, record)
+        with open(tmp, "xb") as fh:
+            _write_image(fh, image)
         interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
+    note_written(path)  # the run index beside the run files (lcnrun.store.index)
     return path
+
+
+def _write_image(fh, image: bytes) -> None:
+    fh.write(image)
+
+
+def _file_image(record: RunRecord) -> bytes:
+    """The bytes of the run file of ``record``, made in memory (HDF5's ``core`` driver): the disk
+    sees one plain write, so a full disk or a read-only folder is one ``OSError`` of Python's,
+    not an HDF5 error in the middle of a file (h5py then fails in ``__dealloc__`` of every open
+    object, hundreds of messages, sometimes a crash)."""
+    with h5py.File(f"lcnrun-run-{record.run_id}", "w", driver="core", backing_store=False,
+                   locking=False) as f:
+        _write_contents(f, record)
+        f.flush()
+        return f.id.get_file_image()
 
 
 # -- reading: fast path (low-level h5py, attributes and spec only) -------------------------------
@@ -293,17 +338,37 @@ def _check_format(path: Path, fmt: Any, version: Any) -> None:
                                  f"{FORMAT_VERSION}); upgrade lcnrun to read it")
 
 
-def _fast(path: os.PathLike | str, body) -> Any:
+def _regular(path: Path) -> None:
+    """Only a regular file is a run file: never open a FIFO (it would block) or a device."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise RunFileError(path, "no such file") from None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot stat ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RunFileError(path, "not a regular file")
+
+
+def _fast(path: os.PathLike | str, body, check_marks: bool = True) -> Any:
     path = Path(path)
+    _regular(path)
     fid = _open_fast(path)
     try:
-        return body(path, fid)
+        out = body(path, fid)
     except RunFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise RunFileError(path, f"unreadable run file ({exc})") from exc
     finally:
         fid.close()
+    if check_marks:  # a file found unreadable where it was needed is unreadable everywhere
+        from .index import unreadable_mark  # noqa: PLC0415
+
+        reason = unreadable_mark(path)
+        if reason is not None:
+            raise RunFileError(path, reason)
+    return out
 
 
 def _attrs_body(path: Path, fid: h5f.FileID, walk: bool) -> dict:
@@ -316,16 +381,18 @@ def _attrs_body(path: Path, fid: h5f.FileID, walk: bool) -> dict:
     return out
 
 
-def read_run_attrs(path: os.PathLike | str, *, walk: bool = False) -> dict[str, Any]:
+def read_run_attrs(path: os.PathLike | str, *, walk: bool = False, check_marks: bool = True) -> dict[str, Any]:
     """Every scalar of a run, without reading any array: fast enough for 10,000 files.
 
     Returns ``{root attr: value, "final.<key>": value, "diagnostics.<name>.<key>": value,
     "spec": resolved spec YAML text}`` with plain Python values (``format``, ``format_version``,
     ``run_id``, ``status``, ``lcnrun_version`` always present). Reads the ``attrs_json`` index
     attribute and the ``spec`` dataset; ``walk=True`` (or a file without the index) reads the
-    attributes one by one instead. Raises :class:`RunFileError`.
+    attributes one by one instead. Raises :class:`RunFileError`, also for a file that an earlier
+    full read found unreadable (:func:`lcnrun.store.index.mark_unreadable`; ``check_marks=False``
+    skips that look-up).
     """
-    return _fast(path, lambda p, fid: _attrs_body(p, fid, walk))
+    return _fast(path, lambda p, fid: _attrs_body(p, fid, walk), check_marks)
 
 
 def _status_body(path: Path, fid: h5f.FileID) -> str:
@@ -339,9 +406,22 @@ def _status_body(path: Path, fid: h5f.FileID) -> str:
     return values["status"]
 
 
-def read_run_status(path: os.PathLike | str) -> str:
-    """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError`."""
-    return _fast(path, _status_body)
+def read_run_status(path: os.PathLike | str, *, check_marks: bool = True) -> str:
+    """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError` (as
+    :func:`read_run_attrs`)."""
+    return _fast(path, _status_body, check_marks)
+
+
+def _state_body(path: Path, fid: h5f.FileID) -> tuple[str, str | None]:
+    token = (_read_attr(h5a.open(fid, TOKEN_ATTR.encode()))
+             if h5a.exists(fid, TOKEN_ATTR.encode()) else None)
+    return _status_body(path, fid), token
+
+
+def read_run_state(path: os.PathLike | str) -> tuple[str, str | None]:
+    """``(status, write token)`` of a run file (``None`` for a file written before tokens).
+    Raises :class:`RunFileError`."""
+    return _fast(path, _state_body)
 
 
 def is_complete_run(path: os.PathLike | str) -> bool:
@@ -377,8 +457,7 @@ def read_run(path: os.PathLike | str) -> RunData:
     run file, or whose contents cannot be read.
     """
     path = Path(path)
-    if not path.exists():
-        raise RunFileError(path, "no such file")
+    _regular(path)
     try:
         with h5py.File(path, "r", locking=False) as f:
             root = _scalars(f.attrs)
@@ -402,5 +481,10 @@ def read_run(path: os.PathLike | str) -> RunData:
                 lcnrun_version=root["lcnrun_version"])
     except RunFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise RunFileError(path, f"unreadable run file ({exc})") from exc
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # its attributes may read fine (status and summary read only those): tell every reader
+        from .index import mark_unreadable  # noqa: PLC0415
+
+        err = RunFileError(path, f"unreadable run file ({type(exc).__name__}: {exc})")
+        mark_unreadable(path, err.reason)
+        raise err from exc
