@@ -108,11 +108,11 @@ def test_balancing_numbers(figure, workdir):
             n = tr["layer_norms_sq"][0]
             Rmin = len(n) * np.prod(n) ** (1 / len(n))
         wide = spec.model.kind == "dense" and len(set(spec.model.options.widths)) > 1
-        if spec.dynamics.options.variant == "l2_regularizer":
-            # exact law, up to the integration floor ~rtol * R
+        if spec.dynamics.options.variant == "l2":
+            # Theorem 1.2 of Lindsey & Menon, G(t) = G(0) e^{-2t}, up to the integration floor ~rtol * R
             m = phi > 1e-6 * R[0]
-            np.testing.assert_allclose(phi[m], phi[0] * np.exp(-4 * tr["t"][m]), rtol=1e-6, atol=1e-9 * R[0])
-        if not (wide and spec.dynamics.options.variant == "moment_map"):
+            np.testing.assert_allclose(phi[m], phi[0] * np.exp(-2 * tr["t"][m]), rtol=1e-6, atol=1e-9 * R[0])
+        if not (wide and spec.dynamics.options.variant == "kirwan_ness"):
             assert abs(R[-1] / Rmin - 1) < 1e-8
 
 
