@@ -12,6 +12,7 @@ from . import sweep as _sweep  # noqa: F401  sweep
 from . import submit as _submit  # noqa: F401  submit (and Slurm's word in status)
 from . import report as _report  # noqa: F401  status, summary, diff
 from . import figure as _figure  # noqa: F401  figure
+from . import reproduce as _reproduce  # noqa: F401  reproduce
 
 
 def main() -> None:
