@@ -251,3 +251,20 @@ def test_one_tap_lcn_and_scalar_dln_agree(variant, rng):
     b = run(Problem(dln, LOSSES["square"](), Dataset(x, y)), theta0, variant, t_max=12.0, points=7)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-9, atol=1e-12)
     assert np.ptp(np.abs(a.theta[-1])) < 1e-6  # balanced: |w_1| = |w_2| = |w_3|
+
+
+def test_old_variant_names_are_rejected_not_reinterpreted(tmp_path):
+    """``moment_map`` / ``l2_regularizer`` ran at other speeds than the printed flows; a spec naming them
+    fails validation (exit 2, the key and the new names) instead of silently changing meaning."""
+    from typer.testing import CliRunner
+
+    from lcnrun.cli import app
+
+    for old in ("moment_map", "l2_regularizer"):
+        spec = tmp_path / f"{old}.yaml"
+        spec.write_text("name: old\nmodel: {kind: dense, widths: [2, 2, 2]}\n"
+                        "data: {kind: gaussian, n_samples: 4, seed: 0}\ninit: {kind: gaussian, scale: 1.0, seed: 0}\n"
+                        f"loss: {{kind: square}}\ndynamics: {{kind: balancing_flow, variant: {old}, t_max: 1.0}}\n")
+        r = CliRunner().invoke(app, ["validate", str(spec)])
+        assert r.exit_code == 2, r.output
+        assert "dynamics.variant" in r.output and "kirwan_ness, l2" in r.output and "Traceback" not in r.output
