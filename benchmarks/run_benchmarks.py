@@ -4,7 +4,8 @@ Speed targets live here, never in timed unit tests.
 
 Scripts: bench_torch.py (single-run gradient descent against the PyTorch peer), bench_core.py
 (single-run steps/s against N, compile cost), bench_ensemble.py (ensembles, gradient flow),
-bench_sweep.py (sweep overhead, reading 10,000 run files). ``--quick`` passes ``--quick`` to the
+bench_sweep.py (sweep overhead, reading 10,000 run files), bench_analysis.py (plot, report and the
+Python API over 10,000 run files). ``--quick`` passes ``--quick`` to the
 scripts that have it.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py"]
-QUICK = {"bench_ensemble.py", "bench_sweep.py"}
+SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py",
+           "bench_analysis.py"]
+QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_analysis.py"}
 
 
 def load(name: str) -> dict | None:
@@ -57,6 +59,12 @@ def targets() -> list[tuple[str, str, str, bool | None]]:
         o = sweep["overhead"]
         ms = o["sweep_j2_overhead_ms_per_run"]
         rows.append((f"(4) sweep -j 2 overhead per run, {o['runs']} runs", "< 20 ms", f"{ms:.1f} ms (all in)", ms < 20))
+    plots = load("bench_analysis.json")
+    if plots:
+        worst = max(plots["plot_lines_seconds"], plots["plot_heatmap_seconds"])
+        rows.append((f"(14) lcnrun plot over {plots['files']:,} run files", f"< {plots['target_seconds']:g} s",
+                     f"lines {plots['plot_lines_seconds']:.1f} s, heatmap {plots['plot_heatmap_seconds']:.1f} s",
+                     worst < plots["target_seconds"]))
     return rows
 
 

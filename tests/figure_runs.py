@@ -14,8 +14,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from lcnrun.report.figures import FIGURES
-from lcnrun.report.figures.driver import Produced, default_experiments_dir, produce
+from lcnrun.figures import FIGURES
+from lcnrun.figures.driver import Produced, produce, specs_dir
 from lcnrun.spec import load_experiment
 from lcnrun.store.runfile import read_run
 
@@ -53,6 +53,6 @@ def produce_small(name: str, base: Path) -> Produced:
 def runs_of(base: Path, name: str):
     """``(overrides, run_spec, RunData)`` of every point of a figure's small spec."""
     (rel,) = FIGURES[name]().specs(True)
-    exp = load_experiment(default_experiments_dir() / rel)
+    exp = load_experiment(specs_dir() / rel)
     return [(p.overrides, p.run_spec, read_run(base / "results" / exp.name / "runs" / f"{p.run_id}.h5"))
             for p in exp.points]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import figure_runs
 from lcnrun.cli import app
-from lcnrun.report.figures.saxe_modes import learning_time
+from lcnrun.figures.saxe_modes import learning_time
 
 
 @pytest.fixture(scope="session")

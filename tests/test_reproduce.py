@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 import figure_runs
 from lcnrun.cli import app
-from lcnrun.report.figures import FIGURES
-from lcnrun.report.figures.driver import default_experiments_dir
-from lcnrun.report.reproduction import paper_key
+from lcnrun.figures import FIGURES
+from lcnrun.figures.driver import specs_dir
+from lcnrun.figures.reproduction import paper_key
 
 runner = CliRunner()
 
@@ -69,13 +69,13 @@ def test_reproduce_small_writes_the_report_of_every_claim(workdir, tmp_path):
 def test_reproduce_exits_1_when_a_claim_fails(tmp_path):
     """The two-layer aligned start made unbalanced (layers 2a and a/2, the same u0 = a^2): Saxe et al.'s
     closed form assumes a balanced start, so its claim must fail."""
-    spec = (default_experiments_dir() / "figures" / "saxe-modes.small.yaml").read_text()
+    spec = (specs_dir() / "saxe-modes.small.yaml").read_text()
     line = next(x for x in spec.splitlines() if "depth 2, balanced aligned" in x)
     a = "0.03162277660168379"
     assert line.count(a) == 8
     bad_line = line.replace(a, repr(2 * float(a)), 4).replace(a, repr(float(a) / 2))
-    (tmp_path / "experiments" / "figures").mkdir(parents=True)
-    (tmp_path / "experiments" / "figures" / "saxe-modes.small.yaml").write_text(spec.replace(line, bad_line))
+    (tmp_path / "experiments").mkdir(parents=True)
+    (tmp_path / "experiments" / "saxe-modes.small.yaml").write_text(spec.replace(line, bad_line))
     out = tmp_path / "figures"
     r = runner.invoke(app, ["reproduce", "--small", "-f", "saxe-modes", "--experiments", str(tmp_path / "experiments"),
                             "--results", str(tmp_path / "results"), "--out", str(out)])

@@ -19,12 +19,9 @@ from rich.text import Text
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, load_runs, summarize
-from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
+from ..report.summary import QueryError, SummaryTable, label, summary_table
+from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   handle_errors, is_terminal)
-
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": "dim"}
 
 
 def report_errors(fn):
@@ -53,15 +50,7 @@ def print_table(table: Table) -> None:
 
 def cell(value: Any, digits: int = 6) -> str:
     """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return label(value, digits, missing="")
 
 
 def exact(value: Any) -> Any:
@@ -172,9 +161,9 @@ def summary(
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
     source = open_experiment(dir, results)
-    runs = load_runs(source, all_files=all_files, processes=jobs)
-    table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
-                      group_by=_split(group_by), columns=_split(columns) or None)
+    table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
+                          group_by=_split(group_by), columns=_split(columns) or None,
+                          all_files=all_files, processes=jobs)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.columns)

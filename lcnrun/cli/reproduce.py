@@ -26,8 +26,8 @@ def reproduce(
     Exit code 1 if a claim does not hold or a figure could not be produced."""
     import matplotlib
     matplotlib.use("Agg")
-    from ..report.figures.driver import FigureError
-    from ..report.reproduction import by_paper, reproduce as run_all, write_report
+    from ..figures.driver import FigureError
+    from ..figures.reproduction import by_paper, reproduce as run_all, write_report
 
     def show(o):
         state = ("[red]not produced[/]" if o.error else

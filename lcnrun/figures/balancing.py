@@ -24,7 +24,7 @@ Both flows keep ``X = W_N ... W_1`` (an LCN: its end-to-end filter ``v``), drive
   the Kirwan-Ness flow reduces to ``s' = -2 s^3``: ``|G| = sqrt(k)/(4t + c)``, not exponential (``1/|G|``
   grows linearly with slope ``4/sqrt(k)``), and ``R - R_min`` decays like ``1/t`` too.
 
-Runs ``experiments/figures/balancing.yaml`` (both variants from the same random points). Measured:
+Runs ``lcnrun/figures/specs/balancing.yaml`` (both variants from the same random points). Measured:
 ``|G| = sqrt(sum_p |G_p|^2)`` (the ``phi_norms`` series); the fitted slope of ``ln |G|`` where
 ``|G| >= 1e-7 R(0)`` (the integration floor of ``|G|`` is ~``rtol R = 1e-10 R``), for Kirwan-Ness
 only its last two decades ``|G| <= 1e-5 R(0)``, ``|G|/|G(0)| <= 1e-4`` (the slowest mode alone);

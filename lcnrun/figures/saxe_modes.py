@@ -18,7 +18,7 @@ so ``grad_X L = X - Sigma_yx`` with ``Sigma_yx = (1/N_s) sum y x^T = U`` (the ta
 values of ``U``. (With Saxe's ``Sigma^{31}`` a sum over samples and learning rate ``lambda``, ``tau = 1/lambda``;
 our mean over samples and ``t = step * lr`` absorb both.)
 
-Runs ``experiments/figures/saxe-modes.yaml``: ``U = diag(s)`` (so the aligned layers are diagonal), balanced
+Runs ``lcnrun/figures/specs/saxe-modes.yaml``: ``U = diag(s)`` (so the aligned layers are diagonal), balanced
 aligned starts ``W_p = u0^{1/N} I`` for depths 2, 3, 4, and small Gaussian (unaligned, unbalanced) starts.
 Measured from the stored ``end_to_end`` series: ``u_i(t) = U_i^T X(t) V_i`` (``U_s, V_s`` from an SVD of the
 target), ``u0 = u_i(0)``;

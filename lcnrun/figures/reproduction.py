@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .figures import FIGURES
-from .figures.base import Claim
-from .figures.driver import FigureError, produce
+from . import FIGURES
+from .base import Claim
+from .driver import FigureError, produce
 
 
 @dataclass
