@@ -24,6 +24,20 @@ LP, PSEUDO_HUBER, LOG_COSH = 1, 2, 3
 
 # -- the bilinear chain ----------------------------------------------------------------------------
 @jit
+def axpy(y, a, x):
+    """``y += a x`` elementwise (views from 0: LLVM sees non-negative indices and vectorises)."""
+    for i in range(y.shape[0]):
+        y[i] += a * x[i]
+
+
+@jit
+def add_product(y, u, v):
+    """``y += u v`` elementwise."""
+    for i in range(y.shape[0]):
+        y[i] += u[i] * v[i]
+
+
+@jit
 def chain_forward(theta, po, xo, to, out, inp, tap, mm, buf):
     """The prefixes ``a_0 .. a_{L-1}`` of ``theta (P,)`` into ``buf`` (the last one is ``e``)."""
     L = po.shape[0] - 1
@@ -36,19 +50,19 @@ def chain_forward(theta, po, xo, to, out, inp, tap, mm, buf):
         rows, inner, cols = mm[l, 0], mm[l, 1], mm[l, 2]
         if rows > 0:
             # a_l[i, :] += w[i, k] a_{l-1}[k, :], k ascending
-            for i in range(rows):
-                for k in range(inner):
-                    wik = theta[bw + i * inner + k]
-                    for j in range(cols):
-                        buf[bo + i * cols + j] += buf[ba + k * cols + j] * wik
+            # a_l = w_l @ a_{l-1}: one BLAS product (dgemm, single-threaded below its threading
+            # threshold; each entry a sum over the inner index in the kernel's fixed order)
+            np.dot(theta[bw: bw + rows * inner].reshape((rows, inner)),
+                   buf[ba: ba + inner * cols].reshape((inner, cols)),
+                   buf[bo: bo + rows * cols].reshape((rows, cols)))
         for t in range(to[l], to[l + 1]):
             buf[bo + out[t]] += buf[ba + inp[t]] * theta[bw + tap[t]]
 
 
 @jit
-def chain_backward(theta, po, xo, to, out, inp, tap, mm, buf, gbuf, gnext, tbuf, grad):
+def chain_backward(theta, po, xo, to, out, inp, tap, mm, buf, gbuf, gnext, grad):
     """``grad = J^T g`` (written) with ``g = dl/de`` in ``gbuf[:E]`` on entry and the prefixes of
-    :func:`chain_forward` in ``buf``; ``gnext``, ``tbuf``: work space."""
+    :func:`chain_forward` in ``buf``; ``gnext``: work space."""
     L = po.shape[0] - 1
     for p in range(grad.shape[0]):
         grad[p] = 0.0
@@ -60,21 +74,12 @@ def chain_backward(theta, po, xo, to, out, inp, tap, mm, buf, gbuf, gnext, tbuf,
             gnext[p] = 0.0
         rows, inner, cols = mm[l, 0], mm[l, 1], mm[l, 2]
         if rows > 0:
-            # dl/da_{l-1}[k, :] += w[i, k] g[i, :];  dl/dw[i, k] = sum_j g[i, j] a_{l-1}[k, j] (j
-            # ascending), accumulated as rows dl/dw[i, :] += g[i, j] a_{l-1}^T[j, :] so that the
-            # inner loop is elementwise
-            for k in range(inner):
-                for j in range(cols):
-                    tbuf[j * inner + k] = buf[ba + k * cols + j]
-            for i in range(rows):
-                for k in range(inner):
-                    wik = theta[bw + i * inner + k]
-                    for j in range(cols):
-                        gnext[k * cols + j] += gbuf[i * cols + j] * wik
-                for j in range(cols):
-                    gij = gbuf[i * cols + j]
-                    for k in range(inner):
-                        grad[bw + i * inner + k] += gij * tbuf[j * inner + k]
+            # dl/dw_l = g a_{l-1}^T, dl/da_{l-1} = w_l^T g: two BLAS products
+            w = theta[bw: bw + rows * inner].reshape((rows, inner))
+            g = gbuf[: rows * cols].reshape((rows, cols))
+            np.dot(g, buf[ba: ba + inner * cols].reshape((inner, cols)).T,
+                   grad[bw: bw + rows * inner].reshape((rows, inner)))
+            np.dot(w.T, g, gnext[: inner * cols].reshape((inner, cols)))
         for t in range(to[l], to[l + 1]):
             go = gbuf[out[t]]
             gnext[inp[t]] += go * theta[bw + tap[t]]
@@ -104,9 +109,9 @@ def add_penalty_and_norm(theta, grad, loss, l2):
 # -- the square loss: a quadratic in e -------------------------------------------------------------
 @jit
 def member_value_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, f, l2, buf, gbuf, gnext, d,
-                      tbuf, grad):
+                      grad):
     """Loss and ``grad`` (written) of one member ``theta (P,)``; returns ``(loss, |grad|^2)``.
-    ``buf`` holds the prefixes, ``gbuf``/``gnext``/``tbuf`` pull-back work space, ``d`` the residual."""
+    ``buf`` holds the prefixes, ``gbuf``/``gnext`` pull-back work space, ``d`` the residual."""
     L = po.shape[0] - 1
     chain_forward(theta, po, xo, to, out, inp, tap, mm, buf)
     # the quadratic: d = e - e_min, g = (I kron S) d
@@ -120,11 +125,11 @@ def member_value_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, f, 
     # vectorises without reordering any sum)
     for p in range(E):
         gbuf[p] = 0.0
-    for i in range(r):
+    if r > 1:  # a DLN: g = d @ S, one BLAS product
+        np.dot(d[:E].reshape((r, c)), S[f], gbuf[:E].reshape((r, c)))
+    else:
         for k in range(c):
-            dk = d[i * c + k]
-            for j in range(c):
-                gbuf[i * c + j] += dk * S[f, k, j]
+            axpy(gbuf[:c], d[k], S[f, k])
     quad = 0.0
     for p in range(E):
         quad += d[p] * gbuf[p]
@@ -133,7 +138,7 @@ def member_value_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, f, 
     if quad < 0.0:
         quad = 0.0
     loss = l_min[f] + 0.5 * quad
-    chain_backward(theta, po, xo, to, out, inp, tap, mm, buf, gbuf, gnext, tbuf, grad)
+    chain_backward(theta, po, xo, to, out, inp, tap, mm, buf, gbuf, gnext, grad)
     return add_penalty_and_norm(theta, grad, loss, l2)
 
 
@@ -145,10 +150,9 @@ def value_and_grad(theta, po, xo, to, out, inp, tap, mm, S, e_min, l_min, index,
     gbuf = np.empty(nbuf)
     gnext = np.empty(nbuf)
     d = np.empty(nbuf)
-    tbuf = np.empty(nbuf)
     for b in range(B):
         loss[b], _ = member_value_grad(theta[b], po, xo, to, out, inp, tap, mm, S, e_min, l_min,
-                                       index[b], l2, buf, gbuf, gnext, d, tbuf, grad[b])
+                                       index[b], l2, buf, gbuf, gnext, d, grad[b])
 
 
 @jit
@@ -164,7 +168,6 @@ def descend(theta, lr, steps, loss_below, gnorm_below, factor, rec, n_rec,
     gbuf = np.empty(nbuf)
     gnext = np.empty(nbuf)
     d = np.empty(nbuf)
-    tbuf = np.empty(nbuf)
     grad = np.empty(P)
     th = np.empty(P)
     for b in range(B):
@@ -177,7 +180,7 @@ def descend(theta, lr, steps, loss_below, gnorm_below, factor, rec, n_rec,
         step_lr = lr[b]
         while k <= last:
             loss, g2 = member_value_grad(th, po, xo, to, out, inp, tap, mm, S, e_min, l_min, index[b],
-                                         l2, buf, gbuf, gnext, d, tbuf, grad)
+                                         l2, buf, gbuf, gnext, d, grad)
             gnorm = np.sqrt(g2)
             if k == 0:
                 threshold[b] = factor[b] * max(loss, 1.0)
@@ -264,20 +267,6 @@ def residual_loss(kind, param, pred, Y, yo, lo, n, lacc, g):
 
 
 @jit
-def axpy(y, a, x):
-    """``y += a x`` elementwise (views from 0: LLVM sees non-negative indices and vectorises)."""
-    for i in range(y.shape[0]):
-        y[i] += a * x[i]
-
-
-@jit
-def add_product(y, u, v):
-    """``y += u v`` elementwise."""
-    for i in range(y.shape[0]):
-        y[i] += u[i] * v[i]
-
-
-@jit
 def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y, c, R, period, run_start,
                            run_len, fold, kind, param, n_samples, l2, loss, grad):
     """Loss ``(B,)`` and gradient ``(B, P)`` of a separable loss, every member in one pass over the
@@ -336,7 +325,6 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
                         add_product(ak, g[o + fo: o + fo + fold], Z[zo + fo: zo + fo + fold])
     gbuf = np.empty(nbuf)
     gnext = np.empty(nbuf)
-    tbuf = np.empty(nbuf)
     for b in range(B):
         s = 0.0
         for p in range(c * R):
@@ -346,5 +334,5 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
             for m in range(fold):
                 t += acc[b, q * fold + m]
             gbuf[q] = t / n_samples
-        chain_backward(theta[b], po, xo, to, out, inp, tap, mm, bufs[b], gbuf, gnext, tbuf, grad[b])
+        chain_backward(theta[b], po, xo, to, out, inp, tap, mm, bufs[b], gbuf, gnext, grad[b])
         loss[b], _ = add_penalty_and_norm(theta[b], grad[b], s / n_samples, l2)
