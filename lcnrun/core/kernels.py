@@ -39,6 +39,7 @@ its user cache folder if this one is read-only); numba is imported when a kernel
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -94,6 +95,30 @@ class QuadraticForms:
         """The forms of a subset of members (the arrays are shared, only ``index`` is cut)."""
         return QuadraticForms(self.S, self.e_min, self.l_min,
                               np.ascontiguousarray(self.index[members], dtype=np.int64), self.l2)
+
+
+@lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries (numpy's and scipy's, which the kernels' products
+    use), looked up once per process."""
+    import scipy.linalg  # noqa: F401, PLC0415  (loads scipy's BLAS, so that it is seen too)
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread():
+    """Every BLAS limited to one thread for the duration (the computation of a run).
+
+    Why: a multi-threaded BLAS may split a product's sums differently for another thread count,
+    so the same point run with 2 threads (``lcnrun run``) and with 1 (a sweep worker) would not
+    give the same file. With one thread, and kernels whose per-member operations do not depend
+    on the batch, a point's numbers are those of its run alone whatever the machine's thread
+    settings.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
 
 
 @lru_cache(maxsize=None)
