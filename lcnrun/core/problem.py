@@ -38,6 +38,7 @@ class Problem:
         self._program = None
         self._forms = None
         self._sample_forms = None
+        self._batch_forms: dict = {}
 
     # -- compiled evaluation (square loss) ----------------------------------------------------------
     def chain_program(self):
@@ -58,7 +59,14 @@ class Problem:
             self._forms = QuadraticForms(np.ascontiguousarray(q.gram, dtype=float)[None],
                                          np.ascontiguousarray(q.e_min, dtype=float).reshape(1, -1),
                                          np.array([q.l_min]), np.zeros(0, dtype=np.int64))
-        return self._program, dataclasses.replace(self._forms, index=np.zeros(batch, dtype=np.int64))
+        # the forms of the last batch size and of single members, kept: a flow evaluates one
+        # member thousands of times, and building them is a good part of a small problem's call
+        cached = self._batch_forms.get(batch)
+        if cached is None:
+            cached = dataclasses.replace(self._forms, index=np.zeros(batch, dtype=np.int64))
+            self._batch_forms = {k: v for k, v in self._batch_forms.items() if k == 1}
+            self._batch_forms[batch] = cached
+        return self._program, cached
 
     def sample_forms(self):
         """:class:`~lcnrun.core.kernels.SampleForms` of a separable loss (built once), or None (the
