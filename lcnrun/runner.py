@@ -22,16 +22,16 @@ a key; anything else runs alone. The computation runs with one BLAS thread
 from __future__ import annotations
 
 import json
-import signal
 import traceback
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from . import interrupt
+from .core import control
 from .core.data import build_dataset
 from .core.diagnostics import DIAGNOSTICS, check_data_condition
 from .core.dynamics import COMPLETED, DYNAMICS, FAILED, STOPPED, Trajectory
@@ -41,31 +41,18 @@ from .core.losses import LOSSES
 from .core.models import MODELS, Model
 from .core.problem import Problem, ProblemEnsemble
 from .core.regularization import fiber_decomposition, regularize
+from .interrupt import StopRequested
 from .provenance import collect_provenance, finish_provenance
 from .spec import resolved_dict
 from .store.runfile import RunRecord, write_run
 
 
-class StopRequested(Exception):
-    """Raised inside a run when the process is asked to stop (SIGTERM: preemption, time limit)."""
-
-
-@contextmanager
-def stop_on_sigterm():
-    """Turn SIGTERM into :class:`StopRequested` for the duration of a run (main thread only)."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum, frame):
-            raise StopRequested("received SIGTERM")
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _poll_computation() -> None:
+    """What a run's computation does at each of the core's poll points (between two steps): the
+    test barrier ``computing`` and the check of a stop request the signal handler could not raise
+    (a SIGTERM that arrived while a compiled kernel ran)."""
+    interrupt.barrier("computing")
+    interrupt.check()
 
 
 @dataclass
@@ -228,7 +215,9 @@ def iter_ensemble(run_specs, run_ids):
     model = None
     shared_warnings: list = []
     try:
-        with stop_on_sigterm(), one_blas_thread(), warnings.catch_warnings(record=True) as caught:
+        # a stop request from before (set-up, the claim) raises at once; one during raises there
+        with interrupt.stoppable(), control.polling(_poll_computation), one_blas_thread(), \
+                warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             first = run_specs[0]
             model = MODELS[first.model.kind](first.model.options)

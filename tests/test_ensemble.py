@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from barriers import Barrier
 from lcnrun.cli import app
 from lcnrun.core.data import GaussianData, TeacherTarget, build_dataset
 from lcnrun.core.dynamics import COMPLETED, DIVERGED, GradientDescent, GradientFlow
@@ -277,26 +277,22 @@ def test_a_killed_worker_fails_the_points_of_its_ensemble(tmp_path):
     """SIGKILL to a worker computing an ensemble of 2 points: both get failed run files naming the
     signal and the ensemble; the other worker's ensemble completes; no leftovers."""
     spec = tmp_path / "slow.yaml"
-    spec.write_text(SPEC.replace("steps: 300", "steps: 1500000").replace("points: 25", "points: 5")
-                    + "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
+    spec.write_text(SPEC.replace("points: 25", "points: 5") + "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
     results = tmp_path / "results"
     runs = results / "ens" / "runs"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    barrier = Barrier(tmp_path, "computing")  # both workers wait inside their ensemble's computation
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), **barrier.env)
     main = "import sys; from lcnrun.cli import main; sys.argv[0] = 'lcnrun'; main()"
     proc = subprocess.Popen([sys.executable, "-c", main, "sweep", str(spec), "-j", "2", "--results", str(results)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (runs.is_dir() and len(claimed_runs(runs)) == 4  # both ensembles computing
-                   and all(len(h.split()) >= 2 for h in claimed_runs(runs).values())):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
-            time.sleep(0.02)
+        pid = barrier.wait(2, proc)[0]
         holders = claimed_runs(runs)
-        pid = int(next(iter(holders.values())).split()[1])
         victims = {rid for rid, h in holders.items() if int(h.split()[1]) == pid}
         os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=120)
+        barrier.release()
+        out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

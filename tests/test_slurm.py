@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import textwrap
 import time
@@ -26,7 +25,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from barriers import Barrier
 from lcnrun.cli import app
+from lcnrun.interrupt import BARRIER_VARIABLE
 from lcnrun.report.status import SCHEDULER_PROBES
 from lcnrun.schedule import slurm
 from lcnrun.schedule.slurm import (ArrayPlan, SubmitOptions, TaskState, parse_config, parse_sacct,
@@ -284,39 +285,6 @@ def hidden_files(folder: Path) -> list[str]:
     return sorted(n for n in os.listdir(folder / "runs") if n.startswith("."))
 
 
-def task_pid(run_id: str, results: Path) -> int | None:
-    """The pid of the array task's lcnrun process computing ``run_id`` (same host)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        args = [c.decode(errors="replace") for c in cmd]
-        if "--expect-run-id" in args and run_id in args and str(results) in args:
-            return int(entry)
-    return None
-
-
-def wait_until_computing(run_id: str, results: Path, deadline: float = 120.0) -> int:
-    """Wait until the task computing ``run_id`` is inside the run: the runner has installed its
-    SIGTERM handler (bit 15 of SigCgt in /proc/PID/status)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        pid = task_pid(run_id, results)
-        if pid is not None:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M)[1], 16)
-                if caught >> (signal.SIGTERM - 1) & 1:
-                    return pid
-            except (OSError, TypeError):
-                pass
-        time.sleep(0.05)
-    pytest.fail(f"the task computing {run_id} did not start its run within {deadline:.0f} s")
-
-
 @pytest.mark.slurm
 def test_dry_run_submits_nothing(cluster, tmp_path):
     spec = write_spec(tmp_path, "dryrun")
@@ -378,37 +346,41 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
     assert "8 pairs of runs bitwise identical" in r.output
 
 
-SLOW = """\
+TWO = """\
 sweep:
   points:
-    - {dynamics.steps: 100}
+    - {init.seed: 2}
     - {}
 """
 
 
 @pytest.mark.slurm
-def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(cluster, tmp_path):
-    # point 1 takes a few seconds: log-cosh descent steps in numpy (~10k steps/s), so SIGTERM is
-    # seen within a step (the compiled square-loss kernel would finish 60k steps in ~30 ms)
-    spec = write_spec(tmp_path, "cancelled", SLOW, steps=60_000, loss="log_cosh")
+def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(cluster, tmp_path, monkeypatch):
+    # both tasks wait inside their computation (a barrier: sbatch passes the environment on);
+    # task 1 is cancelled there, task 0 then goes on and completes
+    barrier = Barrier(tmp_path, "computing")
+    monkeypatch.setenv(*next(iter(barrier.env.items())))
+    spec = write_spec(tmp_path, "cancelled", TWO)
     results = tmp_path / "results"
     folder = results / "cancelled"
     job_ids, out = submit(spec, "--results", results)
     (job,) = job_ids
     (record,) = submissions(folder)
     slow_id = record["points"][1][1]
-    wait_until_computing(slow_id, results)
+    barrier.wait(2)
     subprocess.run(["scancel", f"{job}_1"], check=True, timeout=30)
+    wait_for_task_end(job, 1)
+    barrier.release()
     wait_for_jobs(job_ids)
-    # SIGTERM reached the run: a whole run file says `stopped` (or, at worst, there is none)
+    # SIGTERM reached the run inside its computation: a whole run file says `stopped`
     path = folder / "runs" / f"{slow_id}.h5"
     assert not hidden_files(folder)
-    if path.exists():
-        assert read_run_status(path) == "stopped"
-        assert "CANCELLED" in (folder / "slurm" / f"{job}_1.out").read_text()
-    st = status_json(folder)
-    assert st["counts"].get("completed") == 1 and st["counts"].get("stopped", 0) + st["counts"].get("failed", 0) == 1, st
+    assert read_run_status(path) == "stopped"
+    assert read_run(path).attrs["message"] == "stopped: received SIGTERM"
+    assert "CANCELLED" in (folder / "slurm" / f"{job}_1.out").read_text()
+    assert status_json(folder)["counts"] == {"completed": 1, "stopped": 1}
     # --rerun-failed submits only that point, and it completes
+    monkeypatch.delenv(BARRIER_VARIABLE)
     job_ids, out = submit(spec, "--results", results, "--rerun-failed")
     assert "1 completed" in out and "1 to submit" in out, out
     assert submissions(folder)[-1]["points"] == [[1, slow_id]]
@@ -417,28 +389,40 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
     assert status_json(folder)["counts"] == {"completed": 2}
 
 
+def wait_for_task_end(job: str, task: int, deadline: float = DEADLINE) -> None:
+    """Wait until array task ``job_task`` has left the queue (a bound on a hang, not a timing)."""
+    end = time.monotonic() + deadline
+    while f"{job}_{task} " in squeue_ids([job]) + " ":
+        if time.monotonic() > end:
+            pytest.fail(f"task {job}_{task} still in the queue after {deadline:.0f} s")
+        time.sleep(0.1)
+
+
 @pytest.mark.slurm
-def test_requeued_task_is_queued_then_runs_its_point_again(cluster, tmp_path):
-    spec = write_spec(tmp_path, "requeued", "", steps=60_000, loss="log_cosh")
+def test_requeued_task_is_queued_then_runs_its_point_again(cluster, tmp_path, monkeypatch):
+    barrier = Barrier(tmp_path, "computing")  # the first attempt waits inside its computation
+    monkeypatch.setenv(*next(iter(barrier.env.items())))
+    spec = write_spec(tmp_path, "requeued", "")
     results = tmp_path / "results"
     folder = results / "requeued"
     job_ids, out = submit(spec, "--results", results, "--requeue")
     (job,) = job_ids
     run_id = submissions(folder)[0]["points"][0][1]
-    wait_until_computing(run_id, results)
+    barrier.wait(1)
     # what a preemption does to a requeueable job: SIGTERM, then back into the queue
     subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True, timeout=30)
-    end = time.monotonic() + 30
+    end = time.monotonic() + DEADLINE
     while not (folder / "runs" / f"{run_id}.h5").exists() and time.monotonic() < end:
         time.sleep(0.1)
     assert read_run_status(folder / "runs" / f"{run_id}.h5") == "stopped"
     # a requeued job waits ~2 min (BeginTime) before it may start again: once it is back in the
     # queue, let it start now
-    end = time.monotonic() + 30
+    end = time.monotonic() + DEADLINE
     while squeue_ids(job_ids) != f"{job}_0 PENDING" and time.monotonic() < end:
         time.sleep(0.1)
     assert squeue_ids(job_ids) == f"{job}_0 PENDING"
     assert status_json(folder)["counts"] == {"queued": 1}
+    barrier.release()  # the second attempt passes the barrier
     subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=30)
     wait_for_jobs(job_ids)
     assert read_run_status(folder / "runs" / f"{run_id}.h5") == "completed"

@@ -26,6 +26,8 @@ from lcnrun.store import read_run, read_run_status
 from lcnrun.store.claims import claim_path, claimed_runs, try_claim
 from lcnrun.store.experiment import ExperimentDir
 
+from barriers import Barrier, wait_gone
+
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
@@ -52,12 +54,19 @@ def invoke(*args):
 MAIN = "import sys; from lcnrun.cli import main; sys.argv[0] = 'lcnrun'; main()"
 
 
-def lcnrun(*args, **kwargs) -> subprocess.Popen:
-    """``lcnrun ARGS`` in a subprocess of its own session (its own process group)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def lcnrun(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """``lcnrun ARGS`` in a subprocess of its own session (its own process group); ``env``: extra
+    environment variables (e.g. a :class:`Barrier`'s)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.Popen([sys.executable, "-c", MAIN, *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kwargs)
+                            start_new_session=True, **{"preexec_fn": _default_sigint, **kwargs})
+
+
+def _default_sigint() -> None:
+    # as from a terminal: a test runner's worker (pytest-xdist) may ignore SIGINT, and a child
+    # inherits that, so Ctrl-C would not reach the sweep at all
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -103,7 +112,6 @@ def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0, every: 
         time.sleep(every)
 
 
-SLOW = 1_000_000  # steps: about 0.2-0.5 s per run (compiled gradient descent, 2-5 M steps/s here)
 
 
 # -- refusals: nothing runs, one message, exit 2 ---------------------------------------------------
@@ -221,13 +229,16 @@ def test_a_run_that_raises_is_recorded_as_failed(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "data.npz", X=rng.standard_normal((8, 12)), Y=rng.standard_normal((8, 4)))
     spec = write_spec(tmp_path, "sweep:\n  points: [{init.seed: 0}, {data: {kind: file, path: data.npz}}, "
-                                "{init.seed: 2}]\n", steps=SLOW)
+                                "{init.seed: 2}]\n")
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    # every point alone (--ensemble 1): point 1 reads its data only when point 0 is done
-    proc = lcnrun("sweep", spec, "-j", "1", "--ensemble", "1", "--results", results)
-    wait_until(lambda: xdir.runs_dir.is_dir() and claimed_runs(xdir.runs_dir), proc)  # point 0 runs
+    # every point alone (--ensemble 1), one worker: point 1 reads its data only when point 0 is
+    # done, and point 0 waits at the barrier while the file is spoilt
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "1", "--ensemble", "1", "--results", results, env=barrier.env)
+    barrier.wait(1, proc)
     (tmp_path / "data.npz").write_bytes(b"not an npz file any more")
+    barrier.release()
     rc, out = finish(proc)
     assert rc == 1, out
     ids = manifest_ids(xdir)
@@ -242,19 +253,22 @@ def test_a_run_that_raises_is_recorded_as_failed(tmp_path):
 
 
 def test_sigkill_mid_sweep_then_resume_runs_every_point_exactly_once(tmp_path):
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7]}\n", steps=SLOW)
+    """kill -9 of the sweep and its workers while each worker holds the claim of its third point
+    (two done each: every point alone, two workers); the next sweep cleans up and runs the rest."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7]}\n")
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, "--log-every", "0.2")
+    barrier = Barrier(tmp_path, "claimed", nth=3)
+    proc = lcnrun("sweep", spec, "-j", "2", "--ensemble", "1", "--results", results, env=barrier.env)
     try:
-        wait_until(lambda: xdir.runs_dir.is_dir() and len(run_ids(xdir)) >= 2, proc)
-        wait_until(lambda: claimed_runs(xdir.runs_dir), proc)  # a run is in progress
+        barrier.wait(2, proc)
+        assert len(claimed_runs(xdir.runs_dir)) == 2
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, at once
         finish(proc)
     ids = manifest_ids(xdir)
     done = set(run_ids(xdir))
-    assert 2 <= len(done) < len(ids)
+    assert len(done) == 4
     for rid in done:  # every file under its final name is whole
         assert read_run(xdir.run_path(rid)).status == "completed"
     # what a kill -9 may leave: a temporary of a dead writer, a claim file nobody holds
@@ -275,48 +289,120 @@ def test_sigkill_mid_sweep_then_resume_runs_every_point_exactly_once(tmp_path):
         assert read_run(xdir.run_path(rid)).status == "completed"
 
 
-@pytest.mark.parametrize("signum, code, left", [(signal.SIGINT, 130, "pending"),
-                                                 (signal.SIGTERM, 143, "stopped")])
-def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code, left):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code):
     """Ctrl-C abandons the runs in progress (no file: pending); SIGTERM lets them write
-    'stopped' run files, which the next sweep runs again. (The 4 points form two ensembles of 2,
-    about 2 s each: the signal arrives while they compute.)"""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n", steps=SLOW * 10)
+    'stopped' run files, which the next sweep runs again. The 4 points form two ensembles of 2,
+    one per worker; the signal reaches both workers inside their computation (a barrier)."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
-
-    def both_computing() -> bool:  # two runs claimed, both for a while (so inside the computation)
-        first = set(claimed_runs(xdir.runs_dir)) if xdir.runs_dir.is_dir() else set()
-        if len(first) < 2:
-            return False
-        time.sleep(0.15)
-        return set(claimed_runs(xdir.runs_dir)) == first
-    wait_until(both_computing, proc)
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
+    workers = barrier.wait(2, proc)
     os.killpg(proc.pid, signum)
-    rc, out = finish(proc, timeout=60)
+    rc, out = finish(proc, timeout=120)
     assert rc == code, out
     assert "interrupted" in out and "run the same command again" in out
+    wait_gone(workers)
     assert leftovers(xdir) == []
-    states = {}
-    for rid in run_ids(xdir):
-        states[rid] = read_run_status(xdir.run_path(rid))
-    if left == "stopped":
-        assert list(states.values()).count("stopped") >= 1, states
-    else:
-        assert "stopped" not in states.values()
+    states = [read_run_status(xdir.run_path(rid)) for rid in run_ids(xdir)]
+    assert states == ([] if signum == signal.SIGINT else ["stopped"] * 4)
+    for rid in run_ids(xdir):  # whole files, with no trajectory: nothing was computed
+        assert read_run(xdir.run_path(rid)).attrs["message"] == "stopped: received SIGTERM"
     rc, out = finish(lcnrun("sweep", spec, "-j", "1", "--results", results))
     assert rc == 0, out
-    assert ran_now(out) == 4 - list(states.values()).count("completed")
+    assert ran_now(out) == 4
     assert {read_run_status(xdir.run_path(i)) for i in manifest_ids(xdir)} == {"completed"}
 
 
-def test_two_sweeps_at_once_run_each_point_once(tmp_path):
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}\n",
-                      steps=SLOW)
+@pytest.mark.parametrize("phase, left", [("started", []), ("claimed", ["stopped"] * 4),
+                                         ("computing", ["stopped"] * 4),
+                                         ("writing", ["completed"] * 4)])
+def test_sigterm_at_every_phase_leaves_whole_files(tmp_path, phase, left):
+    """SIGTERM to a sweep whose two workers wait at ``phase``: before a claim nothing is written;
+    after the claim (provenance, set-up) and during the computation every point of the task is
+    'stopped' (never computed to the end: the bug this guards against); while a file is being
+    written, the computation is done and every file is written whole."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
     results = tmp_path / "results"
-    first = lcnrun("sweep", spec, "-j", "1", "--results", results)
-    second = lcnrun("sweep", spec, "-j", "1", "--results", results)
+    xdir = ExperimentDir(results / "demo")
+    barrier = Barrier(tmp_path, phase)
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
+    workers = barrier.wait(2, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    rc, out = finish(proc, timeout=120)
+    assert rc == 143, out
+    wait_gone(workers)
+    assert sorted(read_run_status(xdir.run_path(r)) for r in run_ids(xdir)) == left
+    if xdir.runs_dir.is_dir():
+        assert leftovers(xdir) == [] and claimed_runs(xdir.runs_dir) == {}
+
+
+@pytest.mark.parametrize("phase, left", [("started", "stopped"), ("claimed", "stopped"),
+                                         ("computing", "stopped"), ("writing", "completed")])
+def test_sigterm_to_lcnrun_run_at_every_phase(tmp_path, phase, left):
+    """`lcnrun run --index` (a Slurm task's command): a SIGTERM after its start (while the spec
+    is loaded, the claim taken, the run set up) or inside the computation gives a whole
+    'stopped' file; one while the file is written lets that computed file be written whole."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1]}\n")
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    barrier = Barrier(tmp_path, phase)
+    proc = lcnrun("run", spec, "--index", "1", "--results", results, env=barrier.env)
+    barrier.wait(1, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    rc, out = finish(proc)
+    assert rc == (0 if left == "completed" else 1), out
+    assert [read_run_status(xdir.run_path(r)) for r in run_ids(xdir)] == [left]
+    assert leftovers(xdir) == [] and claimed_runs(xdir.runs_dir) == {}
+
+
+def test_a_sweep_that_ignores_sigint_has_workers_that_ignore_it(tmp_path):
+    """A sweep started with SIGINT ignored (``cmd &`` in a script): a SIGINT to its process
+    group must not kill the workers behind its back (their points would be 'lost')."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env,
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    barrier.wait(2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    barrier.release()
+    rc, out = finish(proc)
+    assert rc == 0 and ran_now(out) == 4, out
+    assert [read_run_status(xdir.run_path(r)) for r in run_ids(xdir)] == ["completed"] * 4
+
+
+def test_workers_of_a_killed_sweep_stop_and_release_their_claims(tmp_path):
+    """kill -9 of the sweep process alone: its workers (inside their computation) are told by
+    the kernel, write 'stopped' files for their whole ensembles, release the claims and exit."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
+    workers = barrier.wait(2, proc)
+    os.kill(proc.pid, signal.SIGKILL)  # the sweep only, not its process group
+    finish(proc)
+    wait_gone(workers)
+    assert sorted(read_run_status(xdir.run_path(r)) for r in run_ids(xdir)) == ["stopped"] * 4
+    assert claimed_runs(xdir.runs_dir) == {}
+    rc, out = finish(lcnrun("sweep", spec, "-j", "2", "--results", results))
+    assert rc == 0 and ran_now(out) == 4, out
+
+
+def test_two_sweeps_at_once_run_each_point_once(tmp_path):
+    """Two sweeps of one experiment, each worker held right after its first claim until both
+    hold one: they run at the same time, and every point is computed once."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}\n")
+    results = tmp_path / "results"
+    barrier = Barrier(tmp_path, "claimed")
+    first = lcnrun("sweep", spec, "-j", "1", "--ensemble", "1", "--results", results, env=barrier.env)
+    second = lcnrun("sweep", spec, "-j", "1", "--ensemble", "1", "--results", results, env=barrier.env)
+    barrier.wait(2)
+    barrier.release()
     (c1, o1), (c2, o2) = finish(first), finish(second)
     assert c1 == 0 and c2 == 0, o1 + o2
     assert ran_now(o1) + ran_now(o2) == 10, o1 + o2
@@ -331,17 +417,16 @@ def test_a_killed_worker_fails_its_point_only(tmp_path):
     """The OOM killer's SIGKILL to one worker: that point is recorded failed, naming the signal,
     a new worker takes over, the sweep ends (no hang) with exit 1. (Every point alone here; a
     killed worker computing an ensemble fails the points of its ensemble: test_ensemble.py.)"""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n", steps=SLOW * 2)
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
     results = tmp_path / "results"
     xdir = ExperimentDir(results / "demo")
-    proc = lcnrun("sweep", spec, "-j", "2", "--ensemble", "1", "--results", results)
-
-    def claimed_with_holder():  # (a claim file is locked a moment before its holder is written)
-        held = claimed_runs(xdir.runs_dir) if xdir.runs_dir.is_dir() else {}
-        return [(r, h) for r, h in held.items() if len(h.split()) >= 2]
-    wait_until(claimed_with_holder, proc)
-    victim_run, holder = claimed_with_holder()[0]
-    os.kill(int(holder.split()[1]), signal.SIGKILL)
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "2", "--ensemble", "1", "--results", results, env=barrier.env)
+    pids = barrier.wait(2, proc)
+    held = claimed_runs(xdir.runs_dir)
+    victim_run = next(r for r, h in held.items() if int(h.split()[1]) == pids[0])
+    os.kill(pids[0], signal.SIGKILL)
+    barrier.release()
     rc, out = finish(proc, timeout=120)
     assert rc == 1, out
     assert re.search(rf"{victim_run} failed .*killed by SIGKILL", out), out
@@ -368,7 +453,6 @@ def test_a_point_claimed_elsewhere_is_waited_for_not_run_twice(tmp_path):
     assert status["counts"] == {"running": 1, "pending": 2}
     proc = lcnrun("sweep", spec, "-j", "2", "--results", results)
     wait_until(lambda: xdir.run_path(ids[0]).exists() and xdir.run_path(ids[2]).exists(), proc)
-    time.sleep(0.3)
     assert proc.poll() is None  # still waiting for point 1
     assert not xdir.run_path(ids[1]).exists()
     # the other process finishes point 1 (here: by writing a copy of point 0's file) and lets go

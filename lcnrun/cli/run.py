@@ -38,7 +38,12 @@ def run(
                                           "size ... together as one ensemble: '0-99', '3,5,10-12'"),
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
-    from .. import workflow
+    from .. import interrupt, workflow
+
+    # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
+    # started its computation yet stops as soon as it would, and writes a 'stopped' run file
+    interrupt.install()
+    interrupt.barrier("started")
     from ..store.claims import try_claim
 
     exp = workflow.load(spec)
@@ -62,6 +67,7 @@ def run(
     # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
     # the same point at once (the second waits, then finds it completed)
     with try_claim(xdir.runs_dir, point.run_id, wait=True):
+        interrupt.barrier("claimed")
         outcome = workflow.run_point(exp, xdir, point, force=force)
     path = xdir.run_path(point.run_id)
     if quiet:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
+from .. import interrupt
 from ..store.claims import clean_run_temporaries, clean_stale_claims, try_claim
 from ..store.experiment import ExperimentDir
 from ..store.runfile import RunFileError, read_run_attrs, read_run_status
@@ -203,7 +204,6 @@ class _Task:
     wait: bool  # block until the claim is free (otherwise give up: "busy")
 
 
-_stop_after_this_run = False
 _waiting_for_a_claim = False
 _READY = "ready"
 _DONE = "done"  # a worker sends one PointResult per point of its task, then this
@@ -214,13 +214,27 @@ def _on_worker_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
-def _on_worker_sigterm(signum, frame):
-    # Outside a run (the runner turns SIGTERM into a 'stopped' run while computing): finish what
-    # is being written, then exit; stop waiting for another process's claim at once.
-    global _stop_after_this_run
-    _stop_after_this_run = True
+def _on_stop_request() -> None:
+    # SIGTERM (the sweep's, Slurm's, or the parent's death): inside a run the runner turns it into
+    # 'stopped' run files; outside, what is being written is finished and the worker exits after
+    # its task. Waiting for another process's claim is given up at once.
     if _waiting_for_a_claim:
         raise KeyboardInterrupt
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the sweep process dies (Linux
+    ``PR_SET_PDEATHSIG``), so that a worker whose sweep was killed (``kill -9``) stops within a
+    step and releases its claims instead of computing for nobody; elsewhere the broken pipe
+    ends the worker after its task."""
+    try:
+        import ctypes  # noqa: PLC0415
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        interrupt.request_stop("the sweep process died")
 
 
 def _attempt(exp, xdir: ExperimentDir, task: _Task):
@@ -252,6 +266,7 @@ def _attempt(exp, xdir: ExperimentDir, task: _Task):
             to_run.append(point)
         if not to_run:
             return
+        interrupt.barrier("claimed")
         start = time.perf_counter()
         done = 0
         try:
@@ -267,23 +282,38 @@ def _attempt(exp, xdir: ExperimentDir, task: _Task):
                                   time.perf_counter() - start)
 
 
-def _worker_main(conn, exp, root: str) -> None:
-    """A worker: receive tasks, send :class:`PointResult` s, until ``None`` or end of pipe."""
-    signal.signal(signal.SIGINT, _on_worker_sigint)
-    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+def _worker_main(conn, exp, root: str, parent_pid: int, ignore_sigint: bool = False) -> None:
+    """A worker: receive tasks, send :class:`PointResult` s, until ``None`` or end of pipe.
+
+    SIGTERM is a stop request (:mod:`lcnrun.interrupt`) from the worker's first instruction on:
+    one that arrives while a task's claims are taken or its runs are set up still stops them. If
+    the sweep process is gone (the pipe is broken), the task's remaining results are still
+    written (every run file whole, ``stopped`` ones included), then the worker exits. A sweep
+    that ignores SIGINT (started in the background by a script) has workers that ignore it too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_worker_sigint)
+    interrupt.install(_on_stop_request)
+    _die_with_parent(parent_pid)
+    interrupt.barrier("started")
     xdir = ExperimentDir(root)
     try:
         from .. import workflow  # noqa: F401, PLC0415  (numpy, scipy, h5py: once, before "ready")
         conn.send(_READY)
-        while not _stop_after_this_run:
+        while interrupt.stop_requested() is None:
             try:
                 task = conn.recv()
             except (EOFError, OSError):
                 return
             if task is None:
                 return
+            orphaned = False
             for result in _attempt(exp, xdir, task):
-                conn.send(result)
+                if not orphaned:
+                    try:
+                        conn.send(result)
+                    except (BrokenPipeError, OSError):
+                        orphaned = True
+            if orphaned:
+                return
             conn.send(_DONE)
     except KeyboardInterrupt:
         return
@@ -309,7 +339,8 @@ def _pinned_blas_environment():
 class _Worker:
     def __init__(self, ctx, exp, root: Path, number: int):
         parent_end, child_end = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child_end, exp, str(root)),
+        self.proc = ctx.Process(target=_worker_main, args=(child_end, exp, str(root), os.getpid(),
+                                                       signal.getsignal(signal.SIGINT) == signal.SIG_IGN),
                                 name=f"lcnrun-sweep-worker-{number}", daemon=True)
         with _pinned_blas_environment():
             self.proc.start()

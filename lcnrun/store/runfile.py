@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
 
+from .. import interrupt
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
 
@@ -211,6 +212,7 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
     with atomic_replace(path, fsync=fsync) as tmp:
         with h5py.File(tmp, "x", locking=False) as f:
             _write_contents(f, record)
+        interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
     return path
 
 

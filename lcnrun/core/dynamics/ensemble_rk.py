@@ -30,6 +30,8 @@ import numpy as np
 from scipy.integrate._ivp import rk
 from scipy.optimize import brentq
 
+from .. import control
+
 EPS = np.finfo(float).eps
 SAFETY, MIN_FACTOR, MAX_FACTOR = rk.SAFETY, rk.MIN_FACTOR, rk.MAX_FACTOR
 
@@ -209,6 +211,7 @@ def integrate_ensemble(evaluate, y0, t_end, t_evals, rtol, atol, tab: Tableau, *
     checkpoint_t = np.zeros(B)
     running = np.ones(B, dtype=bool)
     while running.any():
+        control.poll()
         idx = np.flatnonzero(running)
         tb, hb = t[idx], h_abs[idx]
         min_step = 10 * np.abs(np.nextafter(tb, np.inf) - tb)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import control
 from ..options import option
 from ..recording import record_steps
 from .base import COMPLETED, DIVERGED, Dynamics, Event, StoppingOptions, Trajectory, divergence_threshold, stop_reason
@@ -23,9 +24,9 @@ class DescentOptions(StoppingOptions):
     steps: int = option(kind="int", check="at_least_one", doc="number of steps")
 
 
-#: member-steps per call of the compiled kernel: between two calls Python regains control, so a
-#: SIGTERM or Ctrl-C is handled within about a second
-KERNEL_CHUNK = 1_000_000
+#: member-steps per call of the compiled kernel: between two calls Python regains control (a
+#: SIGTERM or Ctrl-C is handled, :func:`lcnrun.core.control.poll` runs) within about 0.1 s
+KERNEL_CHUNK = 200_000
 
 
 def _per_member(value, B: int, what: str) -> list:
@@ -120,6 +121,7 @@ def _descend_compiled(compiled, theta0, records, opts) -> list[Trajectory]:
         window = max(1, KERNEL_CHUNK // (sl.stop - sl.start))
         k_limit = window - 1
         while np.any(status[sl] == kernels.RUNNING):
+            control.poll()
             kernel(theta[sl], lr[sl], steps[sl], loss_below[sl], gnorm_below[sl], factor[sl], rec[sl],
                    n_rec[sl], *prog, S, e_min, l_min, index[sl], l2, k_next[sl], rec_pos[sl],
                    threshold[sl], status[sl], k_limit, out_theta[sl], out_loss[sl], out_gnorm[sl],
@@ -162,6 +164,7 @@ def _descend_numpy(problem, theta0, records, opts, transform, events) -> list[Tr
     threshold = None
     last_step = steps.copy()
     for k in range(int(steps.max()) + 1 if B else 0):
+        control.poll()
         loss, grad = problem.value_and_grad(theta)
         gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
         if threshold is None:

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from .. import control
 from ..options import option
 from ..recording import record_times
 from .base import (COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory,
@@ -119,6 +120,7 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     reached = [0.0, y0]  # last accepted (t, y): solve_ivp evaluates events after each accepted step
 
     def diverging(t, y):
+        control.poll()  # after every accepted step (and while an event is located)
         if t >= reached[0]:
             reached[0], reached[1] = t, y.copy()
         loss = measure(y)[0]
