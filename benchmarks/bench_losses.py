@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 from _items import best_time, emit, machine, run_item, write_json  # noqa: E402
 
 LOSS_SPECS = {"lp": {"p": 3.0}, "pseudo_huber": {"delta": 1.0}, "log_cosh": {}}
-STEPS = 30
+STEPS = 20
 FLOW_T, FLOW_RTOL, FLOW_ATOL = 1.0, 1e-8, 1e-10
-ENSEMBLE, ENSEMBLE_STEPS = 100, 5
+ENSEMBLE, ENSEMBLE_STEPS = 100, 3
 
 
 def problem_of(loss: str):
@@ -140,7 +140,7 @@ def ensemble_item(loss: str, kind: str) -> dict:
     if kind == "ensemble":
         best = best_time(lambda: dyn.run(problem, theta0, record), 2)
     elif kind == "one_by_one":
-        best = best_time(lambda: [dyn.run(problem, theta0[b: b + 1], record) for b in range(ENSEMBLE)], 2)
+        best = best_time(lambda: [dyn.run(problem, theta0[b: b + 1], record) for b in range(ENSEMBLE)], 1)
     else:  # the numpy peer, member by member
         peer = NumpyPeer(model, problem)
         best = best_time(lambda: [peer.descend(theta0[b: b + 1], lr, ENSEMBLE_STEPS) for b in range(ENSEMBLE)], 1)
