@@ -187,28 +187,28 @@ class SampleForms:
         return int(self.Z.nbytes + self.Y.nbytes + self.base.nbytes + self.off.nbytes)
 
 
-def samples_value_and_grad(program: ChainProgram, forms: SampleForms, theta: np.ndarray):
-    """``L (B,)`` and ``grad L (B, P)`` of a separable loss, all members in one pass over the data."""
+def _batched(kernel, program: ChainProgram, form_args: tuple, theta: np.ndarray):
+    """``kernel(theta, *program, *form_args, loss, grad)``: ``loss (B,)``, ``grad (B, P)``."""
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     B = theta.shape[0]
     loss = np.empty(B)
     grad = np.empty_like(theta)
     if B:
-        compiled_samples_value_and_grad()(
-            theta, *program_arrays(program), forms.Z, forms.base, forms.off, forms.Y, forms.c, forms.R,
-            forms.period, forms.run_start, forms.run_len, forms.fold, forms.kind, forms.param, float(forms.n_samples), float(forms.l2), loss, grad)
+        kernel(theta, *program_arrays(program), *form_args, loss, grad)
     return loss, grad
+
+
+def samples_value_and_grad(program: ChainProgram, forms: SampleForms, theta: np.ndarray):
+    """``L (B,)`` and ``grad L (B, P)`` of a separable loss, all members in one pass over the data."""
+    f = forms
+    return _batched(compiled_samples_value_and_grad(), program,
+                    (f.Z, f.base, f.off, f.Y, f.c, f.R, f.period, f.run_start, f.run_len, f.fold, f.kind,
+                     f.param, float(f.n_samples), float(f.l2)), theta)
 
 
 def value_and_grad(program: ChainProgram, forms: QuadraticForms, theta: np.ndarray):
     """``L (B,)`` and ``grad L (B, P)`` of ``theta (B, P)``, member ``b`` with form ``forms.index[b]``."""
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
-    B = theta.shape[0]
-    loss = np.empty(B)
-    grad = np.empty_like(theta)
-    if B:
-        compiled_value_and_grad()(theta, *program_arrays(program), *form_arrays(forms), loss, grad)
-    return loss, grad
+    return _batched(compiled_value_and_grad(), program, form_arrays(forms), theta)
 
 
 def program_arrays(p: ChainProgram) -> tuple:
