@@ -24,6 +24,10 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+#: colour of a run state in every table (status, sweep, submit); a scheduler's live states as running
+STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
+               "stopped": "yellow", "running": "cyan", "queued": "cyan", "pending": "dim"}
+
 ResultsOption = typer.Option(Path("results"), "--results", help="results folder (one sub-folder per experiment)")
 
 

@@ -18,15 +18,15 @@ def figure(
     results: Path = ResultsOption,
     out: Path = typer.Option(Path("figures"), "--out", help="where NAME.png and NAME.pdf go"),
     experiments: Optional[Path] = typer.Option(None, "--experiments", help="folder of the figure specs "
-                                                                           "(default: the checkout's experiments/)"),
+                                                                           "(default: the installed lcnrun/figures/specs/)"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="worker processes for missing runs"),
     small: bool = typer.Option(False, "--small", help="the small version (fewer seeds, shorter runs)"),
 ) -> None:
     """Reproduce one paper figure: run what is missing, draw it, print the numbers and the claims."""
     import matplotlib
     matplotlib.use("Agg")
-    from ..report.figures import FIGURES
-    from ..report.figures.driver import FigureError, produce
+    from ..figures import FIGURES
+    from ..figures.driver import FigureError, produce
 
     if list_ or name is None:
         table = Table("figure", "paper", "what it shows")

@@ -17,12 +17,10 @@ from ..schedule.local import (PointResult, SweepError, SweepObserver, available_
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import fail_line, print_table
-from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
+from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
                   handle_errors, is_terminal)
 
 LIST_AT_MOST = 20
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": ""}
 
 
 def _duration(seconds: float | None) -> str:

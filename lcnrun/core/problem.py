@@ -42,8 +42,8 @@ class Problem:
 
     # -- compiled evaluation (square loss) ----------------------------------------------------------
     def chain_program(self):
-        """The model's :class:`~lcnrun.core.kernels.ChainProgram` (built once), or None."""
-        if self._program is None and hasattr(self.model, "chain_program"):
+        """The model's :class:`~lcnrun.core.kernels.ChainProgram` (built once)."""
+        if self._program is None:
             self._program = self.model.chain_program()
         return self._program
 
@@ -73,7 +73,7 @@ class Problem:
         square loss, or a model or loss without a compiled form)."""
         if self._sample_forms is None and self.quadratic is None:
             code = self.loss.kernel_code()
-            if code is None or self.chain_program() is None or not hasattr(self.model, "sample_layout"):
+            if code is None or self.chain_program() is None:
                 return None
             from .kernels import SampleForms  # noqa: PLC0415
             layout = self.model.sample_layout(self.dataset.inputs, self.dataset.targets)

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
 from ..store.runfile import RunFileError, read_run_attrs
 
@@ -197,13 +198,6 @@ def reader_context():
         return get_context("spawn")
 
 
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _read_chunk(items: list[tuple[str, str]]) -> list[RunInfo]:
     return [read_run_info(run_id, Path(path)) for run_id, path in items]
 
@@ -217,7 +211,7 @@ def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
     """
     items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
     if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
-        processes = _available_cores() if len(items) >= PARALLEL_FROM else 1
+        processes = available_cores() if len(items) >= PARALLEL_FROM else 1
     processes = max(1, min(processes, len(items)))
     if processes == 1:
         return _read_chunk(items)

@@ -16,7 +16,7 @@ of the code) are counted apart as ``orphans``. Reading statuses costs three attr
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +30,23 @@ STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "run
 FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
 
 
-#: Functions ``source -> {run_id: state}`` asked by :func:`scheduler_states` (and so by
-#: ``lcnrun status``): a cluster scheduler module appends its own, e.g. one that maps the array
-#: tasks ``squeue`` lists for this experiment to ``queued`` / ``running``.
-SCHEDULER_PROBES: list[Callable[[ExperimentSource], Mapping[str, str]]] = []
+#: A probe is a function ``source -> {run_id: state}``, e.g. one that maps the array tasks
+#: ``squeue`` lists for this experiment to ``queued`` / ``running``.
+Probe = Callable[[ExperimentSource], Mapping[str, str]]
+
+#: Transitional: probes a scheduler module registered on import. Callers pass ``probes`` instead
+#: (the CLI knows the schedulers; this layer does not import them): arrows point down only.
+SCHEDULER_PROBES: list[Probe] = []
 
 
-def scheduler_states(source: ExperimentSource) -> tuple[dict[str, str], list[str]]:
-    """What the registered :data:`SCHEDULER_PROBES` say about ``source``'s runs, merged, and a
-    note for each probe that failed (a scheduler that cannot be reached must not break
-    ``status``)."""
+def scheduler_states(source: ExperimentSource, probes: Iterable[Probe] | None = None
+                     ) -> tuple[dict[str, str], list[str]]:
+    """What the ``probes`` (default: the registered :data:`SCHEDULER_PROBES`) say about
+    ``source``'s runs, merged, and a note for each probe that failed (a scheduler that cannot be
+    reached must not break ``status``)."""
     states: dict[str, str] = {}
     notes: list[str] = []
-    for probe in SCHEDULER_PROBES:
+    for probe in (SCHEDULER_PROBES if probes is None else probes):
         try:
             states.update(probe(source) or {})
         except Exception as err:  # noqa: BLE001

@@ -2,7 +2,8 @@
 
 ``resolved_dict(run_spec)`` is the run as plain data with every default filled in: each section is
 ``{kind: ..., <every option field>}`` (nested sections likewise), ``record`` its fields, tuples are
-lists, floats floats, ints ints, paths absolute. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
+lists, floats floats, ints ints, paths absolute; ``diagnostics`` a list whose entries are a bare name
+(the diagnostic at its default options) or ``{kind: name, <every option>}``. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
 is what a run file stores, and loading that text gives back a RunSpec equal to ``r``.
 
 Run id rule (identity from content, as signac's job ids):
@@ -22,6 +23,7 @@ import hashlib
 import json
 from typing import Any, Callable
 
+from ..core.diagnostics import DIAGNOSTICS
 from ..core.options import Section
 from .errors import Problem, SpecError
 from .schema import SECTIONS, RunSpec
@@ -59,7 +61,10 @@ def _resolved(run_spec: RunSpec, on_path: Callable[[str], Any]) -> dict[str, Any
     d: dict[str, Any] = {"name": run_spec.name, "description": run_spec.description}
     for section in SECTIONS:
         d[section] = _plain(getattr(run_spec, section), on_path)
-    d["diagnostics"] = list(run_spec.diagnostics)
+    # a diagnostic at its default options is its bare name (as specs wrote it before diagnostics
+    # had options, so those runs keep their ids), otherwise {kind: name, <every option>}
+    d["diagnostics"] = [s.kind if s.options == DIAGNOSTICS[s.kind].Options() else _plain(s, on_path)
+                        for s in run_spec.diagnostics]
     return d
 
 

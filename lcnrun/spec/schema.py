@@ -55,7 +55,9 @@ REGISTRIES: dict[str, dict[str, type]] = {
 INITS_CHECKED_BY_BUILDING = ("file", "explicit")
 
 #: keys of model options named by core errors raised while checking the data against the model
-MODEL_KEY_RE = re.compile(r"^(filters|strides|widths)(\[|\.|$)")
+#: (the fields of every registered family's ``Options``)
+MODEL_KEY_RE = re.compile(r"^(%s)(\[|\.|$)" % "|".join(sorted(
+    {re.escape(f.name) for family in MODELS.values() for f in dataclasses.fields(family.Options)})))
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 
@@ -76,7 +78,8 @@ class RunSpec:
     dynamics: Section
     record: RecordOptions
     regularization: RegularizationOptions
-    diagnostics: tuple[str, ...] = ()
+    #: ``Section(name, options)`` per diagnostic, in the spec's order
+    diagnostics: tuple[Section, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
 
 
@@ -352,6 +355,35 @@ def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
             ctx.add("init", f"cannot be checked against the model: {err}")
 
 
+def validate_diagnostics(raw: Any, ctx: Context) -> tuple[Section, ...]:
+    """``[name, {kind: name, option: value}, ...]`` -> one :class:`Section` per diagnostic (its
+    ``Options`` validated like any section's); a bare name has the default options."""
+    if not isinstance(raw, (list, tuple)):
+        ctx.add("diagnostics", f"must be a list of diagnostic names or {{kind: name, ...}} mappings, not {_show(raw)}")
+        return ()
+    out, seen = [], {}
+    for i, item in enumerate(raw):
+        where = f"diagnostics[{i}]"
+        if isinstance(item, str):
+            if item not in DIAGNOSTICS:
+                ctx.add(where, f"unknown diagnostic {item!r} (known: {', '.join(DIAGNOSTICS) or 'none yet'})"
+                        + did_you_mean(item, DIAGNOSTICS))
+                continue
+            item = {"kind": item}
+        elif not isinstance(item, dict):
+            ctx.add(where, f"must be a diagnostic name or a mapping {{kind: name, option: value}}, not {_show(item)}")
+            continue
+        section = validate_section(item, where, DIAGNOSTICS, None, ctx)
+        if section is None:
+            continue
+        if section.kind in seen:
+            ctx.add(where, f"{section.kind} is already diagnostics[{seen[section.kind]}] (each diagnostic once)")
+            continue
+        seen[section.kind] = i
+        out.append(section)
+    return tuple(out)
+
+
 def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> RunSpec | None:
     """A :class:`RunSpec` from a spec mapping without ``sweep``; ``None`` if ctx got problems."""
     start = len(ctx.problems)
@@ -380,22 +412,14 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
             sections[sec] = validate_options(registry, value or {}, sec, ctx)
         else:
             ctx.add(sec, f"must be a mapping, not {_show(value)}")
-    diagnostics = raw.get("diagnostics") or []
-    try:
-        diagnostics = _items(diagnostics, _str)
-        for i, d in enumerate(diagnostics):
-            if d not in DIAGNOSTICS:
-                raise _Invalid(f"[{i}]", f"unknown diagnostic {d!r} (known: {', '.join(DIAGNOSTICS) or 'none yet'})"
-                               + did_you_mean(d, DIAGNOSTICS))
-    except _Invalid as err:
-        ctx.add("diagnostics" + err.sub, err.message)
+    diagnostics = validate_diagnostics(raw.get("diagnostics") or [], ctx)
     if len(ctx.problems) > start or any(s is None for s in sections.values()):
         return None
     _cross_check(sections, ctx)
     for i, d in enumerate(diagnostics):
-        applies_to = getattr(DIAGNOSTICS[d], "models", None)
+        applies_to = getattr(DIAGNOSTICS[d.kind], "models", None)
         if applies_to is not None and sections["model"].kind not in applies_to:
-            ctx.add(f"diagnostics[{i}]", f"{d} applies to model kind {' or '.join(applies_to)}, "
+            ctx.add(f"diagnostics[{i}]", f"{d.kind} applies to model kind {' or '.join(applies_to)}, "
                                          f"not {sections['model'].kind}")
     if len(ctx.problems) > start:
         return None

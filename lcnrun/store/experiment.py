@@ -1,4 +1,4 @@
-"""The experiment folder ``results/<name>/`` (SPEC.md section 3)::
+"""The experiment folder ``results/<name>/`` (docs/spec.md section 3)::
 
     experiment.yaml     the spec as given            (atomic; rewritten only when it changed)
     manifest.tsv        index<TAB>run_id<TAB>overrides, one line per sweep point, compact JSON

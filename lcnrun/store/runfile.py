@@ -1,4 +1,4 @@
-"""One run = one self-contained HDF5 file ``runs/<run_id>.h5`` (SPEC.md section 3).
+"""One run = one self-contained HDF5 file ``runs/<run_id>.h5`` (docs/spec.md section 3).
 
 Layout (``format_version`` 1)::
 

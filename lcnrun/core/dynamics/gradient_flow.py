@@ -6,7 +6,7 @@ learning flows reuse it rather than copy it):
 - :class:`FlowOptions`: the keys ``t_max, method, rtol, atol`` (plus the stopping rules);
 - :func:`integrate_states`: integrates any velocity field ``dy/dt = velocity(y)`` with the common
   stopping, divergence and event rules and returns the states at the stored times;
-- :func:`flow_trajectories`: the parameter flow ``d theta/dt = -T(theta, grad L(theta))`` for a
+- :func:`flow_trajectory`: the parameter flow ``d theta/dt = -T(theta, grad L(theta))`` for a
   gradient transform ``T`` (identity: gradient flow), one :class:`Trajectory` per member.
 """
 from __future__ import annotations
@@ -49,12 +49,6 @@ class _Cached:
                 loss, grad = self.problem.value_and_grad(y[None])
             self.key, self.value = key, (float(loss[0]), grad[0])
         return self.value
-
-
-def integrate_flow(velocity, y0, t_end, t_eval, options, *, events=(), method, rtol, atol):
-    """``solve_ivp`` with the given events; returns the solution object (shared by flow dynamics)."""
-    return solve_ivp(velocity, (0.0, t_end), y0, method=method, t_eval=t_eval, rtol=rtol, atol=atol,
-                     events=list(events) or None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,8 +182,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
         reason, message = early, f"stopped by {early} at t = 0"
     else:
         with np.errstate(all="ignore"):
-            sol = integrate_flow(lambda t, y: velocity(y), y0, opts.t_max, t_eval, opts, events=fns,
-                                 method=opts.method, rtol=opts.rtol, atol=opts.atol)
+            sol = solve_ivp(lambda t, y: velocity(y), (0.0, opts.t_max), y0, method=opts.method,
+                            t_eval=t_eval, rtol=opts.rtol, atol=opts.atol, events=list(fns) or None)
         t, Y = sol.t, sol.y.T
         for i, ev in enumerate(user):
             if ev is not None and len(sol.t_events[i]):
