@@ -44,6 +44,36 @@ def test_compiled_separable_losses_equal_the_numpy_reference(arch, loss, options
         assert l1[0] == loss_k[b] and np.array_equal(g1[0], grad_k[b])
 
 
+def test_sample_layout_reproduces_the_model_outputs(arch, make_model, make_problem, rng):
+    """The model contract's ``sample_layout``, read in numpy: ``pred[blk, ch, m] = sum_k e[ch, k]
+    Z[base[blk] + off[k] + m]`` at the output positions equals ``model.predict``, every target sits
+    at its output's position, and every other position has target 0."""
+    model = make_model(arch)
+    problem = make_problem(model, n_samples=7)
+    x, y = problem.dataset.inputs, problem.dataset.targets
+    lay = model.sample_layout(x, y)
+    Z, base, off, c, R = np.ravel(lay["Z"]), lay["base"], lay["off"], lay["c"], lay["R"]
+    e = rng.standard_normal((1,) + model.end_to_end_shape)
+    ek = e.reshape(c, -1)
+    pred = np.zeros((len(base), c, R))
+    for blk, zb in enumerate(base):
+        for k, o in enumerate(off):
+            pred[blk] += ek[:, k: k + 1] * Z[zb + o: zb + o + R][None]
+    Y = np.ravel(lay["Y"]).reshape(len(base), c, R)
+    mask = np.zeros(R, dtype=bool)
+    for s in range(0, R, lay["period"]):
+        for start, n in zip(lay["run_start"], lay["run_len"]):
+            mask[s + start: s + start + n] = True
+    ref = model.predict(e, model.features(x))[0]
+    # the output positions in order: blocks, then positions; a DLN's blocks hold samples (c channels)
+    got = np.moveaxis(pred, 1, -1)[:, mask].reshape(-1, c)
+    want = np.moveaxis(Y, 1, -1)[:, mask].reshape(-1, c)
+    n = ref.reshape(-1, c).shape[0]
+    np.testing.assert_allclose(got[:n], ref.reshape(-1, c), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(want[:n], y.reshape(-1, c))
+    assert not np.any(want[n:]) and not np.any(np.moveaxis(Y, 1, -1)[:, ~mask])
+
+
 def test_log_cosh_keeps_its_digits_for_tiny_residuals(make_model, make_problem, rng):
     """Residuals ~1e-6: log cosh r = r^2/2 - r^4/12 + ... must not cancel (a naive
     ``|r| + log1p(exp(-2|r|)) - log 2`` keeps ~4 digits there); ``tanh r = r - r^3/3``."""
