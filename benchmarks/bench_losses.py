@@ -121,7 +121,7 @@ def flow_item(loss: str, impl: str) -> dict:
         final, nfev = float(peer.value_and_grad(sol.y[:, -1][None])[0]), int(sol.nfev)
     else:
         flow = GradientFlow(GradientFlow.Options(t_max=FLOW_T, method="DOP853", rtol=FLOW_RTOL, atol=FLOW_ATOL))
-        traj = flow.run(problem, theta0, RecordOptions(points=2))[0]
+        traj = flow.run(problem, theta0, RecordOptions(points=2, spacing="linear"))[0]  # t = 0 and FLOW_T
         final, nfev = float(traj.loss[-1]), int(traj.attrs["nfev"])
     wall = time.perf_counter() - t0
     return {"loss": loss, "impl": impl, "seconds": wall, "nfev": nfev, "final_loss": final,

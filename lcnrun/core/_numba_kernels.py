@@ -20,6 +20,8 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 #: loss codes of :func:`samples_value_and_grad` (``lcnrun.core.losses``: ``Loss.kernel_code``)
 LP, PSEUDO_HUBER, LOG_COSH = 1, 2, 3
+#: members of an ensemble that pass over the data together (:func:`samples_value_and_grad`)
+MEMBER_GROUP = 8
 
 
 # -- the bilinear chain ----------------------------------------------------------------------------
@@ -293,36 +295,39 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
     g = np.empty(c * R)
     n_periods = R // period
     n_folds = R // fold
-    for blk in range(base.shape[0]):
-        zb = base[blk]
-        yo = blk * c * R
-        for b in range(B):
-            buf = bufs[b]
-            accb = acc[b]
-            laccb = lacc[b]
-            for p in range(c * R):
-                pred[p] = 0.0
-                g[p] = 0.0
-            for ch in range(c):
-                o = ch * R
-                pch = pred[o: o + R]
-                for k in range(K):
-                    zo = zb + off[k]
-                    axpy(pch, buf[be + ch * K + k], Z[zo: zo + R])
-            for ch in range(c):
-                for s in range(n_periods):
-                    for u in range(run_start.shape[0]):
-                        lo = ch * R + s * period + run_start[u]
-                        residual_loss(kind, param, pred, Y, yo, lo, run_len[u], laccb, g)
-            for ch in range(c):
-                o = ch * R
-                for k in range(K):
-                    zo = zb + off[k]
-                    ao = (ch * K + k) * fold
-                    ak = accb[ao: ao + fold]
-                    for f in range(n_folds):
-                        fo = f * fold
-                        add_product(ak, g[o + fo: o + fo + fold], Z[zo + fo: zo + fo + fold])
+    # members in groups of MEMBER_GROUP: a group's accumulators stay in cache while it passes over
+    # the data (all members per block would push them out of L2 for large ensembles)
+    for g0 in range(0, B, MEMBER_GROUP):
+        for blk in range(base.shape[0]):
+            zb = base[blk]
+            yo = blk * c * R
+            for b in range(g0, min(B, g0 + MEMBER_GROUP)):
+                buf = bufs[b]
+                accb = acc[b]
+                laccb = lacc[b]
+                for p in range(c * R):
+                    pred[p] = 0.0
+                    g[p] = 0.0
+                for ch in range(c):
+                    o = ch * R
+                    pch = pred[o: o + R]
+                    for k in range(K):
+                        zo = zb + off[k]
+                        axpy(pch, buf[be + ch * K + k], Z[zo: zo + R])
+                for ch in range(c):
+                    for s in range(n_periods):
+                        for u in range(run_start.shape[0]):
+                            lo = ch * R + s * period + run_start[u]
+                            residual_loss(kind, param, pred, Y, yo, lo, run_len[u], laccb, g)
+                for ch in range(c):
+                    o = ch * R
+                    for k in range(K):
+                        zo = zb + off[k]
+                        ao = (ch * K + k) * fold
+                        ak = accb[ao: ao + fold]
+                        for f in range(n_folds):
+                            fo = f * fold
+                            add_product(ak, g[o + fo: o + fo + fold], Z[zo + fo: zo + fo + fold])
     gbuf = np.empty(nbuf)
     gnext = np.empty(nbuf)
     for b in range(B):
