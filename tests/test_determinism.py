@@ -32,9 +32,10 @@ def test_compiled_separable_losses_equal_the_numpy_reference(arch, loss, options
     cls = LOSSES[loss]
     problem = make_problem(model, loss, cls.Options(**options), n_samples=7)
     assert problem.sample_forms() is not None
-    # residuals of every size: small ones (log-cosh's series branch, |r| < 1) and large ones
-    theta = np.concatenate([rng.standard_normal((3, model.n_params)),
-                            0.2 * rng.standard_normal((3, model.n_params))])
+    # residuals of every size: small ones (log-cosh's series branch, |r| < 1) and large ones; more
+    # members than the kernel passes over the data together (several groups)
+    theta = np.concatenate([rng.standard_normal((11, model.n_params)),
+                            0.2 * rng.standard_normal((10, model.n_params))])
     loss_k, grad_k = problem.value_and_grad(theta)
     loss_r, grad_r = problem.numpy_value_and_grad(theta)
     np.testing.assert_allclose(loss_k, loss_r, rtol=1e-13)
