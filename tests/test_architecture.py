@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lcnrun"
 
 #: top to bottom; a module may import its own package and the layers below its own
 LAYERS: list[tuple[str, ...]] = [
-    ("cli",),
+    ("cli", "api"),  # the command line and the Python API (lcnrun.open, lcnrun.run): both at the top
     ("figures",),
     ("schedule", "report"),
     ("workflow",),

@@ -12,6 +12,8 @@ from . import sweep as _sweep  # noqa: F401  sweep
 from . import submit as _submit  # noqa: F401  submit (and Slurm's word in status)
 from . import report as _report  # noqa: F401  status, summary, diff
 from . import figure as _figure  # noqa: F401  figure
+from . import plot as _plot  # noqa: F401  plot
+from . import html_report as _html_report  # noqa: F401  report
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
 
@@ -24,6 +23,7 @@ def figure(
 ) -> None:
     """Reproduce one paper figure: run what is missing, draw it, print the numbers and the claims."""
     import matplotlib
+    from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
     matplotlib.use("Agg")
     from ..figures import FIGURES
     from ..figures.driver import FigureError, produce

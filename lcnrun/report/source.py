@@ -22,6 +22,7 @@ import yaml
 
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
+from ..store.index import index_dir, run_file_stats, scan
 from ..store.runfile import RunFileError, read_run_attrs
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -57,16 +58,9 @@ class ExperimentSource:
 
 
 def run_files(folder: os.PathLike | str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    try:
-        entries = os.scandir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    with entries:
-        for entry in entries:
-            if entry.name.endswith(".h5") and not entry.name.startswith("."):
-                out[entry.name[:-3]] = Path(entry.path)
-    return dict(sorted(out.items()))
+    """``{run_id: path}`` of the regular files ``<run_id>.h5`` in ``folder`` (a FIFO or a folder
+    of that name is no run file, and is never opened)."""
+    return {rid: Path(path) for rid, (path, _) in run_file_stats(folder).items()}
 
 
 def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "results") -> ExperimentSource:
@@ -186,6 +180,31 @@ def read_run_info(run_id: str, path: Path) -> RunInfo:
     except yaml.YAMLError as err:
         return RunInfo(run_id, Path(path), attrs, {}, f"its spec is not valid YAML ({err})")
     return RunInfo(run_id, Path(path), attrs, spec)
+
+
+def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
+              processes: int | None = None) -> list[RunInfo]:
+    """:class:`RunInfo` of the run files ``files`` (``{run_id: path}``) of ``runs_dir``, in that
+    order: from the run index of an experiment folder (:mod:`lcnrun.store.index`, the same answer
+    as reading every file), else by :func:`read_runs`."""
+    if index_dir(runs_dir) is None:
+        return read_runs(files, processes=processes)
+    known = scan(runs_dir, run_ids=files)
+    out = []
+    for rid, path in files.items():
+        run = known.get(rid)
+        if run is None:  # removed since it was listed: read it as before (it says so)
+            out.append(read_run_info(rid, Path(path)))
+        elif run.attrs is None:
+            out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
+        else:
+            try:
+                spec = flatten_spec_text(run.spec or "")
+            except yaml.YAMLError as err:
+                out.append(RunInfo(rid, path, dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
+                continue
+            out.append(RunInfo(rid, path, dict(run.attrs), spec))
+    return out
 
 
 def reader_context():

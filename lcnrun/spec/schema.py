@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -92,6 +93,9 @@ class Context:
     base_dir: Path
     check_files: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: results of validation steps already taken (:func:`_memoized`), shared by the contexts of one
+    #: sweep's points (same file, lines, folder): ``None`` validates everything afresh
+    memo: dict | None = None
 
     def line_of(self, key: str) -> int | None:
         """Line of ``key``, or of its closest parent that exists in the file."""
@@ -238,7 +242,53 @@ def _resolve_path(value: str, ctx: Context) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
+# memo: a sweep of 100,000 points has a few distinct sections; each is validated once
+def _memoized(key_of: Callable[..., tuple]):
+    """Remember a validation step's result and the problems it added, in ``ctx.memo`` (the
+    step's last positional argument is the context).
+
+    ``key_of(memo, *args, **kwargs)`` (without ``ctx``) names everything the step reads besides
+    the context's file, lines, folder and ``check_files``, which are the same for every context
+    that shares a memo: raw YAML values by their text (:func:`_raw_text`), classes, registries and
+    validated sections by identity (the memo keeps the arguments alive, so an id stays its
+    object's). A hit returns the very same frozen objects and adds the same problems as the first
+    call.
+    """
+    def wrap(fn):
+        @functools.wraps(fn)
+        def step(*args, **kwargs):
+            ctx = args[-1]
+            memo = ctx.memo
+            if memo is None:
+                return fn(*args, **kwargs)
+            key = (step, key_of(memo, *args[:-1], **kwargs))
+            hit = memo.get(key)
+            if hit is None:
+                start = len(ctx.problems)
+                result = fn(*args, **kwargs)
+                hit = memo[key] = (result, tuple(ctx.problems[start:]), args[:-1])
+            elif hit[1]:
+                ctx.problems.extend(hit[1])
+            return hit[0]
+        return step
+    return wrap
+
+
+def _raw_text(memo: dict, raw: Any) -> str:
+    """``repr(raw)``: exact for YAML data (``1``, ``1.0`` and ``true`` differ); remembered by
+    identity (int keys of the memo), since a sweep's points share the mappings their overrides
+    do not change, and the memo keeps ``raw`` alive."""
+    if not raw or not isinstance(raw, (dict, list)):
+        return repr(raw)
+    hit = memo.get(id(raw))
+    if hit is None or hit[0] is not raw:
+        hit = memo[id(raw)] = (raw, repr(raw))
+    return hit[1]
+
+
+# -------------------------------------------------------------------------------------------------
 # sections
+@_memoized(lambda memo, cls, raw, path, *, ignore=(): (id(cls), _raw_text(memo, raw), path, ignore))
 def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: tuple = ()) -> Any:
     """An instance of the options dataclass ``cls`` from ``raw``, or ``None`` (problems in ctx)."""
     fields = option_fields(cls)
@@ -291,6 +341,8 @@ def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: t
         return None
 
 
+@_memoized(lambda memo, raw, path, registry, default_kind: (_raw_text(memo, raw), path, id(registry),
+                                                            default_kind))
 def validate_section(raw: Any, path: str, registry: dict[str, type], default_kind: str | None,
                      ctx: Context) -> Section | None:
     """``{kind: k, ...}`` -> ``Section(k, registry[k].Options(...))`` after ``check_options``."""
@@ -321,6 +373,17 @@ def validate_section(raw: Any, path: str, registry: dict[str, type], default_kin
     return Section(kind, options)
 
 
+def _cross_check_key(memo: dict, sections: dict[str, Any]) -> tuple:
+    """What :func:`_cross_check` reads (keep in step with it): the model, data and init sections
+    (init only for the kinds it builds), the dynamics' kind (``check_model`` is a class method)."""
+    init, dynamics = sections.get("init"), sections.get("dynamics")
+    return (id(sections.get("model")), id(sections.get("data")),
+            dynamics.kind if dynamics is not None else None,
+            id(init) if init is not None and init.kind in INITS_CHECKED_BY_BUILDING else
+            (init.kind if init is not None else None))
+
+
+@_memoized(_cross_check_key)
 def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
     """Model against data and init: an impossible architecture is a spec error."""
     model_section = sections.get("model")

@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from .. import control
 from ..options import option
 from ..recording import record_times
 from .base import (COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory,
                    divergence_threshold, stop_reason)
-from .ensemble_rk import TABLEAUX, integrate_ensemble
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 #: a flow has *stalled* when its last STALL_WINDOW accepted steps together advanced less than
@@ -49,6 +47,13 @@ class _Cached:
                 loss, grad = self.problem.value_and_grad(y[None])
             self.key, self.value = key, (float(loss[0]), grad[0])
         return self.value
+
+
+def _tableaux() -> dict:
+    """The vectorised RK methods' tableaux (:data:`.ensemble_rk.TABLEAUX`). scipy is imported on
+    the first flow, not when a spec is validated (``lcnrun validate`` start-up)."""
+    from .ensemble_rk import TABLEAUX  # noqa: PLC0415
+    return TABLEAUX
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +186,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
         t, Y = np.array([0.0]), y0[None]
         reason, message = early, f"stopped by {early} at t = 0"
     else:
+        from scipy.integrate import solve_ivp  # noqa: PLC0415  (scipy on use: see _tableaux)
+
         with np.errstate(all="ignore"):
             sol = solve_ivp(lambda t, y: velocity(y), (0.0, opts.t_max), y0, method=opts.method,
                             t_eval=t_eval, rtol=opts.rtol, atol=opts.atol, events=list(fns) or None)
@@ -273,7 +280,7 @@ class GradientFlow(Dynamics):
 
     @classmethod
     def can_batch(cls, options) -> bool:
-        return options.method in TABLEAUX
+        return options.method in _tableaux()
 
     def run(self, problem, theta0, record):
         theta0 = np.asarray(theta0, dtype=float)
@@ -285,13 +292,13 @@ class GradientFlow(Dynamics):
         out: list = [None] * len(theta0)
         by_method: dict[str, list[int]] = {}
         for b, o in enumerate(options):
-            if o.method in TABLEAUX:
+            if o.method in _tableaux():
                 by_method.setdefault(o.method, []).append(b)
             else:
                 out[b] = flow_trajectory(problem.member(b), theta0[b], records[b], o)[0]
         for method, members in by_method.items():
             trajs = flow_ensemble(problem, theta0[members], members, [records[b] for b in members],
-                                  [options[b] for b in members], TABLEAUX[method])
+                                  [options[b] for b in members], _tableaux()[method])
             for b, traj in zip(members, trajs):
                 out[b] = traj
         return out
@@ -300,6 +307,8 @@ class GradientFlow(Dynamics):
 def flow_ensemble(problem, theta0, members, records, options, tableau) -> list[Trajectory]:
     """Gradient flow of the ensemble members ``members`` (their rows ``theta0 (m, P)``), each with its
     own record grid, tolerances, ``t_max`` and rules, by :func:`.ensemble_rk.integrate_ensemble`."""
+    from .ensemble_rk import integrate_ensemble  # noqa: PLC0415  (scipy on use: see _tableaux)
+
     members = np.asarray(members, dtype=np.int64)
 
     def evaluate(y, rows):
