@@ -243,6 +243,12 @@ def iter_ensemble(run_specs, run_ids):
                 except Exception as err:  # noqa: BLE001 - this member fails, the others go on
                     records[b] = _failed(spec, run_ids[b], provenances[b], err)
                 member_warnings[b] = list(caught[start:])
+            hashes: dict[str, str] = {}  # after every file was read: a change before is seen
+            for b in sorted(problem_of):
+                changed = changed_files(run_specs[b], hashes)
+                if changed:
+                    records[b] = _failed(run_specs[b], run_ids[b], provenances[b], DataChanged(changed))
+                    del problem_of[b]
             start = len(caught)
             members = sorted(problem_of)
             if members:
@@ -282,6 +288,32 @@ def iter_ensemble(run_specs, run_ids):
                 records[b] = _failed(spec, run_ids[b], provenances[b], err)
         record, records[b] = records[b], None
         yield record
+
+
+class DataChanged(Exception):
+    """A file of the run does not hold the content its run id was computed from."""
+
+
+def changed_files(run_spec, hashes: dict[str, str]) -> str:
+    """Why the files of ``run_spec`` are not the content its run id names (``""`` if they are):
+    each file is hashed again (once per ``hashes`` cache) and compared with
+    ``run_spec.file_hashes``, recorded when the sweep was expanded."""
+    from .spec.canonical import file_sha256  # noqa: PLC0415
+
+    problems = []
+    for path, expected in run_spec.file_hashes:
+        if path not in hashes:
+            try:
+                hashes[path] = file_sha256(path)
+            except OSError as err:
+                hashes[path] = f"unreadable ({err.strerror or err})"
+        if hashes[path] != expected:
+            problems.append(f"{path} changed since the run id was computed (sha256 {expected[:12]}... "
+                            f"then, {hashes[path][:12]}... now)")
+    if not problems:
+        return ""
+    return ("; ".join(problems) + ": this point was not computed (its run id names the old "
+            "content); load the spec again (lcnrun sweep/run) to compute the new one")
 
 
 def _failed(run_spec, run_id, provenance, err) -> RunRecord:

@@ -7,8 +7,9 @@ parameters, the layers concatenated in order, each flattened in C order.
 
 A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
 
-1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`) and
-   ``check_options`` for the consistency checks that involve several keys;
+1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`),
+   ``check_options`` for the consistency checks that involve several keys and, if several
+   spellings mean one network, ``resolve_options`` (their one form: one run id);
 2. ``param_shapes`` (one shape per layer) and ``end_to_end_shape``;
 3. ``_prefixes(layers)`` (the partial end-to-end maps, the last one is ``e``) and
    ``_pullback(layers, prefixes, g) = J^T g``; the base class builds ``end_to_end``,
@@ -72,6 +73,13 @@ class Model(ABC):
     @classmethod
     def check_options(cls, options: Any) -> None:
         """Raise :class:`~lcnrun.core.options.OptionError` if the keys are inconsistent."""
+
+    @classmethod
+    def resolve_options(cls, options: Any) -> Any:
+        """The one written form of checked options (defaults filled in, equivalent spellings made
+        one), so that equal networks have equal run ids; the spec layer calls it after
+        :meth:`check_options`. Default: the options as given."""
+        return options
 
     @abstractmethod
     def _param_shapes(self) -> list[tuple[int, ...]]:

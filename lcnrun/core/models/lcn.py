@@ -14,7 +14,7 @@ full convolution of the *upsampled* filters ``u_l`` (``w_l`` spread out at spaci
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 
 import numpy as np
@@ -101,6 +101,20 @@ class LCN(Model):
                 if isinstance(s, (list, tuple)) and len(s) != D:
                     raise OptionError(f"strides[{i}]", f"has {len(s)} axes but the filters have {D}")
             _as_shape_list(options.strides, "strides")
+
+    @classmethod
+    def resolve_options(cls, options):
+        """The one written form of checked options, so that equal networks have equal run ids:
+        filters as ints (D = 1) or tuples (D >= 2); strides filled in (default 1) and each layer's
+        an int when equal on every axis (``[1, 1, 1]`` written or omitted, ``[[2, 2], [1, 1]]``
+        or ``[2, 1]`` in 2-D: the same network)."""
+        filters = _as_shape_list(options.filters, "filters")
+        D = len(filters[0])
+        raw = options.strides if options.strides is not None else [1] * len(filters)
+        strides = tuple(s[0] if len(set(s)) == 1 else s
+                        for s in (s if len(s) == D else s * D for s in _as_shape_list(raw, "strides")))
+        return replace(options, filters=tuple(f[0] for f in filters) if D == 1 else tuple(filters),
+                       strides=strides)
 
     def __init__(self, options):
         self.check_options(options)
