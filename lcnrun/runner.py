@@ -15,7 +15,9 @@ sufficient statistics), the record grid, the diagnostics and the dynamics keys i
 ``t_max``, ``rtol``, ``atol``, the stopping rules) have the same :func:`ensemble_key` and may run
 together. Only dynamics whose batched path reproduces each member bitwise
 (``Dynamics.batches_members``: gradient descent, and gradient flow with RK23/RK45/DOP853, on a
-square loss with a compiled model) have a key; anything else runs alone.
+loss with a compiled form - the square loss and the separable losses - and a compiled model) have
+a key; anything else runs alone. The computation runs with one BLAS thread
+(:func:`~lcnrun.core.kernels.one_blas_thread`), so the thread settings never change a number.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from .core.data import build_dataset
 from .core.diagnostics import DIAGNOSTICS, check_data_condition
 from .core.dynamics import COMPLETED, DYNAMICS, FAILED, STOPPED, Trajectory
 from .core.init import build_init
+from .core.kernels import one_blas_thread
 from .core.losses import LOSSES
 from .core.models import MODELS, Model
 from .core.problem import Problem, ProblemEnsemble
@@ -151,8 +154,11 @@ def ensemble_key(run_spec) -> str | None:
     """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
     batched (it then runs alone). Runs with equal keys may form one ensemble."""
     dynamics = DYNAMICS[run_spec.dynamics.kind]
-    # every model family has a chain program (the model contract), so the loss and the dynamics decide
-    if (not dynamics.batches_members or not LOSSES[run_spec.loss.kind].quadratic
+    # every model family has a chain program (the model contract), so the loss and the dynamics
+    # decide: the square loss and the separable losses (a compiled pass over the samples) batch
+    loss = LOSSES[run_spec.loss.kind]
+    if (not dynamics.batches_members
+            or not (loss.quadratic or loss(run_spec.loss.options).kernel_code() is not None)
             or not dynamics.can_batch(run_spec.dynamics.options)):
         return None
     d = resolved_dict(run_spec)
@@ -213,7 +219,7 @@ def iter_ensemble(run_specs, run_ids):
     shared_warnings: list = []
     try:
         # a stop request from before (set-up, the claim) raises at once; one during raises there
-        with interrupt.stoppable(), control.polling(_poll_computation), \
+        with interrupt.stoppable(), control.polling(_poll_computation), one_blas_thread(), \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             first = run_specs[0]
@@ -271,7 +277,7 @@ def iter_ensemble(run_specs, run_ids):
         if records[b] is None:
             spec = run_specs[b]
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                with one_blas_thread(), warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     p = problems[problem_of[b]]
                     records[b] = _finish(spec, run_ids[b], model, p, trajectories.pop(b), provenances[b],

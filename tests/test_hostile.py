@@ -387,10 +387,10 @@ def test_a_read_only_results_folder(tmp_path):
         assert_one_message(invoke("run", spec, "--results", ro / "results"), 2, "Read-only file system")
         remount(ro, "rw")
         assert_one_message(invoke("run", spec, "--results", ro / "results"), 0, "wrote")
-        remount(ro, "ro")  # an existing one: the .lock cannot be opened for writing
+        remount(ro, "ro")  # an existing one: its run's claim file cannot be created
         out = assert_one_message(invoke("run", spec, "--results", ro / "results", "--force"), 2,
                                  "Read-only file system")
-        assert ".lock" in out
+        assert str(ro / "results" / "tiny") in out
 
 
 def test_a_read_only_folder_seen_by_the_store(tmp_path, monkeypatch):
