@@ -258,8 +258,9 @@ class Experiment:
         """Write the HTML report ``lcnrun report`` writes (default ``<folder>/report.html``);
         returns its path."""
         from .report.html import write_report  # noqa: PLC0415
+        from .schedule.slurm import slurm_states  # noqa: PLC0415
 
-        return write_report(self.source, out)
+        return write_report(self.source, out, probes=[slurm_states])
 
 
 def _components(name: str, values) -> dict[str, Any]:

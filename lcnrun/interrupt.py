@@ -77,6 +77,26 @@ def install(*callbacks: Callable[[], None]) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def handling(*callbacks: Callable[[], None]) -> Iterator[None]:
+    """:func:`install` for the duration of a block (a CLI verb): a command run in-process (a
+    test's CliRunner, a notebook) leaves the process's SIGTERM handling, callbacks and stop flag
+    as it found them. In a process that exits after the command this is :func:`install`."""
+    global _requested
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    requested, n_callbacks = _requested, len(_callbacks)
+    install(*callbacks)
+    try:
+        yield
+    finally:
+        del _callbacks[n_callbacks:]
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            if previous is not _on_sigterm:
+                _requested = requested
+
+
 def installed() -> bool:
     return signal.getsignal(signal.SIGTERM) is _on_sigterm
 

@@ -40,9 +40,6 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: (importer, imported) pairs that break the rule today, each with the change that removes it
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # cli/run.py runs chosen points through schedule.local's private _attempt and _Task: they are
-    # to become the public API of the local scheduler (a function that runs one unit of work)
-    ("lcnrun.cli.run", "lcnrun.schedule.local"): "local._attempt, local._Task",
 }
 
 #: the only place that may branch on model families

@@ -264,7 +264,7 @@ def test_the_policy_table(status):
 @pytest.mark.parametrize("status", list(EXPECTED))
 def test_submit_selects_what_the_policy_says(status):
     from lcnrun.report.status import RunState
-    from lcnrun.schedule.slurm import select_points
+    from lcnrun.schedule.slurm.select import select_points
 
     for force, rerun_failed in [(False, False), (False, True), (True, False)]:
         state = RunState(0, "abc", status or "pending", "file")
@@ -296,8 +296,8 @@ def test_file_state_reads_content_not_times(tmp_path):
 
 def test_a_worker_never_runs_a_point_written_since_the_sweep_planned(tmp_path):
     """Two sweeps with --force at once: the second's worker finds a file the first wrote after the
-    second planned. The worker's own code (_attempt) is run here, in this process."""
-    from lcnrun.schedule.local import _attempt, _Task
+    second planned. The worker's own code (attempt_unit) is run here, in this process."""
+    from lcnrun.schedule.local import attempt_unit, UnitOfWork
 
     spec = write(tmp_path, GOOD + "sweep: {grid: {init.seed: [0, 1]}}\n")
     exp = load_experiment(spec)
@@ -306,7 +306,7 @@ def test_a_worker_never_runs_a_point_written_since_the_sweep_planned(tmp_path):
     assert all(s == policy.NO_FILE for s in planned.values())
     first = xdir.run_path(exp.points[0].run_id)
     write_run(first, _record(exp.points[0].run_id, "completed"), fsync=False)  # the other sweep
-    results = list(_attempt(exp, xdir, _Task((0, 1), True, True, planned, False)))
+    results = list(attempt_unit(exp, xdir, UnitOfWork((0, 1), True, True, planned, False)))
     by_index = {r.index: r for r in results}
     assert by_index[0].action == "skipped" and by_index[1].action == "ran"
     assert read_run_attrs(first)["message"] == "was completed"  # not computed again

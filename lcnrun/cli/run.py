@@ -46,14 +46,20 @@ def run(
                                                 show_default=False),
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
-    from .. import interrupt, workflow
-    from ..spec.sweep import expand_point
-    from ..spec.yamlio import read_yaml_file
+    from .. import interrupt
 
     # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
     # started its computation yet stops as soon as it would, and writes a 'stopped' run file
-    interrupt.install()
-    interrupt.barrier("started")
+    with interrupt.handling():
+        interrupt.barrier("started")
+        _run(spec, index, results, force, quiet, expect_run_id, indices, memory_budget)
+
+
+def _run(spec: Path, index: int | None, results: Path, force: bool, quiet: bool,
+         expect_run_id: str | None, indices: str | None, memory_budget: str | None) -> None:
+    from .. import workflow
+    from ..spec.sweep import expand_point
+    from ..spec.yamlio import read_yaml_file
 
     if indices is not None:
         if index is not None:
@@ -162,17 +168,23 @@ def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool
     a SIGTERM no further ensemble starts (the one in progress ends as ``stopped`` run files). Exit
     0 if all completed, 143 after a SIGTERM."""
     from .. import interrupt, policy, workflow  # noqa: PLC0415
-    from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
+    from ..schedule.local import UnitOfWork, abandon_claim_wait, attempt_unit, ensemble_groups  # noqa: PLC0415
 
+    interrupt.install(abandon_claim_wait)  # a SIGTERM ends a wait for another process's claim
     xdir = workflow.prepare(exp, results)
     planned = {i: policy.file_state(xdir.run_path(exp.points[i].run_id)) for i in chosen}
     ok = True
     for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
         if interrupt.stop_requested():  # (run() installed the SIGTERM handling)
             break
-        for r in _attempt(exp, xdir, _Task(unit, force, True, {i: planned[i] for i in unit}, True)):
-            ok &= r.status == "completed"
-            _print_point(xdir, r, quiet)
+        try:
+            for r in attempt_unit(exp, xdir, UnitOfWork(unit, force, True, {i: planned[i] for i in unit}, True)):
+                ok &= r.status == "completed"
+                _print_point(xdir, r, quiet)
+        except KeyboardInterrupt:
+            if not interrupt.stop_requested():
+                raise
+            break  # SIGTERM while waiting for a claim: nothing of this unit started
     if interrupt.stop_requested():
         raise typer.Exit(143)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)

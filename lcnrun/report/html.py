@@ -141,14 +141,15 @@ SCRIPT = """
 """
 
 
-def build_report(source: ExperimentSource, *, processes: int | None = None) -> str:
-    """The HTML text of the report of ``source`` (see the module docstring)."""
+def build_report(source: ExperimentSource, *, processes: int | None = None, probes=()) -> str:
+    """The HTML text of the report of ``source`` (see the module docstring); ``probes``: the
+    schedulers to ask for queued and running points (``report.status.scheduler_states``)."""
     from .. import __version__  # noqa: PLC0415
 
     esc = html.escape
     runs = load_runs(source, processes=processes)
     table = summarize(runs)
-    status = experiment_status(source, scheduler=scheduler_states(source)[0])
+    status = experiment_status(source, scheduler=scheduler_states(source, probes)[0])
     counts = status.counts()
     messages = {r["run_id"]: str(r.get("message") or "") for r in runs.rows}
     first = colour_key(runs.rows, table.varying)
@@ -225,10 +226,10 @@ def build_report(source: ExperimentSource, *, processes: int | None = None) -> s
 
 
 def write_report(source: ExperimentSource, out: str | os.PathLike | None = None, *,
-                 processes: int | None = None) -> Path:
+                 processes: int | None = None, probes=()) -> Path:
     """Write :func:`build_report` to ``out`` (default :func:`default_path`) atomically."""
     path = Path(out) if out is not None else default_path(source)
-    text = build_report(source, processes=processes)
+    text = build_report(source, processes=processes, probes=probes)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
     return path

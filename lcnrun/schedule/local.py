@@ -157,7 +157,10 @@ def _kept(xdir: ExperimentDir, index: int, run_id: str, state: policy.FileState)
 
 # -- the worker process ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Task:
+class UnitOfWork:
+    """What a worker (or ``lcnrun run --indices``) is handed at once: one point, or the points of
+    one ensemble, with the sweep's flags (see :func:`attempt_unit`)."""
+
     indices: tuple[int, ...]  # one point, or the points of one ensemble
     force: bool
     rerun_failed: bool
@@ -175,7 +178,7 @@ def _on_worker_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
-def _on_stop_request() -> None:
+def abandon_claim_wait() -> None:
     # SIGTERM (the sweep's, Slurm's, or the parent's death): inside a run the runner turns it into
     # 'stopped' run files; outside, what is being written is finished and the worker exits after
     # its task. Waiting for another process's claim is given up at once.
@@ -198,10 +201,12 @@ def _die_with_parent(parent_pid: int) -> None:
         interrupt.request_stop("the sweep process died")
 
 
-def _attempt(exp, xdir: ExperimentDir, task: _Task):
+def attempt_unit(exp, xdir: ExperimentDir, task: UnitOfWork):
     """Yield one :class:`PointResult` per point of ``task``: claim each point (``busy`` if another
     process holds it), decide again under the claim, compute the points to run (together, as one
-    ensemble, if there are several) and write their files, then give the claims up."""
+    ensemble, if there are several) and write their files, then give the claims up. A process
+    that waits for claims (``task.wait``) and should give the wait up on a stop request installs
+    :func:`abandon_claim_wait` with :func:`lcnrun.interrupt.install` (it raises KeyboardInterrupt)."""
     from .. import workflow  # noqa: PLC0415  (imported in the worker, after the BLAS variables)
 
     global _waiting_for_a_claim
@@ -252,7 +257,7 @@ def _worker_main(conn, exp, root: str, parent_pid: int, ignore_sigint: bool = Fa
     written (every run file whole, ``stopped`` ones included), then the worker exits. A sweep
     that ignores SIGINT (started in the background by a script) has workers that ignore it too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_worker_sigint)
-    interrupt.install(_on_stop_request)
+    interrupt.install(abandon_claim_wait)
     _die_with_parent(parent_pid)
     interrupt.barrier("started")
     xdir = ExperimentDir(root)
@@ -267,7 +272,7 @@ def _worker_main(conn, exp, root: str, parent_pid: int, ignore_sigint: bool = Fa
             if task is None:
                 return
             orphaned = False
-            for result in _attempt(exp, xdir, task):
+            for result in attempt_unit(exp, xdir, task):
                 if not orphaned:
                     try:
                         conn.send(result)
@@ -308,11 +313,11 @@ class _Worker:
             self.proc.start()
         child_end.close()
         self.conn = parent_end
-        self.task: _Task | None = None
+        self.task: UnitOfWork | None = None
         self.pending: list[int] = []  # points of its task without a result yet
         self.ready = False  # it has imported everything and said so
 
-    def send(self, task: _Task | None) -> bool:
+    def send(self, task: UnitOfWork | None) -> bool:
         try:
             self.conn.send(task)
         except (BrokenPipeError, OSError):
@@ -537,7 +542,7 @@ class _Pool:
                 continue
             wait = not self.queue  # only points held by others are left: wait for them
             unit = (self.deferred if wait else self.queue).popleft()
-            task = _Task(unit, self.force, self.rerun_failed,
+            task = UnitOfWork(unit, self.force, self.rerun_failed,
                          {i: self.planned[i] for i in unit}, wait)
             if not w.send(task):
                 (self.queue if not task.wait else self.deferred).appendleft(task.indices)

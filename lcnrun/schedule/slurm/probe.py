@@ -106,13 +106,13 @@ def sacct_tasks(job_ids: Iterable[str]) -> list[TaskState]:
 
 
 @dataclass(frozen=True)
-class _Task:
+class UnitOfWork:
     run_ids: tuple[str, ...]
     order: int  # later submissions have larger order
     job_name: str
 
 
-def task_index(submissions: Sequence[dict]) -> dict[tuple[str, int], _Task]:
+def task_index(submissions: Sequence[dict]) -> dict[tuple[str, int], UnitOfWork]:
     """``{(array job id, task id): the task's runs}`` of the recorded submissions (a version-1
     record, without ``task_sizes``, has one point per task)."""
     out = {}
@@ -131,7 +131,7 @@ def task_index(submissions: Sequence[dict]) -> dict[tuple[str, int], _Task]:
             for i in range(count):
                 if offset + i < len(sizes):
                     lo, hi = starts[offset + i], starts[offset + i + 1]
-                    out[(job_id, i)] = _Task(tuple(str(p[1]) for p in points[lo:hi]), order,
+                    out[(job_id, i)] = UnitOfWork(tuple(str(p[1]) for p in points[lo:hi]), order,
                                              str(sub.get("job_name", "")))
                     order += 1
     return out
@@ -181,7 +181,7 @@ def task_states(submissions: Sequence[dict], tasks: Iterable[TaskState],
     return out
 
 
-def _live_states(task: _Task, t: TaskState, written: Mapping[str, float]) -> dict[str, str]:
+def _live_states(task: UnitOfWork, t: TaskState, written: Mapping[str, float]) -> dict[str, str]:
     state = LIVE_STATES[t.state]
     if state != "running" or len(task.run_ids) == 1:
         return {run_id: state for run_id in task.run_ids}
