@@ -1,6 +1,7 @@
 """``lcnrun validate SPEC`` and ``lcnrun run SPEC [--index I]``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -8,6 +9,23 @@ import typer
 from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
+
+
+CheckpointEveryOption = typer.Option(
+    None, "--checkpoint-every", metavar="SECONDS",
+    help="save a run's state this often while it computes (default 300; 0: at every step "
+         "boundary); a SIGTERM always saves it, and the next run of the point resumes from it")
+
+
+def set_checkpoint_every(seconds: float | None) -> None:
+    """Pass ``--checkpoint-every`` to the runs of this process and of those it starts."""
+    if seconds is None:
+        return
+    if not seconds >= 0:
+        raise UsageError(f"--checkpoint-every {seconds}: must be a number of seconds >= 0")
+    from ..runner import CHECKPOINT_EVERY_VARIABLE  # noqa: PLC0415
+
+    os.environ[CHECKPOINT_EVERY_VARIABLE] = repr(float(seconds))
 
 
 @app.command()
@@ -36,9 +54,12 @@ def run(
     indices: Optional[str] = typer.Option(None, "--indices", help="run these sweep points in this "
                                           "process, those that differ only in init, data, step "
                                           "size ... together as one ensemble: '0-99', '3,5,10-12'"),
+    checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import interrupt, workflow
+
+    set_checkpoint_every(checkpoint_every)
 
     # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
     # started its computation yet stops as soon as it would, and writes a 'stopped' run file

@@ -17,6 +17,7 @@ from ..schedule.local import (PointResult, SweepError, SweepObserver, available_
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import fail_line, print_table
+from .run import CheckpointEveryOption, set_checkpoint_every
 from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
                   handle_errors, is_terminal)
 
@@ -211,6 +212,7 @@ def sweep(
     ensemble: int = typer.Option(512, "--ensemble", "-e", help="at most this many points that differ "
                                  "only in init, data, step size ... are computed together as one "
                                  "ensemble (1: every point alone)", min=1),
+    checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run every point of a spec's sweep in N local worker processes (one BLAS thread each).
 
@@ -220,6 +222,7 @@ def sweep(
     from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
     from ..spec import format_overrides  # noqa: PLC0415
 
+    set_checkpoint_every(checkpoint_every)  # the workers inherit it
     exp = workflow.load(spec)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")

@@ -99,3 +99,9 @@ class StopRules:
             return DIVERGED, "", f"loss became non-finite {where}"
         shown = f"loss {loss:.6g}" if loss is not None else "loss"
         return DIVERGED, "", f"{shown} exceeded {float(self.threshold[b]):.6g} {where}"
+
+
+def stall_message(solver: str, window: int, advanced: float, t: float) -> str:
+    """The message of a flow that stalled (its last ``window`` steps advanced t by ``advanced``)."""
+    return (f"{solver} stalled: its last {window} steps advanced t by {advanced:.3g} in all, at "
+            f"t = {t:.6g} (a velocity that is singular or discontinuous there)")

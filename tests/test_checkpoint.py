@@ -1,0 +1,222 @@
+"""Checkpoints and resume: a run stopped by SIGTERM (at the ``computing`` barrier: the K-th poll of
+a process, between two steps) keeps its state beside its future run file; the next ``lcnrun run``
+or ``sweep`` of the point resumes from it. The independent value each resumed run is compared
+with is the same run computed without interruption, in another results folder: bitwise equal for
+gradient descent and the explicit Runge-Kutta methods, however often stopped; within the
+tolerance for LSODA (a fresh solver). No sleeps, no step counts calibrated to a machine: where a
+process stops is fixed by the barrier's poll count.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lcnrun.cli import app
+from lcnrun.store import read_run
+from lcnrun.store.checkpoint import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
+from lcnrun.store.experiment import ExperimentDir
+
+from barriers import Barrier, wait_gone
+from test_sweep import finish, lcnrun
+
+runner = CliRunner()
+
+LCN = """\
+name: {name}
+model: {{kind: lcn, filters: [3, 2], strides: [2, 1]}}
+data: {{kind: gaussian, n_samples: 8, input_size: 12, noise: 0.01, seed: 0}}
+init: {{kind: gaussian, scale: 0.3, seed: 1}}
+record: {{points: 30}}
+"""
+
+#: the compiled kernel polls between chunks of KERNEL_CHUNK = 200,000 member-steps: 7 polls
+DESCENT = "dynamics: {kind: gradient_descent, lr: 0.01, steps: 1200000}\n"
+#: the numpy step loop (a non-quadratic loss has no compiled form) polls at every step
+DESCENT_NUMPY = "loss: {kind: lp, p: 4}\ndynamics: {kind: gradient_descent, lr: 0.01, steps: 300}\n"
+DOP853 = "dynamics: {kind: gradient_flow, t_max: 40.0, method: DOP853}\n"
+LSODA = "dynamics: {kind: gradient_flow, t_max: 40.0, method: LSODA, rtol: 1.0e-9, atol: 1.0e-11}\n"
+
+
+def write_spec(folder: Path, body: str, sweep: str = "", name: str = "ck") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / f"{name}.yaml"
+    p.write_text(LCN.format(name=name) + body + textwrap.dedent(sweep))
+    return p
+
+
+def only_run(results: Path, name: str = "ck") -> Path:
+    runs = [p for p in (results / name / "runs").glob("*.h5")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def stop_at(tmp_path: Path, round_: int, nth: int, *args, signum=signal.SIGTERM, env=None) -> str:
+    """``lcnrun ARGS`` stopped by ``signum`` at its ``nth`` poll; its output."""
+    folder = tmp_path / f"round{round_}"
+    folder.mkdir()
+    barrier = Barrier(folder, "computing", nth=nth)
+    proc = lcnrun(*args, env={**barrier.env, **(env or {})})
+    pids = barrier.wait(1, proc)
+    os.killpg(proc.pid, signum)
+    rc, out = finish(proc)
+    assert rc != 0, out
+    wait_gone(pids)
+    return out
+
+
+def diff_exit(a: Path, b: Path, *tol: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["diff", str(a), str(b), *tol])
+    return result.exit_code, result.output
+
+
+def uninterrupted(tmp_path: Path, body: str, sweep: str = "") -> Path:
+    spec = write_spec(tmp_path / "ref", body, sweep)
+    results = tmp_path / "ref" / "results"
+    rc, out = finish(lcnrun("sweep" if sweep else "run", spec, "--results", results))
+    assert rc == 0, out
+    return results / "ck"
+
+
+@pytest.mark.parametrize("body, polls", [(DESCENT, (2, 3, 2)), (DESCENT_NUMPY, (40, 7, 100)),
+                                         (DOP853, (30, 5, 60))],
+                         ids=["descent-compiled", "descent-numpy", "DOP853"])
+def test_stopped_three_times_and_resumed_is_bitwise_the_uninterrupted_run(tmp_path, body, polls):
+    ref = only_run(uninterrupted(tmp_path, body).parent)
+    spec = write_spec(tmp_path / "work", body)
+    results = tmp_path / "work" / "results"
+    steps = []
+    for i, nth in enumerate(polls):
+        stop_at(tmp_path, i, nth, "run", spec, "--results", results)
+        path = only_run(results)
+        assert read_run(path).status == "stopped"
+        found, why = read_checkpoint(checkpoint_path(path))
+        assert found is not None, why
+        steps.append(found.state["step"] if "step" in found.state else found.state["t"])
+    assert steps == sorted(steps) and steps[0] > 0 and len(set(steps)) == 3  # progress kept each time
+    rc, out = finish(lcnrun("run", spec, "--results", results))
+    assert rc == 0, out
+    path = only_run(results)
+    data = read_run(path)
+    assert data.status == "completed"
+    assert not checkpoint_path(path).exists()  # a completed run removes its checkpoint
+    resumed = data.provenance["resumed_from"]
+    assert len(resumed) == 3 and all("at" in r for r in resumed)
+    assert [r.get("step", r["t"]) for r in resumed] == steps
+    code, text = diff_exit(ref, path, "--rtol", "0", "--atol", "0")
+    assert code == 0, text
+
+
+def test_lsoda_resumes_with_a_fresh_solver_within_tolerance_and_says_so(tmp_path):
+    ref = only_run(uninterrupted(tmp_path, LSODA).parent)
+    spec = write_spec(tmp_path / "work", LSODA)
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 25, "run", spec, "--results", results)
+    stop_at(tmp_path, 1, 10, "run", spec, "--results", results)
+    rc, out = finish(lcnrun("run", spec, "--results", results))
+    assert rc == 0, out
+    data = read_run(only_run(results))
+    resumed = data.provenance["resumed_from"]
+    assert len(resumed) == 2 and all("fresh solver" in r["note"] for r in resumed)
+    assert 0 < resumed[0]["t"] < resumed[1]["t"] < 40.0
+    a, b = read_run(ref), data
+    np.testing.assert_array_equal(a.trajectory["t"], b.trajectory["t"])
+    # a restart is a new integration from a state accurate to the tolerance: of its order
+    scale = np.max(np.abs(a.trajectory["params/layer_0"]))
+    np.testing.assert_allclose(b.trajectory["params/layer_0"], a.trajectory["params/layer_0"],
+                               rtol=0, atol=1e-6 * scale)
+
+
+def test_sigterm_during_an_ensemble_keeps_every_members_progress(tmp_path):
+    """Three points of one ensemble (one worker), members of different lengths: the SIGTERM at
+    the third poll leaves each member a checkpoint of its own progress (the short one: its end);
+    the next sweep resumes every member, each bitwise its uninterrupted run."""
+    sweep = "sweep:\n  zip: {init.seed: [1, 2, 3], dynamics.steps: [300000, 1200000, 900000]}\n"
+    ref = uninterrupted(tmp_path, DESCENT, sweep)
+    spec = write_spec(tmp_path / "work", DESCENT, sweep)
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 3, "sweep", spec, "-j", "1", "--results", results)
+    xdir = ExperimentDir(results / "ck")
+    ids = sorted(p.stem for p in xdir.runs_dir.glob("*.h5"))
+    assert len(ids) == 3
+    states = {}
+    for rid in ids:
+        assert read_run(xdir.run_path(rid)).status == "stopped"
+        found, why = read_checkpoint(checkpoint_path(xdir.run_path(rid)))
+        assert found is not None, why
+        states[rid] = found.state
+    assert all(s["step"] > 0 for s in states.values())
+    assert any(s["status"] != 0 for s in states.values())  # the 300,000-step member had ended
+    rc, out = finish(lcnrun("sweep", spec, "-j", "1", "--results", results))
+    assert rc == 0, out
+    for rid in ids:
+        data = read_run(xdir.run_path(rid))
+        assert data.status == "completed" and len(data.provenance["resumed_from"]) == 1
+        code, text = diff_exit(ref / "runs" / f"{rid}.h5", xdir.run_path(rid), "--rtol", "0", "--atol", "0")
+        assert code == 0, text
+
+
+def test_checkpoints_every_poll_survive_a_kill(tmp_path):
+    """With ``--checkpoint-every 0`` a checkpoint is written at every poll: a ``kill -9`` (no
+    chance to save anything) still leaves the state of the poll before, and the run resumes
+    from it, bitwise."""
+    ref = only_run(uninterrupted(tmp_path, DOP853).parent)
+    spec = write_spec(tmp_path / "work", DOP853)
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 40, "run", spec, "--results", results, "--checkpoint-every", "0",
+            signum=signal.SIGKILL)
+    runs = results / "ck" / "runs"
+    assert not list(runs.glob("*.h5"))  # killed: no run file
+    cks = list(runs.glob(".*.checkpoint.npz"))
+    assert len(cks) == 1
+    found, why = read_checkpoint(cks[0])
+    assert found is not None and found.state["t"] > 0, why
+    rc, out = finish(lcnrun("run", spec, "--results", results))
+    assert rc == 0, out
+    path = only_run(results)
+    assert read_run(path).provenance["resumed_from"][0]["t"] == found.state["t"]
+    code, text = diff_exit(ref, path, "--rtol", "0", "--atol", "0")
+    assert code == 0, text
+
+
+def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path):
+    ref = only_run(uninterrupted(tmp_path, DOP853).parent)
+    spec = write_spec(tmp_path / "work", DOP853)
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 30, "run", spec, "--results", results)
+    ck = checkpoint_path(only_run(results))
+    found, _ = read_checkpoint(ck)
+    found.meta["code"] = dict(found.meta["code"], scipy="0.0.1")
+    write_checkpoint(ck, found)
+    rc, out = finish(lcnrun("run", spec, "--results", results))
+    assert rc == 0, out
+    data = read_run(only_run(results))
+    assert "resumed_from" not in data.provenance
+    assert "another code version (scipy: '0.0.1'" in data.provenance["checkpoint_ignored"]
+    assert "starts over" in data.provenance["checkpoint_ignored"]
+    code, text = diff_exit(ref, only_run(results), "--rtol", "0", "--atol", "0")
+    assert code == 0, text
+
+
+def test_checkpoint_file_round_trip_is_exact(tmp_path):
+    """Arrays bit for bit (NaN, inf, -0.0, ints, bools), nested lists, tuples and scalars."""
+    rng = np.random.default_rng(0)
+    state = {"t": 0.1 + 0.2, "y": rng.standard_normal((3, 4)), "k": np.arange(5, dtype=np.int64),
+             "flags": np.array([True, False]), "odd": np.array([np.nan, np.inf, -0.0, 5e-324]),
+             "nested": [{"a": 1, "b": None, "c": "x"}, (1.5, np.float64(2.5))], "empty": np.zeros((0, 4))}
+    path = tmp_path / ".r.checkpoint.npz"
+    write_checkpoint(path, Checkpoint(state, {"run_id": "r"}))
+    back, why = read_checkpoint(path)
+    assert why == "" and back.meta["run_id"] == "r"
+    for key in ("y", "k", "flags", "odd", "empty"):
+        assert back.state[key].dtype == state[key].dtype
+        assert back.state[key].tobytes() == state[key].tobytes()
+    assert back.state["t"] == state["t"] and back.state["nested"] == [{"a": 1, "b": None, "c": "x"}, (1.5, 2.5)]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+    path.write_bytes(b"not a zip")
+    assert read_checkpoint(path)[0] is None and "not a readable checkpoint" in read_checkpoint(path)[1]
