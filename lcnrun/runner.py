@@ -81,7 +81,8 @@ class _Poller:
         self.last_save = time.monotonic()
 
     def __call__(self, state, rows) -> None:
-        if state is not None and (self.current is None or self.current[0] is not state):
+        # one loop polls with one state function (a bound method: equal, not identical, each time)
+        if state is not None and (self.current is None or self.current[0] != state):
             if self.current is not None:
                 self.ended.append(self.current)
             self.current = (state, rows)
