@@ -60,7 +60,13 @@ def lcnrun(*args, env: dict | None = None, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.Popen([sys.executable, "-c", MAIN, *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kwargs)
+                            start_new_session=True, **{"preexec_fn": _default_sigint, **kwargs})
+
+
+def _default_sigint() -> None:
+    # as from a terminal: a test runner's worker (pytest-xdist) may ignore SIGINT, and a child
+    # inherits that, so Ctrl-C would not reach the sweep at all
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
@@ -360,6 +366,23 @@ def test_sigterm_to_lcnrun_run_at_every_phase(tmp_path, phase, left):
     assert rc == (0 if left == "completed" else 1), out
     assert [read_run_status(xdir.run_path(r)) for r in run_ids(xdir)] == [left]
     assert leftovers(xdir) == [] and claimed_runs(xdir.runs_dir) == {}
+
+
+def test_a_sweep_that_ignores_sigint_has_workers_that_ignore_it(tmp_path):
+    """A sweep started with SIGINT ignored (``cmd &`` in a script): a SIGINT to its process
+    group must not kill the workers behind its back (their points would be 'lost')."""
+    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
+    results = tmp_path / "results"
+    xdir = ExperimentDir(results / "demo")
+    barrier = Barrier(tmp_path, "computing")
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env,
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    barrier.wait(2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    barrier.release()
+    rc, out = finish(proc)
+    assert rc == 0 and ran_now(out) == 4, out
+    assert [read_run_status(xdir.run_path(r)) for r in run_ids(xdir)] == ["completed"] * 4
 
 
 def test_workers_of_a_killed_sweep_stop_and_release_their_claims(tmp_path):

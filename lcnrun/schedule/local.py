@@ -282,14 +282,15 @@ def _attempt(exp, xdir: ExperimentDir, task: _Task):
                                   time.perf_counter() - start)
 
 
-def _worker_main(conn, exp, root: str, parent_pid: int) -> None:
+def _worker_main(conn, exp, root: str, parent_pid: int, ignore_sigint: bool = False) -> None:
     """A worker: receive tasks, send :class:`PointResult` s, until ``None`` or end of pipe.
 
     SIGTERM is a stop request (:mod:`lcnrun.interrupt`) from the worker's first instruction on:
     one that arrives while a task's claims are taken or its runs are set up still stops them. If
     the sweep process is gone (the pipe is broken), the task's remaining results are still
-    written (every run file whole, ``stopped`` ones included), then the worker exits."""
-    signal.signal(signal.SIGINT, _on_worker_sigint)
+    written (every run file whole, ``stopped`` ones included), then the worker exits. A sweep
+    that ignores SIGINT (started in the background by a script) has workers that ignore it too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else _on_worker_sigint)
     interrupt.install(_on_stop_request)
     _die_with_parent(parent_pid)
     interrupt.barrier("started")
@@ -338,7 +339,8 @@ def _pinned_blas_environment():
 class _Worker:
     def __init__(self, ctx, exp, root: Path, number: int):
         parent_end, child_end = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child_end, exp, str(root), os.getpid()),
+        self.proc = ctx.Process(target=_worker_main, args=(child_end, exp, str(root), os.getpid(),
+                                                       signal.getsignal(signal.SIGINT) == signal.SIG_IGN),
                                 name=f"lcnrun-sweep-worker-{number}", daemon=True)
         with _pinned_blas_environment():
             self.proc.start()
