@@ -17,18 +17,16 @@ run, another spec, another code version) instead of raising.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import fsync_dir, fsync_file, temporary_path
+from .atomic import atomic_replace
 
 FORMAT = 1
 
@@ -90,20 +88,10 @@ def write_checkpoint(path: Path, checkpoint: Checkpoint, fsync: bool = True) -> 
     skeleton = json.dumps(_skeleton(checkpoint.state, arrays))
     meta = json.dumps(dict(checkpoint.meta, format=FORMAT))
     # the temporary carries the run id as its stem: claims.clean_run_temporaries finds it
-    tmp = temporary_path(path.with_name(path.name[1:] if path.name.startswith(".") else path.name))
-    try:
+    with atomic_replace(path, fsync=fsync, named_as=path.with_name(path.name.lstrip("."))) as tmp:
         with open(tmp, "xb") as fh:
             np.savez(fh, meta=np.array(meta), state=np.array(skeleton),
                      **{f"a{i}": np.asarray(a) for i, a in enumerate(arrays)})
-        if fsync:
-            fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if fsync:
-        fsync_dir(path.parent)
 
 
 def read_checkpoint(path: Path) -> tuple[Checkpoint | None, str]:
