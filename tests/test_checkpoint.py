@@ -75,6 +75,16 @@ def diff_exit(a: Path, b: Path, *tol: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def resume_to_the_end(spec: Path, results: Path, ref: Path):
+    """Run ``spec`` to its end; its run file must be bitwise ``ref``'s; returns it (read)."""
+    rc, out = finish(lcnrun("run", spec, "--results", results))
+    assert rc == 0, out
+    path = only_run(results)
+    code, text = diff_exit(ref, path, "--rtol", "0", "--atol", "0")
+    assert code == 0, text
+    return read_run(path)
+
+
 def uninterrupted(tmp_path: Path, body: str, sweep: str = "") -> Path:
     spec = write_spec(tmp_path / "ref", body, sweep)
     results = tmp_path / "ref" / "results"
@@ -99,17 +109,12 @@ def test_stopped_three_times_and_resumed_is_bitwise_the_uninterrupted_run(tmp_pa
         assert found is not None, why
         steps.append(found.state["step"] if "step" in found.state else found.state["t"])
     assert steps == sorted(steps) and steps[0] > 0 and len(set(steps)) == 3  # progress kept each time
-    rc, out = finish(lcnrun("run", spec, "--results", results))
-    assert rc == 0, out
-    path = only_run(results)
-    data = read_run(path)
+    data = resume_to_the_end(spec, results, ref)
     assert data.status == "completed"
-    assert not checkpoint_path(path).exists()  # a completed run removes its checkpoint
+    assert not checkpoint_path(only_run(results)).exists()  # a completed run removes its checkpoint
     resumed = data.provenance["resumed_from"]
     assert len(resumed) == 3 and all("at" in r for r in resumed)
     assert [r.get("step", r["t"]) for r in resumed] == steps
-    code, text = diff_exit(ref, path, "--rtol", "0", "--atol", "0")
-    assert code == 0, text
 
 
 def test_lsoda_resumes_with_a_fresh_solver_within_tolerance_and_says_so(tmp_path):
@@ -178,12 +183,8 @@ def test_checkpoints_every_poll_survive_a_kill(tmp_path):
     assert len(cks) == 1
     found, why = read_checkpoint(cks[0])
     assert found is not None and found.state["t"] > 0, why
-    rc, out = finish(lcnrun("run", spec, "--results", results))
-    assert rc == 0, out
-    path = only_run(results)
-    assert read_run(path).provenance["resumed_from"][0]["t"] == found.state["t"]
-    code, text = diff_exit(ref, path, "--rtol", "0", "--atol", "0")
-    assert code == 0, text
+    data = resume_to_the_end(spec, results, ref)
+    assert data.provenance["resumed_from"][0]["t"] == found.state["t"]
 
 
 def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path):
@@ -195,14 +196,10 @@ def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path):
     found, _ = read_checkpoint(ck)
     found.meta["code"] = dict(found.meta["code"], scipy="0.0.1")
     write_checkpoint(ck, found)
-    rc, out = finish(lcnrun("run", spec, "--results", results))
-    assert rc == 0, out
-    data = read_run(only_run(results))
+    data = resume_to_the_end(spec, results, ref)
     assert "resumed_from" not in data.provenance
     assert "another code version (scipy: '0.0.1'" in data.provenance["checkpoint_ignored"]
     assert "starts over" in data.provenance["checkpoint_ignored"]
-    code, text = diff_exit(ref, only_run(results), "--rtol", "0", "--atol", "0")
-    assert code == 0, text
 
 
 def test_checkpoint_file_round_trip_is_exact(tmp_path):
