@@ -110,7 +110,10 @@ class _Poller:
         for b, state in self.states().items():
             if self.paths[b] is not None:
                 meta = dict(self.metas[b], saved_at=_utc_now())
-                write_checkpoint(self.paths[b], Checkpoint(state, meta))
+                try:
+                    write_checkpoint(self.paths[b], Checkpoint(state, meta))
+                except OSError as err:  # a checkpoint that cannot be written does not fail the run
+                    warnings.warn(f"checkpoint not written: {err}", RuntimeWarning, stacklevel=2)
         self.last_save = time.monotonic()
 
 

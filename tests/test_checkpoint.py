@@ -276,3 +276,21 @@ def test_solver_loop_is_solve_ivp_bit_for_bit(method):
         assert np.asarray(again.ys).tobytes() == ref.y.T.tobytes()
         assert np.asarray(again.t_events[1]).tobytes() == ref.t_events[1].tobytes()
         assert tuple(again.counts) == (ref.nfev, ref.njev, ref.nlu)
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_run(tmp_path):
+    """A directory where the checkpoint should go: every save fails (``checkpoint_every=0``), the
+    run completes with the same numbers as without checkpoints and says so in its warnings."""
+    from lcnrun.runner import execute, run_to_file
+    from lcnrun.spec import load_experiment
+
+    spec = write_spec(tmp_path, DESCENT_NUMPY)
+    point = load_experiment(spec).points[0]
+    path = tmp_path / "runs" / f"{point.run_id}.h5"
+    checkpoint_path(path).mkdir(parents=True)
+    record = run_to_file(point.run_spec, point.run_id, path, checkpoint_every=0.0)
+    assert record.status == "completed"
+    assert "checkpoint not written" in record.attrs["warnings"]
+    plain = execute(point.run_spec, point.run_id)
+    for key, value in plain.trajectory.items():
+        assert np.asarray(record.trajectory[key]).tobytes() == np.asarray(value).tobytes(), key

@@ -131,9 +131,10 @@ def mismatch(meta: dict, *, run_id: str, spec_sha: str, code: dict) -> str:
 
 
 def remove_checkpoint(path: Path) -> bool:
-    """Remove a checkpoint (a run that ended); True if there was one."""
+    """Remove a checkpoint (a run that ended); True if there was one (anything else in its place,
+    e.g. a directory, is left alone)."""
     try:
         Path(path).unlink()
-    except FileNotFoundError:
+    except OSError:
         return False
     return True
