@@ -4,7 +4,9 @@ Speed targets live here, never in timed unit tests.
 
 Scripts: bench_torch.py (single-run gradient descent against the PyTorch peer), bench_core.py
 (single-run steps/s against N, compile cost), bench_ensemble.py (ensembles, gradient flow),
-bench_sweep.py (sweep overhead, reading 10,000 run files). ``--quick`` passes ``--quick`` to the
+bench_sweep.py (sweep overhead, reading 10,000 run files), bench_analysis.py (plot, report and the
+Python API over 10,000 run files), bench_cli.py (start-up, sweep --dry-run of 100,000 points,
+run --index, status/summary over 100,000 run files). ``--quick`` passes ``--quick`` to the
 scripts that have it.
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py"]
-QUICK = {"bench_ensemble.py", "bench_sweep.py"}
+SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_ensemble.py", "bench_sweep.py",
+           "bench_analysis.py", "bench_cli.py"]
+QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_analysis.py", "bench_cli.py"}
 
 
 def load(name: str) -> dict | None:
@@ -57,6 +60,42 @@ def targets() -> list[tuple[str, str, str, bool | None]]:
         o = sweep["overhead"]
         ms = o["sweep_j2_overhead_ms_per_run"]
         rows.append((f"(4) sweep -j 2 overhead per run, {o['runs']} runs", "< 20 ms", f"{ms:.1f} ms (all in)", ms < 20))
+    plots = load("bench_analysis.json")
+    if plots:
+        worst = max(plots["plot_lines_seconds"], plots["plot_heatmap_seconds"])
+        rows.append((f"(14) lcnrun plot over {plots['files']:,} run files", f"< {plots['target_seconds']:g} s",
+                     f"lines {plots['plot_lines_seconds']:.1f} s, heatmap {plots['plot_heatmap_seconds']:.1f} s",
+                     worst < plots["target_seconds"]))
+    rows += cli_targets(load("bench_cli.json"))
+    return rows
+
+
+def cli_targets(cli: dict | None) -> list[tuple[str, str, str, bool | None]]:
+    """Issue 13's command-line targets from bench_cli.json."""
+    if not cli:
+        return []
+    rows = []
+    for name in ("lcnrun --help", "lcnrun validate", "lcnrun status", "lcnrun summary --csv"):
+        v = cli["startup"][name]
+        rows.append((f"(13) start-up: {name}", "<= 2.5x import numpy, yaml",
+                     f"{v['wall_ratio']:.2f}x wall, {v['cpu_ratio']:.2f}x cpu", v["cpu_ratio"] <= 2.5))
+    if "dry_run" in cli:
+        d = cli["dry_run"]
+        rows.append((f"(13) sweep --dry-run, {d['points']:,} points", "< 10 s, < 300 MB",
+                     f"{d['wall_s']:.1f} s ({d['cpu_s']:.1f} s cpu), {d['peak_rss_mb']:.0f} MiB",
+                     d["points"] >= 100_000 and d["cpu_s"] < 10 and d["peak_rss_mb"] < 300))
+    if "run_index" in cli:
+        x = cli["run_index"]["completed"]
+        rows.append(("(13) run --index 5 of 10,000 points, above start-up", "< 0.5 s",
+                     f"+{x['above_startup_wall_s']:.2f} s wall, +{x['above_startup_cpu_s']:.2f} s cpu",
+                     x["above_startup_cpu_s"] < 0.5))
+    if "many_files" in cli:
+        m = cli["many_files"]
+        worst = max(m["status_next_s"], m["summary_csv_next_s"])
+        rows.append((f"(13) status / summary --csv, {m['files']:,} run files", "< 5 s",
+                     f"{m['status_next_s']:.2f} / {m['summary_csv_next_s']:.2f} s (first: "
+                     f"{m['status_first_s']:.1f} / {m['summary_csv_first_s']:.1f} s)",
+                     m["files"] >= 100_000 and worst < 5))
     return rows
 
 

@@ -30,7 +30,18 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 GIT_TIMEOUT_SECONDS = 3.0
 SLURM_VARIABLES = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
                    "array_task_id": "SLURM_ARRAY_TASK_ID", "cpus_per_task": "SLURM_CPUS_PER_TASK"}
-BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: the environment variables that set the BLAS/OpenMP thread pools: the schedulers set every one
+#: (local workers to 1, Slurm tasks to their cpus) and provenance records them
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity: a Slurm allocation, ``taskset``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)

@@ -211,7 +211,7 @@ def state_series(model: Model, theta: np.ndarray) -> dict[str, np.ndarray]:
 
 def trajectory_arrays(model: Model, traj: Trajectory, series: dict[str, np.ndarray],
                       store_params: bool = True) -> dict[str, np.ndarray]:
-    """The ``trajectory`` group of a run file (SPEC.md section 3) from a core trajectory and its
+    """The ``trajectory`` group of a run file (docs/spec.md section 3) from a core trajectory and its
     :func:`state_series`."""
     theta = np.asarray(traj.theta, dtype=float).reshape(len(traj.t), model.n_params)
     out = {"t": np.asarray(traj.t, dtype=float), "loss": np.asarray(traj.loss, dtype=float),
@@ -258,8 +258,8 @@ def ensemble_key(run_spec) -> str | None:
     """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
     batched (it then runs alone). Runs with equal keys may form one ensemble."""
     dynamics = DYNAMICS[run_spec.dynamics.kind]
+    # every model family has a chain program (the model contract), so the loss and the dynamics decide
     if (not dynamics.batches_members or not LOSSES[run_spec.loss.kind].quadratic
-            or not hasattr(MODELS[run_spec.model.kind], "chain_program")
             or not dynamics.can_batch(run_spec.dynamics.options)):
         return None
     d = resolved_dict(run_spec)
@@ -270,7 +270,9 @@ def ensemble_key(run_spec) -> str | None:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def _data_key(run_spec) -> str:
+def data_key(run_spec) -> str:
+    """What the members of an ensemble that share one data set have in common (canonical JSON of the
+    resolved data and regularization sections): members with equal keys train on the same problem."""
     d = resolved_dict(run_spec)
     return json.dumps({k: d[k] for k in ("data", "regularization")}, sort_keys=True, default=str)
 
@@ -335,7 +337,7 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
             for b, spec in enumerate(run_specs):
                 start = len(caught)
                 try:
-                    key = _data_key(spec)
+                    key = data_key(spec)
                     if key not in by_data:
                         problem = build_problem(spec, model)
                         # the convergence theorem's data condition (full-rank patch Gram), up front
@@ -425,8 +427,9 @@ def _finish(run_spec, run_id, model: Model, problem, traj: Trajectory, provenanc
     warn_texts = list(data_condition.warnings)
     final_attrs["data_gram_rank"] = data_condition.scalars["gram_rank"]
     final_attrs["data_full_rank"] = bool(data_condition.scalars["full_rank"])
-    for name in run_spec.diagnostics:
-        result = DIAGNOSTICS[name]().compute(problem, traj)
+    for section in run_spec.diagnostics:
+        name = section.kind
+        result = DIAGNOSTICS[name](section.options).compute(problem, traj)
         diagnostics[name] = {"arrays": result.arrays, "scalars": result.scalars}
         warn_texts += [f"{name}: {w}" for w in result.warnings]
     warn_texts += [f"{w.category.__name__}: {w.message}" for w in list(caught) + list(caught_after)]

@@ -27,12 +27,13 @@ def load(spec_path: Path) -> ExperimentSpec:
     return load_experiment(Path(spec_path))
 
 
-def prepare(exp: ExperimentSpec, results: Path) -> ExperimentDir:
-    """Create ``results/<name>/`` with ``experiment.yaml`` and ``manifest.tsv`` (idempotent)."""
+def prepare(exp: ExperimentSpec, results: Path, spec_text: str | None = None) -> ExperimentDir:
+    """Create ``results/<name>/`` with ``experiment.yaml`` and ``manifest.tsv`` (idempotent).
+    ``experiment.yaml`` is the spec file as given, or ``spec_text`` (a spec given as text)."""
     xdir = ExperimentDir(Path(results) / exp.name)
     xdir.create()
     with xdir.lock():
-        xdir.write_experiment_yaml(Path(exp.path).read_text())
+        xdir.write_experiment_yaml(spec_text if spec_text is not None else Path(exp.path).read_text())
         xdir.write_manifest(manifest_rows(exp))
     return xdir
 

@@ -45,13 +45,24 @@ def model_of(name: str):
     return MODELS[kind](MODELS[kind].Options(**opts))
 
 
-def input_shape_of(model) -> tuple[int, ...]:
-    """A dense model's input width; for an LCN, an input with 3 outputs per axis plus a remainder
-    that the stride skips (so ``floor`` matters)."""
-    if model.name == "dense":
-        return (model.widths[0],)
+def _lcn_test_input(model) -> tuple[int, ...]:
+    """An input with 3 outputs per axis plus a remainder that the stride skips (so ``floor`` matters)."""
     k, S = model.end_to_end_shape, model.end_to_end_stride
     return tuple(kk + 2 * ss + (ss - 1) for kk, ss in zip(k, S))
+
+
+#: families whose tests want a richer input shape than the generic one (by registry name)
+TEST_INPUT_SHAPES = {"lcn": _lcn_test_input}
+
+
+def input_shape_of(model) -> tuple[int, ...]:
+    """The family's test input (:data:`TEST_INPUT_SHAPES`), else its default input shape, else the
+    shape of its whitened inputs (every family has one that fits)."""
+    if model.name in TEST_INPUT_SHAPES:
+        return TEST_INPUT_SHAPES[model.name](model)
+    if model.default_input_shape is not None:
+        return model.default_input_shape
+    return model.whitened_inputs().shape[1:]
 
 
 def problem_of(model, loss: str = "square", loss_options=None, *, n_samples: int = 5, noise: float = 0.3,

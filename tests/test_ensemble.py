@@ -338,3 +338,18 @@ def test_memory_of_a_10000_member_ensemble_is_its_stored_trajectories():
     # objects: far below B * steps * P * 8 (what keeping every step would take)
     assert peak < stored + B * 2_000, (peak, stored)
     assert peak < B * steps * P * 8 / 4
+
+
+def test_controller_constants_are_scipys():
+    """ensemble_rk copies scipy's three step size controller constants (it reads the tableaux from
+    the public solver classes): if a scipy release changes them, the copy must follow."""
+    import importlib
+
+    from lcnrun.core.dynamics import ensemble_rk
+
+    try:
+        rk = importlib.import_module("scipy.integrate._ivp.rk")
+    except ImportError:  # pragma: no cover - a scipy that moved its private module
+        pytest.skip("scipy.integrate._ivp.rk is gone; the comparison with solve_ivp still runs")
+    assert (ensemble_rk.SAFETY, ensemble_rk.MIN_FACTOR, ensemble_rk.MAX_FACTOR) == (
+        rk.SAFETY, rk.MIN_FACTOR, rk.MAX_FACTOR)

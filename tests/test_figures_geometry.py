@@ -11,8 +11,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from lcnrun.cli import app
-from lcnrun.report.figures import FIGURES
-from lcnrun.report.figures.driver import default_experiments_dir, produce
+from lcnrun.figures import FIGURES
+from lcnrun.figures.driver import specs_dir, produce
 from lcnrun.runner import build
 from lcnrun.spec import load_experiment
 from lcnrun.store.runfile import read_run
@@ -43,7 +43,7 @@ def produce_and_check(name: str, workdir: Path):
 def runs_of(workdir: Path, name: str):
     """``(overrides, run_spec, RunData)`` of every point of a figure's small spec."""
     (rel,) = FIGURES[name]().specs(True)
-    exp = load_experiment(default_experiments_dir() / rel)
+    exp = load_experiment(specs_dir() / rel)
     return [(p.overrides, p.run_spec, read_run(workdir / "results" / exp.name / "runs" / f"{p.run_id}.h5"))
             for p in exp.points]
 

@@ -20,7 +20,8 @@ from numpy.polynomial import polynomial as P
 
 from lcnrun.core.data import (DATA, TARGETS, EndToEndTarget, GaussianData, GaussianTarget,
                               RandomEndToEndTarget, TeacherTarget, build_dataset)
-from lcnrun.core.init import INITS, BalancedInit, ExplicitInit, GaussianInit, balance_filters
+from lcnrun.core.init import INITS, BalancedInit, ExplicitInit, GaussianInit
+from lcnrun.core.models.base import balance_filters
 from lcnrun.core.models import MODELS, LCN, Dense
 from lcnrun.core.options import OptionError, Section
 

@@ -291,7 +291,7 @@ def test_sigkill_mid_sweep_then_resume_runs_every_point_exactly_once(tmp_path):
     assert ran_now(out) == len(ids) - len(done)  # the others, once each
     assert run_ids(xdir) == sorted(ids)
     assert leftovers(xdir) == []
-    assert sorted(os.listdir(xdir.root)) == [".lock", "experiment.yaml", "manifest.tsv", "runs"]
+    assert sorted(os.listdir(xdir.root)) == [".index", ".lock", "experiment.yaml", "manifest.tsv", "runs"]
     for rid in ids:
         assert read_run(xdir.run_path(rid)).status == "completed"
 

@@ -1,7 +1,7 @@
 """The ``lcnrun`` command line (typer). Thin: every verb parses its options, calls the library and
 renders the result. Each group of verbs lives in its own module, registered below (one line each).
 
-Exit codes (SPEC.md section 4): 0 success; 1 some runs failed / ``diff`` found differences;
+Exit codes (docs/spec.md section 4): 0 success; 1 some runs failed / ``diff`` found differences;
 2 bad usage or an invalid spec (one clear message, no traceback).
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ from . import sweep as _sweep  # noqa: F401  sweep
 from . import submit as _submit  # noqa: F401  submit (and Slurm's word in status)
 from . import report as _report  # noqa: F401  status, summary, diff
 from . import figure as _figure  # noqa: F401  figure
+from . import plot as _plot  # noqa: F401  plot
+from . import html_report as _html_report  # noqa: F401  report
 
 
 def main() -> None:

@@ -1,4 +1,10 @@
-"""The typer application and what every verb shares: consoles, error handling, common options."""
+"""The typer application and what every verb shares: consoles, error handling, common options.
+
+Start-up matters (``lcnrun status`` and ``validate`` are typed by hand, thousands of Slurm tasks
+start ``lcnrun run``): nothing here imports rich before something is printed, and the verb modules
+import scipy, numba, h5py, matplotlib and the runner inside the verbs that use them
+(tests/test_cli_startup.py reads what ``lcnrun --help`` and ``validate`` import).
+"""
 from __future__ import annotations
 
 import functools
@@ -6,8 +12,6 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 app = typer.Typer(
     name="lcnrun",
@@ -18,11 +22,39 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Not on a terminal (a log, a pipe, a test): wide tables are not cut at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class _LazyConsole:
+    """A ``rich.console.Console`` made on first use (importing rich costs ~0.1 s of start-up)."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console = None
+
+    def real(self):
+        """The console itself (for rich objects that want one, e.g. a Progress)."""
+        return self._get()
+
+    def _get(self):
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Not on a terminal (a log, a pipe, a test): wide tables are not cut at 80 columns.
+            self._console = Console(stderr=self._stderr, width=None if stream.isatty() else 200)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self._get(), name)
+
+
+console = _LazyConsole(stderr=False)
+err_console = _LazyConsole(stderr=True)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: colour of a run state in every table (status, sweep, submit); a scheduler's live states as running
+STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
+               "stopped": "yellow", "running": "cyan", "queued": "cyan", "pending": "dim"}
 
 ResultsOption = typer.Option(Path("results"), "--results", help="results folder (one sub-folder per experiment)")
 
@@ -31,27 +63,41 @@ class UsageError(Exception):
     """Bad usage found by a verb (a missing folder, an index out of range ...): exit code 2."""
 
 
+def escape(text: str) -> str:
+    """``rich.markup.escape`` (imported on use)."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415
+    return rich_escape(text)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def _is_spec_error(err: BaseException) -> bool:
+    """Whether ``err`` is a :class:`lcnrun.spec.SpecError`, without importing the spec layer (and
+    the core) into verbs that never load a spec: a SpecError exists only once its module is."""
+    errors = sys.modules.get("lcnrun.spec.errors")
+    return errors is not None and isinstance(err, errors.SpecError)
+
+
 def handle_errors(fn):
     """Turn the library's expected errors into one message and exit code 2 (never a traceback)."""
-    from ..spec import SpecError
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except SpecError as err:
-            err_console.print(str(err), highlight=False, markup=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USAGE) from None
         except UsageError as err:
             fail(str(err))
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except Exception as err:
+            if not _is_spec_error(err):
+                raise
+            err_console.print(str(err), highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
     return wrapper
 
 

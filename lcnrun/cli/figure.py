@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
 
@@ -18,15 +17,16 @@ def figure(
     results: Path = ResultsOption,
     out: Path = typer.Option(Path("figures"), "--out", help="where NAME.png and NAME.pdf go"),
     experiments: Optional[Path] = typer.Option(None, "--experiments", help="folder of the figure specs "
-                                                                           "(default: the checkout's experiments/)"),
+                                                                           "(default: the installed lcnrun/figures/specs/)"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="worker processes for missing runs"),
     small: bool = typer.Option(False, "--small", help="the small version (fewer seeds, shorter runs)"),
 ) -> None:
     """Reproduce one paper figure: run what is missing, draw it, print the numbers and the claims."""
     import matplotlib
+    from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
     matplotlib.use("Agg")
-    from ..report.figures import FIGURES
-    from ..report.figures.driver import FigureError, produce
+    from ..figures import FIGURES
+    from ..figures.driver import FigureError, produce
 
     if list_ or name is None:
         table = Table("figure", "paper", "what it shows")

@@ -8,23 +8,29 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, load_runs, summarize
-from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, ResultsOption, app, console, err_console,
-                  handle_errors, is_terminal)
+from ..report.summary import QueryError, SummaryTable, label, summary_table
+from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
+                  escape, handle_errors, is_terminal)
 
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": "dim"}
+if TYPE_CHECKING:  # rich is imported by the functions that draw (start-up)
+    from rich.table import Table
+
+
+def _is_report_error(err: BaseException) -> bool:
+    """A :class:`~lcnrun.report.source.SourceError` or :class:`~lcnrun.report.summary.QueryError`
+    (looked up where raised: a verb that never imported the module cannot have raised it)."""
+    for module, name in (("lcnrun.report.source", "SourceError"), ("lcnrun.report.summary", "QueryError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(err, getattr(loaded, name)):
+            return True
+    return False
 
 
 def report_errors(fn):
@@ -33,7 +39,9 @@ def report_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SourceError, QueryError) as err:
+        except Exception as err:
+            if not _is_report_error(err):
+                raise
             fail_line(str(err), EXIT_USAGE)
     return wrapper
 
@@ -44,24 +52,85 @@ def fail_line(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+#: from this many rows on, a table for a file or a pipe is written by :func:`plain_table` (rich
+#: lays out 100,000 rows in ~80 s; this writes the same characters in well under a second)
+PLAIN_FROM_ROWS = 500
+
+
 def print_table(table: Table) -> None:
     if is_terminal():
         console.print(table)
+    elif table.row_count >= PLAIN_FROM_ROWS and (text := plain_table(table)) is not None:
+        sys.stdout.write(text)
     else:  # a file or a pipe: never squeeze a table to 80 columns
+        from rich.console import Console  # noqa: PLC0415
         Console(file=sys.stdout, width=100_000, color_system=None, highlight=False).print(table, crop=False)
+
+
+def plain_table(table: Table) -> str | None:
+    """What rich prints for ``table`` without colour on a console as wide as the table (its
+    default heavy-head box, a left-justified title, one line per row), or ``None`` when the table
+    uses anything else (a footer, another box, a cell of several lines ...), which rich then lays
+    out itself."""
+    from rich import box  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    if (table.box is not box.HEAVY_HEAD or table.show_footer or not table.show_header or table.caption
+            or table.show_edge is False or table.padding != (0, 1, 0, 1) or table.expand
+            or (table.title is not None and table.title_justify != "left") or table.show_lines
+            or not table.columns):
+        return None
+    columns, right = [], []
+    for col in table.columns:
+        cells = [c.plain if isinstance(c, Text) else c for c in [col.header, *col._cells]]
+        if not all(isinstance(c, str) for c in cells):
+            return None
+        if col.justify not in ("left", "right", "default") or col.width or col.min_width or col.max_width:
+            return None
+        columns.append(cells)
+        right.append(col.justify == "right")
+    title = table.title.plain if isinstance(table.title, Text) else table.title
+    return plain_grid(title, [c[0] for c in columns], right, list(zip(*[c[1:] for c in columns])))
+
+
+def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: list) -> str | None:
+    """:func:`plain_table` of rows of strings (no rich Table built: 100,000 rows in a second);
+    ``None`` if a cell or the title has a line break or the title is wider than the table."""
+    from rich.cells import cell_len  # noqa: PLC0415
+
+    def width(c: str) -> int:
+        return len(c) if c.isascii() else cell_len(c)
+
+    columns = [[h, *col] for h, col in zip(headers, zip(*rows))] if rows else [[h] for h in headers]
+    if any("\n" in c for col in columns for c in col) or (title is not None and "\n" in title):
+        return None
+    widths = [max(map(width, col)) for col in columns]
+
+    def line(cells, bar: str) -> str:
+        out = []
+        for c, w, r in zip(cells, widths, right):
+            pad = " " * (w - width(c))
+            out.append(f" {pad}{c} " if r else f" {c}{pad} ")
+        return bar + bar.join(out) + bar + "\n"
+
+    def rule(left: str, mid: str, end: str, fill: str) -> str:
+        return left + mid.join(fill * (w + 2) for w in widths) + end + "\n"
+
+    total = sum(widths) + 3 * len(widths) + 1
+    parts = []
+    if title is not None:
+        if width(title) > total:
+            return None
+        parts.append(title + " " * (total - width(title)) + "\n")
+    parts += [rule("┏", "┳", "┓", "━"), line(headers, "┃"), rule("┡", "╇", "┩", "━")]
+    parts += [line(r, "│") for r in rows]
+    parts.append(rule("└", "┴", "┘", "─"))
+    return "".join(parts)
 
 
 def cell(value: Any, digits: int = 6) -> str:
     """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return label(value, digits, missing="")
 
 
 def exact(value: Any) -> Any:
@@ -97,6 +166,12 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="JSON for scripts"),
 ) -> None:
     """Counts of completed, diverged, failed, stopped, running and pending runs of an experiment."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from ..report.source import open_experiment  # noqa: PLC0415
+    from ..report.status import experiment_status, failure_messages, scheduler_states  # noqa: PLC0415
+
     source = open_experiment(dir, results)
     live, problems = scheduler_states(source)
     st = experiment_status(source, scheduler=live)
@@ -172,9 +247,9 @@ def summary(
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
     source = open_experiment(dir, results)
-    runs = load_runs(source, all_files=all_files, processes=jobs)
-    table = summarize(runs, filters=filters or [], sort=_split(sort), reverse=reverse,
-                      group_by=_split(group_by), columns=_split(columns) or None)
+    table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
+                          group_by=_split(group_by), columns=_split(columns) or None,
+                          all_files=all_files, processes=jobs)
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.columns)
@@ -235,6 +310,9 @@ def _numeric_column(table: SummaryTable, column: str) -> bool:
 
 
 def _rich_summary(label: str, table: SummaryTable) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     n = len(table.rows)
     title = f"{label}: {n} {'group' if table.grouped else 'run'}{'s' if n != 1 else ''}"
     t = Table(title=title, title_justify="left")
@@ -277,6 +355,8 @@ def diff(
     Exit code 0 when equal within --rtol/--atol, 1 when not, 2 on bad input. Two numbers are equal
     when |a - b| <= atol + rtol * max(|a|, |b|).
     """
+    from ..report.diff import diff_paths  # noqa: PLC0415
+
     report = diff_paths(a, b, rtol=rtol, atol=atol, results=results, processes=jobs,
                         ignore=_split(ignore))
     if as_json:
@@ -295,6 +375,9 @@ def _num(value: Any) -> str:
 
 
 def _rich_diff(report: DiffReport, show_all: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     runs_mode = report.mode == "runs"
     console.print(Text(f"A: {report.a}\nB: {report.b}"), soft_wrap=True)
     if runs_mode and report.pairs:

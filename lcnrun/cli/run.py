@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 CheckpointEveryOption = typer.Option(
@@ -32,9 +34,9 @@ def set_checkpoint_every(seconds: float | None) -> None:
 @handle_errors
 def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) -> None:
     """Check a spec (and every sweep point) without running anything."""
-    from .. import workflow  # lazy: keeps `lcnrun status/summary/diff` from loading scipy
+    from ..spec import load_experiment  # noqa: PLC0415  (the spec layer, not the runner: start-up)
 
-    exp = workflow.load(spec)
+    exp = load_experiment(spec)
     n = len(exp.points)
     console.print(f"[green]ok[/]: {spec} is valid: experiment [bold]{exp.name}[/], "
                   f"{n} run{'s' if n != 1 else ''}", highlight=False)
@@ -58,6 +60,8 @@ def run(
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import interrupt, workflow
+    from ..spec.sweep import expand_point
+    from ..spec.yamlio import read_yaml_file
 
     set_checkpoint_every(checkpoint_every)
 
@@ -67,24 +71,28 @@ def run(
     interrupt.barrier("started")
     from ..store.claims import try_claim
 
-    exp = workflow.load(spec)
     if indices is not None:
         if index is not None or expect_run_id is not None:
             raise UsageError("--indices cannot be combined with --index or --expect-run-id")
+        exp = workflow.load(spec)
         _run_indices(exp, spec, parse_indices(indices, len(exp.points), spec), results, force, quiet)
+    # only the point asked for is validated (a 10,000-point sweep's task must not check them all)
+    raw, lines = read_yaml_file(spec)
+    exp, n_points = expand_point(raw, lines, 0 if index is None else index, file=str(spec),
+                                 base_dir=Path(spec).resolve().parent, spec_path=str(Path(spec).resolve()))
     if index is None:
-        if len(exp.points) != 1:
-            raise UsageError(f"{spec} has {len(exp.points)} sweep points: use `lcnrun sweep {spec}` "
-                             f"or pick one with --index I (0..{len(exp.points) - 1})")
+        if n_points != 1:
+            raise UsageError(f"{spec} has {n_points} sweep points: use `lcnrun sweep {spec}` "
+                             f"or pick one with --index I (0..{n_points - 1})")
         index = 0
-    if not 0 <= index < len(exp.points):
-        raise UsageError(f"--index {index} is out of range: {spec} has {len(exp.points)} points "
-                         f"(0..{len(exp.points) - 1})")
-    point = exp.points[index]
+    if not 0 <= index < n_points:
+        raise UsageError(f"--index {index} is out of range: {spec} has {n_points} points "
+                         f"(0..{n_points - 1})")
+    point = exp.points[0]
     if expect_run_id is not None and point.run_id != expect_run_id:
         raise UsageError(f"{spec}: point {index} is now run {point.run_id}, not {expect_run_id} as "
                          "when it was submitted: the spec changed since (submit it again)")
-    xdir = workflow.prepare(exp, results)
+    xdir = _prepare_for(spec, exp.name, point, n_points, results)
     # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
     # the same point at once (the second waits, then finds it completed)
     with try_claim(xdir.runs_dir, point.run_id, wait=True):
@@ -101,6 +109,21 @@ def run(
             console.print(f"wrote {path}", highlight=False)
         console.print(summary_table(outcome.attrs))
     raise typer.Exit(EXIT_OK if outcome.status == "completed" else EXIT_FAILED)
+
+
+def _prepare_for(spec: Path, name: str, point, n_points: int, results: Path):
+    """The experiment folder for running ``point`` alone. Its ``experiment.yaml`` and
+    ``manifest.tsv`` name every point: if they already are this spec's (the same text, as many
+    rows, this point's row as computed here: what ``submit`` or ``sweep`` wrote), they are kept as
+    they are; otherwise the whole sweep is validated and they are written (once)."""
+    from .. import workflow  # noqa: PLC0415
+    from ..store.experiment import ExperimentDir  # noqa: PLC0415
+
+    xdir = ExperimentDir(Path(results) / name)
+    if xdir.manifest_row_matches(point.index, point.run_id, point.overrides, n_points) \
+            and xdir.experiment_yaml_is(Path(spec).read_text(encoding="utf-8")):
+        return xdir.create()
+    return workflow.prepare(workflow.load(spec), results)
 
 
 def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
@@ -149,6 +172,8 @@ def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool,
 
 def summary_table(attrs: dict) -> Table:
     """A short two-column table of a run's final figures."""
+    from rich.table import Table  # noqa: PLC0415  (start-up: rich on use)
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

@@ -1,29 +1,22 @@
 """``lcnrun sweep SPEC [-j N]``: every point of a spec, locally, in N worker processes."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from ..report.source import ExperimentSource
-from ..report.status import experiment_status
 from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
                               should_run)
 from ..store.experiment import ExperimentDir, ManifestRow
-from .report import fail_line, print_table
+from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
 from .run import CheckpointEveryOption, set_checkpoint_every
-from .app import (EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, err_console,
-                  handle_errors, is_terminal)
+from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
+                  escape, handle_errors, is_terminal)
 
 LIST_AT_MOST = 20
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "pending": ""}
 
 
 def _duration(seconds: float | None) -> str:
@@ -121,6 +114,8 @@ class RichProgress(_Counter):
     """A progress bar on a terminal; failed runs printed above it."""
 
     def __init__(self, name: str, overrides: dict[int, str]):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
         super().__init__(name)
         self.overrides = overrides
         self.progress = Progress(
@@ -129,7 +124,7 @@ class RichProgress(_Counter):
             TextColumn("[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] "
                        "{task.fields[remaining]} remaining"),
             TextColumn("{task.fields[rate]} runs/s"), TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(), console=console, transient=False, refresh_per_second=4)
+            TimeElapsedColumn(), console=console.real(), transient=False, refresh_per_second=4)
         self.task = None
 
     def planned(self, total, to_run, skipped, workers):
@@ -149,6 +144,8 @@ class RichProgress(_Counter):
                              rate=f"{rate:.3g}" if rate else "?", eta=_duration(self.eta()))
 
     def result(self, result):
+        from rich.text import Text  # noqa: PLC0415
+
         super().result(result)
         if not result.ok:
             line = self.failure_line(result, self.overrides.get(result.index, ""))
@@ -173,22 +170,33 @@ class QuietProgress(_Counter):
 
 
 def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
+    from ..report.source import ExperimentSource  # noqa: PLC0415
+    from ..report.status import experiment_status  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
 
     xdir = ExperimentDir(Path(results) / exp.name)
     source = ExperimentSource(str(exp.path), xdir.runs_dir,
                               [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
     status = experiment_status(source)
-    table = Table(title=f"{exp.name}: {len(exp.points)} points -> {xdir.root}", title_justify="left")
-    for col in ("index", "run id", "state", "overrides"):
-        table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
-    would = 0
-    for s in status.states:
-        would += s.state != "running" and should_run(s.file_status, None, force=force,
-                                                     rerun_failed=rerun_failed, since=0.0)
-        table.add_row(str(s.index), s.run_id, Text(s.state, style=STATE_STYLE.get(s.state, "")),
-                      Text(format_overrides(s.overrides)))
-    print_table(table)
+    title = f"{exp.name}: {len(exp.points)} points -> {xdir.root}"
+    columns = ("index", "run id", "state", "overrides")
+    rows = [(str(s.index), s.run_id, s.state, format_overrides(s.overrides)) for s in status.states]
+    would = sum(1 for s in status.states if s.state != "running" and should_run(
+        s.file_status, None, force=force, rerun_failed=rerun_failed, since=0.0))
+    text = None if is_terminal() or len(rows) < PLAIN_FROM_ROWS else \
+        plain_grid(title, list(columns), [c == "index" for c in columns], rows)
+    if text is not None:  # 100,000 points to a file: the same characters rich would print
+        sys.stdout.write(text)
+    else:
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        table = Table(title=title, title_justify="left")
+        for col in columns:
+            table.add_column(col, justify="right" if col == "index" else "left", no_wrap=col != "overrides")
+        for index, run_id, state, overrides in rows:
+            table.add_row(index, run_id, Text(state, style=STATE_STYLE.get(state, "")), Text(overrides))
+        print_table(table)
     counts = ", ".join(f"{n} {k}" for k, n in status.counts().items())
     console.print(f"{counts}; `lcnrun sweep` would run {would}", highlight=False, soft_wrap=True)
 
@@ -253,6 +261,8 @@ def sweep(
 
 
 def _final_report(exp, xdir, report, overrides: dict[int, str], quiet: bool) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
     failures = report.failures
     out = err_console if quiet else console
     if not quiet:

@@ -150,9 +150,10 @@ class GaussianData:
     @staticmethod
     def input_shape(options, model) -> tuple[int, ...]:
         if options.input_size is None:
-            if hasattr(model, "widths"):
-                return (model.widths[0],)
-            raise OptionError("input_size", "is required for an lcn model")
+            if model.default_input_shape is not None:
+                return model.default_input_shape
+            raise OptionError("input_size", f"is required for an {model.name} model (it has no default "
+                                            "input shape)")
         s = options.input_size
         return tuple(s) if isinstance(s, (list, tuple)) else (int(s),)
 
@@ -179,12 +180,7 @@ class FunctionSpaceData:
 
     @classmethod
     def build(cls, options, model: Model) -> Dataset:
-        if hasattr(model, "widths"):
-            d0 = model.widths[0]
-            x = np.sqrt(d0) * np.eye(d0)
-        else:
-            E = model.end_to_end_size
-            x = np.sqrt(E) * np.eye(E).reshape((E,) + model.end_to_end_shape)
+        x = model.whitened_inputs()
         _, rng_t, rng_n = _streams(options.seed)
         return Dataset(x, _targets(options.target, model, x, rng_t, rng_n, options.noise))
 
@@ -235,7 +231,7 @@ def check_dataset(section: Section, model: Model) -> None:
     if target.kind == "teacher" and target.options.model is not None:
         teacher = MODELS[target.options.model.kind](target.options.model.options)
         in_shape = (GaussianData.input_shape(opts, model) if section.kind == "gaussian"
-                    else (model.widths[0],) if hasattr(model, "widths") else model.end_to_end_shape)
+                    else model.whitened_inputs().shape[1:])
         want = model.output_shape(in_shape)
         try:
             got = teacher.output_shape(in_shape)

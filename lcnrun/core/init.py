@@ -4,7 +4,7 @@
 kind           what it draws
 =============  ==========================================================================
 gaussian       every entry ``scale * N(0, 1)``, from ``seed``
-balanced       a balanced point. DLN: ``W_p = U_p S^{1/L} U_{p-1}^T`` from the SVD of a random
+balanced       a balanced point (:meth:`~lcnrun.core.models.Model.balanced_point`). DLN: ``W_p = U_p S^{1/L} U_{p-1}^T`` from the SVD of a random
                ``scale * N(0,1)`` end-to-end matrix (``U_p`` random orthonormal columns), so
                ``W_{p+1}^T W_{p+1} = W_p W_p^T``. LCN: a gaussian draw whose filters are rescaled to
                a common norm (the geometric mean), so every ``delta_l = 0`` and ``v`` is unchanged.
@@ -37,23 +37,6 @@ class GaussianInit:
         return options.scale * rng.standard_normal((1, model.n_params))
 
 
-def _random_orthonormal(rng, n: int, r: int) -> np.ndarray:
-    q, rr = np.linalg.qr(rng.standard_normal((n, r)))
-    return q * np.sign(np.diag(rr))
-
-
-def balance_filters(model: Model, theta: np.ndarray) -> np.ndarray:
-    """Rescale each layer of ``theta (B, P)`` to the geometric mean norm (keeps the end-to-end map
-    of a multilinear model, makes every ``|w_l|`` equal)."""
-    n = np.sqrt(model.layer_norms_sq(theta))
-    if np.any(n == 0):
-        return theta.copy()
-    target = np.exp(np.mean(np.log(n), axis=1, keepdims=True))
-    layers = [w * (target[:, 0] / n[:, l]).reshape((-1,) + (1,) * (w.ndim - 1))
-              for l, w in enumerate(model.split(theta))]
-    return model.join(layers)
-
-
 class BalancedInit:
     name = "balanced"
 
@@ -65,17 +48,7 @@ class BalancedInit:
 
     @staticmethod
     def build(options, model: Model) -> np.ndarray:
-        rng = np.random.default_rng(options.seed)
-        if not hasattr(model, "widths"):
-            return balance_filters(model, options.scale * rng.standard_normal((1, model.n_params)))
-        widths, L = model.widths, model.n_layers
-        r = min(widths)
-        X = options.scale * rng.standard_normal((widths[-1], widths[0]))
-        U, s, Vt = np.linalg.svd(X)
-        root = np.diag(s[:r] ** (1.0 / L))
-        frames = [Vt[:r].T] + [_random_orthonormal(rng, d, r) for d in widths[1:-1]] + [U[:, :r]]
-        layers = [(frames[p + 1] @ root @ frames[p].T)[None] for p in range(L)]
-        return model.join(layers)
+        return model.balanced_point(np.random.default_rng(options.seed), options.scale)
 
 
 def _check_layers(model: Model, arrays: list[np.ndarray], where: str) -> np.ndarray:

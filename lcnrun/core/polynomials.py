@@ -32,7 +32,6 @@ roots in ``z`` (the *hyperroots*) are the ``S``-th roots of its roots in ``y = z
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq
 
 # -- binary forms and their roots -------------------------------------------------------------------
 
@@ -308,6 +307,8 @@ def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.nda
     for i in candidates:
         lo, hi = phis[i] - step, phis[i] + step
         if slope(lo) < 0 < slope(hi):
+            from scipy.optimize import brentq  # noqa: PLC0415  (scipy on use: spec validation imports this module)
+
             p = brentq(slope, lo, hi, xtol=1e-17, rtol=4 * np.finfo(float).eps, maxiter=200)
             v = float(_squared_distance_to_double_root_at(w, p)[0].real)
             if v < best_d2:

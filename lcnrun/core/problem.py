@@ -39,8 +39,8 @@ class Problem:
 
     # -- compiled evaluation (square loss) ----------------------------------------------------------
     def chain_program(self):
-        """The model's :class:`~lcnrun.core.kernels.ChainProgram` (built once), or None."""
-        if self._program is None and hasattr(self.model, "chain_program"):
+        """The model's :class:`~lcnrun.core.kernels.ChainProgram` (built once)."""
+        if self._program is None:
             self._program = self.model.chain_program()
         return self._program
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..provenance import available_cores
 from ..store.runfile import RunData, RunFileError, read_run
 from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
 
@@ -443,7 +444,7 @@ def diff_experiments(src_a: ExperimentSource, src_b: ExperimentSource, *,
                                                index_a=ia.get(ra), index_b=ib.get(rb)))
              for ra, rb, how in pairs]
     if processes is None:
-        processes = _available_cores() if len(tasks) >= PARALLEL_PAIRS else 1
+        processes = available_cores() if len(tasks) >= PARALLEL_PAIRS else 1
     if processes > 1 and len(tasks) > 1:
         size = max(1, math.ceil(len(tasks) / (processes * 4)))
         chunks = [tasks[i:i + size] for i in range(0, len(tasks), size)]
@@ -454,13 +455,6 @@ def diff_experiments(src_a: ExperimentSource, src_b: ExperimentSource, *,
     key = lambda p: (p.index_a is None, p.index_a or 0, p.run_id_a)  # noqa: E731
     report.pairs.sort(key=key)
     return report
-
-
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def ignore_items(report: DiffReport, patterns: list[str]) -> DiffReport:

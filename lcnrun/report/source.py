@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
+from ..store.index import index_dir, run_file_stats, scan
 from ..store.runfile import RunFileError, read_run_attrs
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -56,16 +58,9 @@ class ExperimentSource:
 
 
 def run_files(folder: os.PathLike | str) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    try:
-        entries = os.scandir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    with entries:
-        for entry in entries:
-            if entry.name.endswith(".h5") and not entry.name.startswith("."):
-                out[entry.name[:-3]] = Path(entry.path)
-    return dict(sorted(out.items()))
+    """``{run_id: path}`` of the regular files ``<run_id>.h5`` in ``folder`` (a FIFO or a folder
+    of that name is no run file, and is never opened)."""
+    return {rid: Path(path) for rid, (path, _) in run_file_stats(folder).items()}
 
 
 def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "results") -> ExperimentSource:
@@ -187,6 +182,31 @@ def read_run_info(run_id: str, path: Path) -> RunInfo:
     return RunInfo(run_id, Path(path), attrs, spec)
 
 
+def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
+              processes: int | None = None) -> list[RunInfo]:
+    """:class:`RunInfo` of the run files ``files`` (``{run_id: path}``) of ``runs_dir``, in that
+    order: from the run index of an experiment folder (:mod:`lcnrun.store.index`, the same answer
+    as reading every file), else by :func:`read_runs`."""
+    if index_dir(runs_dir) is None:
+        return read_runs(files, processes=processes)
+    known = scan(runs_dir, run_ids=files)
+    out = []
+    for rid, path in files.items():
+        run = known.get(rid)
+        if run is None:  # removed since it was listed: read it as before (it says so)
+            out.append(read_run_info(rid, Path(path)))
+        elif run.attrs is None:
+            out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
+        else:
+            try:
+                spec = flatten_spec_text(run.spec or "")
+            except yaml.YAMLError as err:
+                out.append(RunInfo(rid, path, dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
+                continue
+            out.append(RunInfo(rid, path, dict(run.attrs), spec))
+    return out
+
+
 def reader_context():
     """Start method for processes that only read run files: ``fork`` where there is one (a worker
     starts at once, with everything imported; this process runs no other threads and holds no
@@ -195,13 +215,6 @@ def reader_context():
         return get_context("fork")
     except ValueError:
         return get_context("spawn")
-
-
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _read_chunk(items: list[tuple[str, str]]) -> list[RunInfo]:
@@ -217,7 +230,7 @@ def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
     """
     items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
     if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
-        processes = _available_cores() if len(items) >= PARALLEL_FROM else 1
+        processes = available_cores() if len(items) >= PARALLEL_FROM else 1
     processes = max(1, min(processes, len(items)))
     if processes == 1:
         return _read_chunk(items)

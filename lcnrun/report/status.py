@@ -11,18 +11,21 @@ The state of a point, first rule that applies:
 4. ``pending``: no run file yet.
 
 Run files whose id is not a point of the experiment (left from an earlier version of the spec, or
-of the code) are counted apart as ``orphans``. Reading statuses costs three attributes per file.
+of the code) are counted apart as ``orphans``. Statuses come from the run index beside the run
+files (:mod:`lcnrun.store.index`: the same answer as reading every file), else three attributes
+per file.
 """
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..store.claims import claimed_runs
-from ..store.runfile import RunFileError, read_run_status
+from ..store.index import scan
+from ..store.runfile import RunFileError
 from .source import ExperimentSource
 
 #: display order; a scheduler's own states (``queued`` ...) come after ``running``
@@ -30,19 +33,23 @@ STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "run
 FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
 
 
-#: Functions ``source -> {run_id: state}`` asked by :func:`scheduler_states` (and so by
-#: ``lcnrun status``): a cluster scheduler module appends its own, e.g. one that maps the array
-#: tasks ``squeue`` lists for this experiment to ``queued`` / ``running``.
-SCHEDULER_PROBES: list[Callable[[ExperimentSource], Mapping[str, str]]] = []
+#: A probe is a function ``source -> {run_id: state}``, e.g. one that maps the array tasks
+#: ``squeue`` lists for this experiment to ``queued`` / ``running``.
+Probe = Callable[[ExperimentSource], Mapping[str, str]]
+
+#: Transitional: probes a scheduler module registered on import. Callers pass ``probes`` instead
+#: (the CLI knows the schedulers; this layer does not import them): arrows point down only.
+SCHEDULER_PROBES: list[Probe] = []
 
 
-def scheduler_states(source: ExperimentSource) -> tuple[dict[str, str], list[str]]:
-    """What the registered :data:`SCHEDULER_PROBES` say about ``source``'s runs, merged, and a
-    note for each probe that failed (a scheduler that cannot be reached must not break
-    ``status``)."""
+def scheduler_states(source: ExperimentSource, probes: Iterable[Probe] | None = None
+                     ) -> tuple[dict[str, str], list[str]]:
+    """What the ``probes`` (default: the registered :data:`SCHEDULER_PROBES`) say about
+    ``source``'s runs, merged, and a note for each probe that failed (a scheduler that cannot be
+    reached must not break ``status``)."""
     states: dict[str, str] = {}
     notes: list[str] = []
-    for probe in SCHEDULER_PROBES:
+    for probe in (SCHEDULER_PROBES if probes is None else probes):
         try:
             states.update(probe(source) or {})
         except Exception as err:  # noqa: BLE001
@@ -90,13 +97,6 @@ class ExperimentStatus:
         return all(s.state == "completed" for s in self.states)
 
 
-def _file_status(path: Path) -> str:
-    try:
-        return read_run_status(path)
-    except RunFileError:
-        return "unreadable"
-
-
 def experiment_status(source: ExperimentSource, *,
                       scheduler: Mapping[str, str] | None = None) -> ExperimentStatus:
     """The state of every point of ``source`` (see the module docstring).
@@ -105,12 +105,11 @@ def experiment_status(source: ExperimentSource, *,
     ``queued``, ``running`` ...); it overrides what the files say for those runs.
     """
     scheduler = dict(scheduler or {})
-    files = source.run_files()
+    files = {rid: run.status for rid, run in scan(source.runs_dir).items()}
     running = claimed_runs(source.runs_dir)
 
     def state_of(index, run_id, overrides) -> RunState:
-        path = files.get(run_id)
-        status = _file_status(path) if path is not None else None
+        status = files.get(run_id)
         if run_id in running:
             return RunState(index, run_id, "running", "claim", overrides, status, running[run_id])
         if run_id in scheduler:

@@ -20,7 +20,8 @@ Queries (:func:`summarize`):
   infinite loss is counted out; ``count`` says how many were used). Filter first
   (``status==completed``) to restrict the statistics to some runs.
 
-Reading uses :func:`lcnrun.report.source.read_runs` (attributes and spec only, never arrays).
+Reading uses :func:`lcnrun.report.source.scan_runs` (the run index beside the run files, else
+attributes and spec only, never arrays).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from .source import ExperimentSource, read_runs
+from .source import ExperimentSource, scan_runs
 
 FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
 STATS = ("mean", "std", "min", "max", "count")
@@ -70,7 +71,7 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
         if not all_files:
             files = {rid: p for rid, p in files.items() if rid in index_of}
     pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in files)
-    infos = read_runs(files, processes=processes)
+    infos = scan_runs(source.runs_dir, files, processes=processes)
     rows, spec_keys = [], {}
     for info in infos:
         row: dict[str, Any] = dict(info.spec)
@@ -91,6 +92,20 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
             key_order.setdefault(k, None)
     return Runs(rows, list(spec_keys), list(key_order), pending,
                 0 if all_files else orphans)
+
+
+def label(value: Any, digits: int = 4, missing: str = "none") -> str:
+    """A key's value as a legend, tick or cell label: floats to ``digits`` significant digits,
+    lists as compact JSON, ``None`` as ``missing``."""
+    if value is None:
+        return missing
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 # -- filters and sorting ---------------------------------------------------------------------------
@@ -228,6 +243,48 @@ def default_columns(rows: list[dict], varying: list[str]) -> list[str]:
     return head + ["run_id", *varying, "status", *FIGURES, *diag]
 
 
+def known_keys(runs: Runs) -> list[str]:
+    """Every key a query may name: the fixed ones, the spec keys, and every key of a row."""
+    return ["index", "run_id", "status", "message", *runs.spec_keys,
+            *sorted({k for r in runs.rows for k in r})]
+
+
+def select_rows(runs: Runs, filters: Sequence[str] = (),
+                known: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``runs`` for which every filter (texts, see :func:`parse_filter`) holds, in
+    order; raises :class:`QueryError` for a bad filter or a key not in ``known`` (default
+    :func:`known_keys`)."""
+    parsed = [parse_filter(f) for f in filters]
+    if parsed:
+        _check_keys([f.key for f in parsed], known if known is not None else known_keys(runs),
+                    "--filter")
+    rows = runs.rows
+    for f in parsed:
+        rows = [r for r in rows if f.matches(r)]
+    return rows
+
+
+def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
+                  sort: Sequence[str] = (), reverse: bool = False, group_by: Sequence[str] = (),
+                  columns: Sequence[str] | None = None, all_files: bool = False,
+                  processes: int | None = None) -> SummaryTable:
+    """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
+    DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
+    return summarize(load_runs(source, all_files=all_files, processes=processes),
+                     filters=filters, sort=sort, reverse=reverse, group_by=group_by,
+                     columns=columns)
+
+
+def to_frame(table: SummaryTable):
+    """``table`` as a ``pandas.DataFrame``: its columns in order, one row per table row, each
+    value as the table holds it (the values ``lcnrun summary --csv`` prints: floats exactly, lists
+    as lists; a missing value is ``NaN`` in a numeric column, ``None`` elsewhere)."""
+    import pandas as pd  # noqa: PLC0415  (the CLI's summary never needs pandas)
+
+    return pd.DataFrame([[row.get(c) for c in table.columns] for row in table.rows],
+                        columns=list(table.columns))
+
+
 def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = (),
               reverse: bool = False, group_by: Sequence[str] = (),
               columns: Sequence[str] | None = None) -> SummaryTable:
@@ -235,17 +292,13 @@ def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = 
     ``sort``. ``columns``: the columns to show instead of the default ones (``run_id`` stays
     first); a name starting with ``+`` is added to the default columns instead; ``["all"]`` shows
     every key. Raises :class:`QueryError` for unknown keys and bad filters."""
-    rows = runs.rows
-    known = ["index", "run_id", "status", "message", *runs.spec_keys,
-             *sorted({k for r in rows for k in r})]
-    parsed = [parse_filter(f) for f in filters]
-    _check_keys([f.key for f in parsed], known, "--filter")
+    known = known_keys(runs)
+    rows = select_rows(runs, filters, known)
     _check_keys(group_by, known, "--group-by")
     # the columns come from the whole experiment, so that they do not change with the filters
-    varying = varying_keys(rows, runs.spec_keys, runs.key_order)
-    constant = {k: rows[0].get(k) for k in runs.spec_keys if k not in varying} if rows else {}
-    for f in parsed:
-        rows = [r for r in rows if f.matches(r)]
+    varying = varying_keys(runs.rows, runs.spec_keys, runs.key_order)
+    constant = ({k: runs.rows[0].get(k) for k in runs.spec_keys if k not in varying}
+                if runs.rows else {})
     cols = default_columns(rows, varying)
     if columns:
         if list(columns) == ["all"]:

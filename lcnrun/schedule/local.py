@@ -46,13 +46,11 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
 from .. import interrupt
+from ..provenance import BLAS_VARIABLES, available_cores
 from ..store.claims import clean_run_temporaries, clean_stale_claims, try_claim
 from ..store.experiment import ExperimentDir
 from ..store.runfile import RunFileError, read_run_attrs, read_run_status
 
-#: set to "1" in every worker's environment before it starts (so before it imports numpy)
-BLAS_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 GRACE_SECONDS = 20.0  # how long interrupted runs may take to end before they are killed
 UNREADABLE = "unreadable"
 #: at most this many points in one ensemble (each holds a claim, i.e. an open file, while it runs;
@@ -64,14 +62,6 @@ ENSEMBLE_MAX_DATASETS = 16
 
 class SweepError(Exception):
     """The sweep cannot go on (e.g. worker processes die as soon as they start)."""
-
-
-def available_cores() -> int:
-    """The cores this process may use (its CPU affinity: a Slurm allocation, ``taskset``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -324,8 +314,9 @@ def _worker_main(conn, exp, root: str, parent_pid: int, ignore_sigint: bool = Fa
 # -- the parent ------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _pinned_blas_environment():
-    saved = {name: os.environ.get(name) for name in BLAS_ENVIRONMENT}
-    os.environ.update({name: "1" for name in BLAS_ENVIRONMENT})
+    # every BLAS variable set to 1 before the worker starts (so before it imports numpy)
+    saved = {name: os.environ.get(name) for name in BLAS_VARIABLES}
+    os.environ.update({name: "1" for name in BLAS_VARIABLES})
     try:
         yield
     finally:
@@ -465,7 +456,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
     quarter of the open-file limit: each member holds a claim) with at most
     :data:`ENSEMBLE_MAX_DATASETS` distinct data sets, and small enough that ``jobs`` workers all get
     a share; points that cannot be batched alone. Ordered by their first point."""
-    from ..runner import _data_key, ensemble_key  # noqa: PLC0415
+    from ..runner import data_key, ensemble_key  # noqa: PLC0415
 
     cap = ENSEMBLE_MAX_MEMBERS if max_members is None else max(1, int(max_members))
     cap = max(1, min(cap, _open_file_limit() // 4))
@@ -482,7 +473,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
         chunk: list[int] = []
         datasets: set[str] = set()
         for i in members:
-            data = _data_key(exp.points[i].run_spec)
+            data = data_key(exp.points[i].run_spec)
             if len(chunk) >= size or (data not in datasets and len(datasets) >= ENSEMBLE_MAX_DATASETS):
                 units.append(tuple(chunk))
                 chunk, datasets = [], set()

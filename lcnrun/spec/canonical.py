@@ -2,7 +2,8 @@
 
 ``resolved_dict(run_spec)`` is the run as plain data with every default filled in: each section is
 ``{kind: ..., <every option field>}`` (nested sections likewise), ``record`` its fields, tuples are
-lists, floats floats, ints ints, paths absolute. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
+lists, floats floats, ints ints, paths absolute; ``diagnostics`` a list whose entries are a bare name
+(the diagnostic at its default options) or ``{kind: name, <every option>}``. ``yaml.safe_dump(resolved_dict(r), sort_keys=True)``
 is what a run file stores, and loading that text gives back a RunSpec equal to ``r``.
 
 Run id rule (identity from content, as signac's job ids):
@@ -18,10 +19,12 @@ Run id rule (identity from content, as signac's job ids):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Any, Callable
 
+from ..core.diagnostics import DIAGNOSTICS
 from ..core.options import Section
 from .errors import Problem, SpecError
 from .schema import SECTIONS, RunSpec
@@ -55,12 +58,31 @@ def _plain(value: Any, on_path: Callable[[str], Any]) -> Any:
     return value
 
 
+def _plain_diagnostics(diagnostics, on_path: Callable[[str], Any]) -> list:
+    # a diagnostic at its default options is its bare name (as specs wrote it before diagnostics
+    # had options, so those runs keep their ids), otherwise {kind: name, <every option>}
+    return [s.kind if s.options == DIAGNOSTICS[s.kind].Options() else _plain(s, on_path)
+            for s in diagnostics]
+
+
+def _entries(run_spec: RunSpec) -> list[tuple[str, Any, Callable]]:
+    """The top-level keys of the resolved dict, the objects their values are made from, and how."""
+    return [("name", run_spec.name, _plain), ("description", run_spec.description, _plain),
+            *((section, getattr(run_spec, section), _plain) for section in SECTIONS),
+            ("diagnostics", run_spec.diagnostics, _plain_diagnostics)]
+
+
 def _resolved(run_spec: RunSpec, on_path: Callable[[str], Any]) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": run_spec.name, "description": run_spec.description}
-    for section in SECTIONS:
-        d[section] = _plain(getattr(run_spec, section), on_path)
-    d["diagnostics"] = list(run_spec.diagnostics)
-    return d
+    return {key: make(value, on_path) for key, value, make in _entries(run_spec)}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=None)
+def _key_text(key: str) -> str:
+    return _dumps(key) + ":"
 
 
 def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
@@ -68,9 +90,17 @@ def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
     return _resolved(run_spec, lambda p: p)
 
 
-def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = None) -> str:
+def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = None,
+                   texts: dict[int, tuple[Any, str]] | None = None) -> str:
     """The text whose hash is the run id (steps 1-3 of the module docstring). ``file_hashes``
-    (path -> hex digest) may carry hashes already computed in the same call of the caller."""
+    (path -> hex digest) may carry hashes already computed in the same call of the caller.
+
+    ``texts`` (a dict the caller keeps for many runs, e.g. a sweep's points) remembers the JSON
+    text of each top-level value by the identity of the object it is made from: the points of a
+    sweep share their section objects (the spec layer validates each distinct section once), so
+    each is turned into text once. The text is the same as ``json.dumps(d, sort_keys=True,
+    separators=(",", ":"))`` of the whole dict, written key by key in sorted order.
+    """
     cache = {} if file_hashes is None else file_hashes
 
     def hash_path(path: str) -> str:
@@ -81,11 +111,20 @@ def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = No
                 raise SpecError([Problem(None, None, "", f"cannot hash {path} for the run id: {err}")]) from None
         return "sha256:" + cache[path]
 
-    d = _resolved(run_spec, hash_path)
-    del d["name"], d["description"]
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+    texts = {} if texts is None else texts
+    parts = []
+    for key, value, make in sorted(_entries(run_spec), key=lambda kv: kv[0]):
+        if key in ("name", "description"):
+            continue
+        hit = texts.get(id(value))
+        if hit is None or hit[0] is not value:  # the entry keeps ``value`` alive: its id stays its own
+            hit = texts[id(value)] = (value, _dumps(make(value, hash_path)))
+        parts.append(_key_text(key) + hit[1])
+    return "{" + ",".join(parts) + "}"
 
 
-def run_id(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = None) -> str:
-    """First 12 hex digits of the sha256 of :func:`canonical_json`."""
-    return hashlib.sha256(canonical_json(run_spec, file_hashes=file_hashes).encode()).hexdigest()[:RUN_ID_LENGTH]
+def run_id(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = None,
+           texts: dict[int, tuple[Any, str]] | None = None) -> str:
+    """First 12 hex digits of the sha256 of :func:`canonical_json` (``texts``: see there)."""
+    text = canonical_json(run_spec, file_hashes=file_hashes, texts=texts)
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -55,7 +56,9 @@ REGISTRIES: dict[str, dict[str, type]] = {
 INITS_CHECKED_BY_BUILDING = ("file", "explicit")
 
 #: keys of model options named by core errors raised while checking the data against the model
-MODEL_KEY_RE = re.compile(r"^(filters|strides|widths)(\[|\.|$)")
+#: (the fields of every registered family's ``Options``)
+MODEL_KEY_RE = re.compile(r"^(%s)(\[|\.|$)" % "|".join(sorted(
+    {re.escape(f.name) for family in MODELS.values() for f in dataclasses.fields(family.Options)})))
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 
@@ -76,7 +79,8 @@ class RunSpec:
     dynamics: Section
     record: RecordOptions
     regularization: RegularizationOptions
-    diagnostics: tuple[str, ...] = ()
+    #: ``Section(name, options)`` per diagnostic, in the spec's order
+    diagnostics: tuple[Section, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
 
 
@@ -89,6 +93,9 @@ class Context:
     base_dir: Path
     check_files: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: results of validation steps already taken (:func:`_memoized`), shared by the contexts of one
+    #: sweep's points (same file, lines, folder): ``None`` validates everything afresh
+    memo: dict | None = None
 
     def line_of(self, key: str) -> int | None:
         """Line of ``key``, or of its closest parent that exists in the file."""
@@ -235,7 +242,53 @@ def _resolve_path(value: str, ctx: Context) -> str:
 
 
 # -------------------------------------------------------------------------------------------------
+# memo: a sweep of 100,000 points has a few distinct sections; each is validated once
+def _memoized(key_of: Callable[..., tuple]):
+    """Remember a validation step's result and the problems it added, in ``ctx.memo`` (the
+    step's last positional argument is the context).
+
+    ``key_of(memo, *args, **kwargs)`` (without ``ctx``) names everything the step reads besides
+    the context's file, lines, folder and ``check_files``, which are the same for every context
+    that shares a memo: raw YAML values by their text (:func:`_raw_text`), classes, registries and
+    validated sections by identity (the memo keeps the arguments alive, so an id stays its
+    object's). A hit returns the very same frozen objects and adds the same problems as the first
+    call.
+    """
+    def wrap(fn):
+        @functools.wraps(fn)
+        def step(*args, **kwargs):
+            ctx = args[-1]
+            memo = ctx.memo
+            if memo is None:
+                return fn(*args, **kwargs)
+            key = (step, key_of(memo, *args[:-1], **kwargs))
+            hit = memo.get(key)
+            if hit is None:
+                start = len(ctx.problems)
+                result = fn(*args, **kwargs)
+                hit = memo[key] = (result, tuple(ctx.problems[start:]), args[:-1])
+            elif hit[1]:
+                ctx.problems.extend(hit[1])
+            return hit[0]
+        return step
+    return wrap
+
+
+def _raw_text(memo: dict, raw: Any) -> str:
+    """``repr(raw)``: exact for YAML data (``1``, ``1.0`` and ``true`` differ); remembered by
+    identity (int keys of the memo), since a sweep's points share the mappings their overrides
+    do not change, and the memo keeps ``raw`` alive."""
+    if not raw or not isinstance(raw, (dict, list)):
+        return repr(raw)
+    hit = memo.get(id(raw))
+    if hit is None or hit[0] is not raw:
+        hit = memo[id(raw)] = (raw, repr(raw))
+    return hit[1]
+
+
+# -------------------------------------------------------------------------------------------------
 # sections
+@_memoized(lambda memo, cls, raw, path, *, ignore=(): (id(cls), _raw_text(memo, raw), path, ignore))
 def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: tuple = ()) -> Any:
     """An instance of the options dataclass ``cls`` from ``raw``, or ``None`` (problems in ctx)."""
     fields = option_fields(cls)
@@ -288,6 +341,8 @@ def validate_options(cls: type, raw: dict, path: str, ctx: Context, *, ignore: t
         return None
 
 
+@_memoized(lambda memo, raw, path, registry, default_kind: (_raw_text(memo, raw), path, id(registry),
+                                                            default_kind))
 def validate_section(raw: Any, path: str, registry: dict[str, type], default_kind: str | None,
                      ctx: Context) -> Section | None:
     """``{kind: k, ...}`` -> ``Section(k, registry[k].Options(...))`` after ``check_options``."""
@@ -318,6 +373,17 @@ def validate_section(raw: Any, path: str, registry: dict[str, type], default_kin
     return Section(kind, options)
 
 
+def _cross_check_key(memo: dict, sections: dict[str, Any]) -> tuple:
+    """What :func:`_cross_check` reads (keep in step with it): the model, data and init sections
+    (init only for the kinds it builds), the dynamics' kind (``check_model`` is a class method)."""
+    init, dynamics = sections.get("init"), sections.get("dynamics")
+    return (id(sections.get("model")), id(sections.get("data")),
+            dynamics.kind if dynamics is not None else None,
+            id(init) if init is not None and init.kind in INITS_CHECKED_BY_BUILDING else
+            (init.kind if init is not None else None))
+
+
+@_memoized(_cross_check_key)
 def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
     """Model against data and init: an impossible architecture is a spec error."""
     model_section = sections.get("model")
@@ -352,6 +418,35 @@ def _cross_check(sections: dict[str, Any], ctx: Context) -> None:
             ctx.add("init", f"cannot be checked against the model: {err}")
 
 
+def validate_diagnostics(raw: Any, ctx: Context) -> tuple[Section, ...]:
+    """``[name, {kind: name, option: value}, ...]`` -> one :class:`Section` per diagnostic (its
+    ``Options`` validated like any section's); a bare name has the default options."""
+    if not isinstance(raw, (list, tuple)):
+        ctx.add("diagnostics", f"must be a list of diagnostic names or {{kind: name, ...}} mappings, not {_show(raw)}")
+        return ()
+    out, seen = [], {}
+    for i, item in enumerate(raw):
+        where = f"diagnostics[{i}]"
+        if isinstance(item, str):
+            if item not in DIAGNOSTICS:
+                ctx.add(where, f"unknown diagnostic {item!r} (known: {', '.join(DIAGNOSTICS) or 'none yet'})"
+                        + did_you_mean(item, DIAGNOSTICS))
+                continue
+            item = {"kind": item}
+        elif not isinstance(item, dict):
+            ctx.add(where, f"must be a diagnostic name or a mapping {{kind: name, option: value}}, not {_show(item)}")
+            continue
+        section = validate_section(item, where, DIAGNOSTICS, None, ctx)
+        if section is None:
+            continue
+        if section.kind in seen:
+            ctx.add(where, f"{section.kind} is already diagnostics[{seen[section.kind]}] (each diagnostic once)")
+            continue
+        seen[section.kind] = i
+        out.append(section)
+    return tuple(out)
+
+
 def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> RunSpec | None:
     """A :class:`RunSpec` from a spec mapping without ``sweep``; ``None`` if ctx got problems."""
     start = len(ctx.problems)
@@ -380,22 +475,14 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
             sections[sec] = validate_options(registry, value or {}, sec, ctx)
         else:
             ctx.add(sec, f"must be a mapping, not {_show(value)}")
-    diagnostics = raw.get("diagnostics") or []
-    try:
-        diagnostics = _items(diagnostics, _str)
-        for i, d in enumerate(diagnostics):
-            if d not in DIAGNOSTICS:
-                raise _Invalid(f"[{i}]", f"unknown diagnostic {d!r} (known: {', '.join(DIAGNOSTICS) or 'none yet'})"
-                               + did_you_mean(d, DIAGNOSTICS))
-    except _Invalid as err:
-        ctx.add("diagnostics" + err.sub, err.message)
+    diagnostics = validate_diagnostics(raw.get("diagnostics") or [], ctx)
     if len(ctx.problems) > start or any(s is None for s in sections.values()):
         return None
     _cross_check(sections, ctx)
     for i, d in enumerate(diagnostics):
-        applies_to = getattr(DIAGNOSTICS[d], "models", None)
+        applies_to = getattr(DIAGNOSTICS[d.kind], "models", None)
         if applies_to is not None and sections["model"].kind not in applies_to:
-            ctx.add(f"diagnostics[{i}]", f"{d} applies to model kind {' or '.join(applies_to)}, "
+            ctx.add(f"diagnostics[{i}]", f"{d.kind} applies to model kind {' or '.join(applies_to)}, "
                                          f"not {sections['model'].kind}")
     if len(ctx.problems) > start:
         return None

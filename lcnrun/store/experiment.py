@@ -1,4 +1,4 @@
-"""The experiment folder ``results/<name>/`` (SPEC.md section 3)::
+"""The experiment folder ``results/<name>/`` (docs/spec.md section 3)::
 
     experiment.yaml     the spec as given            (atomic; rewritten only when it changed)
     manifest.tsv        index<TAB>run_id<TAB>overrides, one line per sweep point, compact JSON
@@ -114,6 +114,26 @@ class ExperimentDir:
                 raise ValueError(f"{self.manifest_tsv}:{lineno}: malformed row ({exc})") from None
             rows.append(row)
         return rows
+
+    def manifest_row_matches(self, index: int, run_id: str, overrides: dict[str, Any],
+                             n_rows: int) -> bool:
+        """Whether ``manifest.tsv`` has ``n_rows`` rows and row ``index`` is exactly what
+        :meth:`write_manifest` writes for ``(index, run_id, overrides)`` (one row parsed: a
+        cluster task of a 10,000-point sweep checks its own point only). Never raises."""
+        try:
+            lines = self.manifest_tsv.read_text(encoding="utf-8").splitlines()
+            expected = f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}"
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            return False
+        return (len(lines) == n_rows + 1 and tuple(lines[0].split("\t")) == MANIFEST_HEADER
+                and 0 <= index < n_rows and lines[index + 1] == expected)
+
+    def experiment_yaml_is(self, text: str) -> bool:
+        """Whether ``experiment.yaml`` holds exactly ``text``. Never raises."""
+        try:
+            return self.experiment_yaml.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            return False
 
     # -- runs ---------------------------------------------------------------------------------
     def existing_runs(self) -> dict[str, str]:

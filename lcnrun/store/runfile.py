@@ -1,4 +1,4 @@
-"""One run = one self-contained HDF5 file ``runs/<run_id>.h5`` (SPEC.md section 3).
+"""One run = one self-contained HDF5 file ``runs/<run_id>.h5`` (docs/spec.md section 3).
 
 Layout (``format_version`` 1)::
 
@@ -38,13 +38,32 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import h5py
+import importlib
+import stat
+
 import numpy as np
-from h5py import h5a, h5d, h5f, h5g, h5p, h5s, h5t
 
 from .. import interrupt
 from ..provenance import lcnrun_version
 from .atomic import atomic_replace
+from .index import note_written
+
+
+class _OnUse:
+    """A module imported when first used: importing h5py costs ~0.3 s, which ``lcnrun status``
+    (answered from the index, :mod:`lcnrun.store.index`), ``validate`` and ``--help`` never need."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update(module.__dict__)  # later look-ups go straight to the module's names
+        return getattr(module, attr)
+
+
+h5py = _OnUse("h5py")
+h5a, h5d, h5f, h5g, h5p, h5s, h5t = (_OnUse(f"h5py.{m}") for m in ("h5a", "h5d", "h5f", "h5g", "h5p", "h5s", "h5t"))
 
 FORMAT = "lcnrun-run"
 FORMAT_VERSION = 1
@@ -54,7 +73,7 @@ INDEX_ATTR = "attrs_json"
 RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", INDEX_ATTR)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
-_STR = h5py.string_dtype("utf-8")
+_STR = np.dtype("O", metadata={"vlen": str})  # = h5py.string_dtype("utf-8"), without importing h5py
 
 
 class RunFileError(Exception):
@@ -213,6 +232,7 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
         with h5py.File(tmp, "x", locking=False) as f:
             _write_contents(f, record)
         interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
+    note_written(path)  # the run index beside the run files (lcnrun.store.index)
     return path
 
 
@@ -293,17 +313,37 @@ def _check_format(path: Path, fmt: Any, version: Any) -> None:
                                  f"{FORMAT_VERSION}); upgrade lcnrun to read it")
 
 
-def _fast(path: os.PathLike | str, body) -> Any:
+def _regular(path: Path) -> None:
+    """Only a regular file is a run file: never open a FIFO (it would block) or a device."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise RunFileError(path, "no such file") from None
+    except OSError as exc:
+        raise RunFileError(path, f"cannot stat ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RunFileError(path, "not a regular file")
+
+
+def _fast(path: os.PathLike | str, body, check_marks: bool = True) -> Any:
     path = Path(path)
+    _regular(path)
     fid = _open_fast(path)
     try:
-        return body(path, fid)
+        out = body(path, fid)
     except RunFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise RunFileError(path, f"unreadable run file ({exc})") from exc
     finally:
         fid.close()
+    if check_marks:  # a file found unreadable where it was needed is unreadable everywhere
+        from .index import unreadable_mark  # noqa: PLC0415
+
+        reason = unreadable_mark(path)
+        if reason is not None:
+            raise RunFileError(path, reason)
+    return out
 
 
 def _attrs_body(path: Path, fid: h5f.FileID, walk: bool) -> dict:
@@ -316,16 +356,18 @@ def _attrs_body(path: Path, fid: h5f.FileID, walk: bool) -> dict:
     return out
 
 
-def read_run_attrs(path: os.PathLike | str, *, walk: bool = False) -> dict[str, Any]:
+def read_run_attrs(path: os.PathLike | str, *, walk: bool = False, check_marks: bool = True) -> dict[str, Any]:
     """Every scalar of a run, without reading any array: fast enough for 10,000 files.
 
     Returns ``{root attr: value, "final.<key>": value, "diagnostics.<name>.<key>": value,
     "spec": resolved spec YAML text}`` with plain Python values (``format``, ``format_version``,
     ``run_id``, ``status``, ``lcnrun_version`` always present). Reads the ``attrs_json`` index
     attribute and the ``spec`` dataset; ``walk=True`` (or a file without the index) reads the
-    attributes one by one instead. Raises :class:`RunFileError`.
+    attributes one by one instead. Raises :class:`RunFileError`, also for a file that an earlier
+    full read found unreadable (:func:`lcnrun.store.index.mark_unreadable`; ``check_marks=False``
+    skips that look-up).
     """
-    return _fast(path, lambda p, fid: _attrs_body(p, fid, walk))
+    return _fast(path, lambda p, fid: _attrs_body(p, fid, walk), check_marks)
 
 
 def _status_body(path: Path, fid: h5f.FileID) -> str:
@@ -339,9 +381,10 @@ def _status_body(path: Path, fid: h5f.FileID) -> str:
     return values["status"]
 
 
-def read_run_status(path: os.PathLike | str) -> str:
-    """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError`."""
-    return _fast(path, _status_body)
+def read_run_status(path: os.PathLike | str, *, check_marks: bool = True) -> str:
+    """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError` (as
+    :func:`read_run_attrs`)."""
+    return _fast(path, _status_body, check_marks)
 
 
 def is_complete_run(path: os.PathLike | str) -> bool:
@@ -377,8 +420,7 @@ def read_run(path: os.PathLike | str) -> RunData:
     run file, or whose contents cannot be read.
     """
     path = Path(path)
-    if not path.exists():
-        raise RunFileError(path, "no such file")
+    _regular(path)
     try:
         with h5py.File(path, "r", locking=False) as f:
             root = _scalars(f.attrs)
@@ -402,5 +444,10 @@ def read_run(path: os.PathLike | str) -> RunData:
                 lcnrun_version=root["lcnrun_version"])
     except RunFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise RunFileError(path, f"unreadable run file ({exc})") from exc
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # its attributes may read fine (status and summary read only those): tell every reader
+        from .index import mark_unreadable  # noqa: PLC0415
+
+        err = RunFileError(path, f"unreadable run file ({type(exc).__name__}: {exc})")
+        mark_unreadable(path, err.reason)
+        raise err from exc

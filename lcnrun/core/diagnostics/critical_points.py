@@ -92,30 +92,13 @@ def hessian_finite_differences(problem, theta: np.ndarray, h: float | None = Non
 
 
 def symmetry_tangent(model, theta: np.ndarray) -> np.ndarray:
-    """Columns spanning the tangent space of the symmetry orbit at ``theta``: ``(P, m)``.
+    """Columns spanning the tangent space of the symmetry orbit at ``theta``: ``(P, m)``
+    (:meth:`~lcnrun.core.models.Model.symmetry_tangent`).
 
     LCN: ``(0, .., w_l, -w_{l+1}, .., 0)`` for ``l = 1..L-1``. DLN: ``dW_l = A W_l``,
-    ``dW_{l+1} = -W_{l+1} A`` for ``A = E_ab`` (every hidden layer). Other models: none.
+    ``dW_{l+1} = -W_{l+1} A`` for ``A = E_ab`` (every hidden layer).
     """
-    theta = np.asarray(theta, dtype=float)
-    layers = [w[0] for w in model.split(theta[None])]
-    cols = []
-    if model.name == "lcn":
-        for l in range(model.n_layers - 1):
-            d = [np.zeros_like(w) for w in layers]
-            d[l], d[l + 1] = layers[l], -layers[l + 1]
-            cols.append(model.join([x[None] for x in d])[0])
-    elif model.name == "dense":
-        for l in range(model.n_layers - 1):
-            n = layers[l].shape[0]
-            for a in range(n):
-                for b in range(n):
-                    A = np.zeros((n, n))
-                    A[a, b] = 1.0
-                    d = [np.zeros_like(w) for w in layers]
-                    d[l], d[l + 1] = A @ layers[l], -layers[l + 1] @ A
-                    cols.append(model.join([x[None] for x in d])[0])
-    return np.array(cols).T.reshape(model.n_params, len(cols))
+    return model.symmetry_tangent(theta)
 
 
 def normal_space_basis(T: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, int]:
@@ -187,7 +170,7 @@ def critical_point_at(problem, theta: np.ndarray, *, grad_tol: float = 1e-6, eig
         "hessian_method": method,
         "hessian_fd_rel_diff": float(np.max(np.abs(H_an - H_fd)) / denom),
     }
-    if model.name == "lcn" and model.ndim == 1:
+    if model.polynomial_spacings() is not None:
         d, _ = poly.distance_to_real_discriminant(e[0])
         scalars["distance_to_discriminant"] = d
         nv = float(np.linalg.norm(e))

@@ -27,9 +27,7 @@ def patch_gram(problem) -> np.ndarray:
         return np.asarray(problem.quadratic.gram, dtype=float)
     features = problem.features if problem.features is not None else model.features(
         problem.dataset.inputs)
-    width = model.widths[0] if model.name == "dense" else model.end_to_end_size
-    F = np.asarray(features, dtype=float).reshape(-1, width)
-    return F.T @ F / problem.n_samples
+    return model.data_gram(features)
 
 
 def check_data_condition(problem, rtol: float = 1e-10) -> DiagnosticResult:
@@ -39,7 +37,7 @@ def check_data_condition(problem, rtol: float = 1e-10) -> DiagnosticResult:
     top = float(lam[-1]) if lam.size else 0.0
     rank = int(np.sum(lam > rtol * top)) if top > 0 else 0
     n = G.shape[0]
-    what = "input covariance Sigma_xx" if problem.model.name == "dense" else "patch Gram matrix"
+    what = problem.model.gram_name
     scalars = {
         "gram_rank": rank,
         "gram_size": n,

@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
-from scipy.optimize import brentq, least_squares
 
 from .. import polynomials as poly
 from ..options import OptionError, option
@@ -121,6 +120,8 @@ def rescale_to_invariants(layers: list[np.ndarray], product_scale: float,
         a -= 50.0
     while f_of_u(b) < 0:
         b += 50.0
+    from scipy.optimize import brentq  # noqa: PLC0415  (scipy on use: spec validation imports this module)
+
     s = lo + unit * np.exp(brentq(f_of_u, a, b, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500))
     for _ in range(3):  # Newton on f(s) = sum log(s + D_l) - target
         step = f_of_s(s) / float(np.sum(1.0 / (s + D)))
@@ -271,6 +272,8 @@ def fiber_search(model, theta: np.ndarray, *, restarts: int = 16, seed: int = 0,
             seg = x0[off[l]: off[l + 1]]
             seg *= norms[l] / max(np.linalg.norm(seg), 1e-300)
         try:
+            from scipy.optimize import least_squares  # noqa: PLC0415  (on use, as brentq)
+
             sol = least_squares(F, x0, jac=JF, method=method, xtol=1e-15, ftol=1e-15, gtol=1e-15,
                                 max_nfev=200 * P)
         except (ValueError, np.linalg.LinAlgError):

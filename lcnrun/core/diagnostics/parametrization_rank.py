@@ -28,11 +28,8 @@ from .base import Diagnostic, DiagnosticResult, subsample_indices, trajectory_th
 
 
 def expected_rank(model) -> int:
-    """The generic (maximal) rank of ``dmu`` (see module doc)."""
-    if model.name == "dense":
-        r = min(model.widths)
-        return r * (model.widths[0] + model.widths[-1] - r)
-    return min(model.n_params - (model.n_layers - 1), model.end_to_end_size)
+    """The generic (maximal) rank of ``dmu`` (see module doc): the model's ``expected_rank``."""
+    return model.expected_rank()
 
 
 def numerical_rank(singular_values: np.ndarray, rtol: float) -> int:
@@ -52,7 +49,7 @@ def min_common_root_distance(model, theta: np.ndarray) -> float:
     """Smallest chordal distance between roots (hyperroots) of two different layers of a 1-D LCN
     (``nan`` for one layer): zero iff two upsampled layer polynomials share a root."""
     layers = [w[0] for w in model.split(np.asarray(theta, dtype=float)[None])]
-    spacings = [S[0] for S in model.cumulative_strides[:-1]]
+    spacings = model.polynomial_spacings()
     hyper = [poly.upsample_roots(poly.form_roots(w), S) for w, S in zip(layers, spacings)]
     best = float("nan")
     for i in range(len(hyper)):
@@ -105,7 +102,7 @@ class ParametrizationRank(Diagnostic):
             "sigma_last_kept": float(final[r - 1]) if r > 0 else float("nan"),
             "sigma_first_dropped": float(final[r]) if r < final.size else float("nan"),
         }
-        if model.name == "lcn" and model.ndim == 1:
+        if model.polynomial_spacings() is not None:
             d = min_common_root_distance(model, thetas[-1])
             scalars["min_common_root_distance"] = d
             scalars["layers_share_root"] = bool(np.isfinite(d) and d <= o.root_tol)

@@ -52,7 +52,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import LCN, Dense
 from ..options import option
 from .base import Dynamics
 from .gradient_flow import FlowOptions, _Cached, integrate_states
@@ -139,16 +138,17 @@ class BalancingFlow(Dynamics):
     def velocity_field(self, model):
         """``theta (P,) -> d theta/dt (P,)`` of the chosen variant on this model."""
         variant, rtol = self.options.variant, self.options.rank_rtol
-        if isinstance(model, Dense):
+        if model.symmetry_group == "GL":
             if variant == "moment_map":
                 return lambda th: model.join([v[None] for v in dln_moment_map_velocity(
                     [W[0] for W in model.split(th[None])])])[0]
             return lambda th: project_on_fiber_tangent(model.jacobian(th[None])[0], -2.0 * th, rtol)
-        if isinstance(model, LCN):
+        if model.symmetry_group == "rescaling":
             rates = rescaling_moment_map_rates if variant == "moment_map" else rescaling_l2_rates
             sizes = np.asarray(model.layer_sizes)
             return lambda th: np.repeat(rates(model.layer_norms_sq(th[None])[0]), sizes) * th
-        raise ValueError(f"balancing_flow is defined for dense and lcn models, not {model.name!r}")
+        raise ValueError(f"balancing_flow is defined for the GL and rescaling groups, not {model.name!r}'s "
+                         f"{model.symmetry_group!r}")
 
     def run(self, problem, theta0, record):
         model = problem.model
@@ -175,7 +175,7 @@ class BalancingFlow(Dynamics):
         n2 = model.layer_norms_sq(th)
         traj.series["end_to_end_drift"] = np.sqrt(np.sum((e - e[:1]).reshape(T, -1) ** 2, axis=1))
         traj.series["sum_sq_norms"] = n2.sum(axis=1)
-        if isinstance(model, Dense):
+        if model.symmetry_group == "GL":
             layers = model.split(th)
             phi = [np.sqrt(np.sum(P ** 2, axis=(1, 2))) for P in
                    (layers[p] @ np.swapaxes(layers[p], 1, 2) - np.swapaxes(layers[p + 1], 1, 2) @ layers[p + 1]

@@ -9,7 +9,8 @@ square-loss evaluation they are bitwise those of its run alone; a stiff member o
 ensemble take more iterations, in which the others are idle).
 
 The algorithm is scipy's ``solve_ivp`` with ``RK23``, ``RK45`` or ``DOP853``, member by member:
-the Butcher tableaux are scipy's (``scipy.integrate._ivp.rk``), and so are the initial step
+the Butcher tableaux are scipy's (class attributes of the public ``scipy.integrate.RK23``, ``RK45``,
+``DOP853``), and so are the initial step
 selection (Hairer, Norsett & Wanner II.4), the error norms (DOP853's combined 5th/3rd order
 estimate), the step size controller (``SAFETY``, ``MIN_FACTOR``, ``MAX_FACTOR``), the dense output
 used for the stored times and the event location (``brentq`` on the dense output, ``xtol = rtol =
@@ -27,14 +28,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.integrate._ivp import rk
+from scipy.integrate import DOP853, RK23, RK45
 from scipy.optimize import brentq
 
 from .. import control
 from .stopping import RULES, StopRules
 
 EPS = np.finfo(float).eps
-SAFETY, MIN_FACTOR, MAX_FACTOR = rk.SAFETY, rk.MIN_FACTOR, rk.MAX_FACTOR
+# scipy's step size controller constants (scipy/integrate/_ivp/rk.py, unchanged since scipy 1.0): a
+# step's size is multiplied by SAFETY * err^(-1/(q+1)), clipped to [MIN_FACTOR, MAX_FACTOR]. Copied
+# rather than imported from the private module; tests/test_ensemble.py compares with solve_ivp.
+SAFETY = 0.9       # fraction of the optimal step size
+MIN_FACTOR = 0.2   # smallest factor of a step size decrease
+MAX_FACTOR = 10    # largest factor of a step size increase
 
 
 @dataclass(frozen=True)
@@ -82,14 +88,14 @@ class Tableau:
         A[:, : np.shape(solver.A)[1]] = solver.A  # scipy stores RK23/RK45's A without its zero last column
         base = dict(name=solver.__name__, order=solver.order, error_estimator_order=solver.error_estimator_order,
                     C=C, A=A, B=np.asarray(solver.B, float))
-        if solver is rk.DOP853:
+        if solver is DOP853:
             return cls(**base, E3=np.asarray(solver.E3, float), E5=np.asarray(solver.E5, float),
                        A_extra=np.asarray(solver.A_EXTRA, float), C_extra=np.asarray(solver.C_EXTRA, float),
                        D=np.asarray(solver.D, float))
         return cls(**base, E=np.asarray(solver.E, float), P=np.asarray(solver.P, float))
 
 
-TABLEAUX: dict[str, Tableau] = {name: Tableau.from_scipy(getattr(rk, name)) for name in ("RK23", "RK45", "DOP853")}
+TABLEAUX: dict[str, Tableau] = {solver.__name__: Tableau.from_scipy(solver) for solver in (RK23, RK45, DOP853)}
 
 
 def _combine(K, coefficients, upto: int, h=None):

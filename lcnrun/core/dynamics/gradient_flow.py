@@ -6,7 +6,7 @@ learning flows reuse it rather than copy it):
 - :class:`FlowOptions`: the keys ``t_max, method, rtol, atol`` (plus the stopping rules);
 - :func:`integrate_states`: integrates any velocity field ``dy/dt = velocity(y)`` with the common
   stopping, divergence and event rules and returns the states at the stored times;
-- :func:`flow_trajectories`: the parameter flow ``d theta/dt = -T(theta, grad L(theta))`` for a
+- :func:`flow_trajectory`: the parameter flow ``d theta/dt = -T(theta, grad L(theta))`` for a
   gradient transform ``T`` (identity: gradient flow), one :class:`Trajectory` per member.
 """
 from __future__ import annotations
@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from .. import control
 from ..options import option
 from ..recording import record_times
 from .base import COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory
-from .ensemble_rk import TABLEAUX, integrate_ensemble
-from .solver_loop import SolverRun
 from .stopping import RULES, StopRules, stall_message
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
@@ -52,10 +49,11 @@ class _Cached:
         return self.value
 
 
-def integrate_flow(velocity, y0, t_end, t_eval, options, *, events=(), method, rtol, atol):
-    """``solve_ivp`` with the given events; returns the solution object (shared by flow dynamics)."""
-    return solve_ivp(velocity, (0.0, t_end), y0, method=method, t_eval=t_eval, rtol=rtol, atol=atol,
-                     events=list(events) or None)
+def _tableaux() -> dict:
+    """The vectorised RK methods' tableaux (:data:`.ensemble_rk.TABLEAUX`). scipy is imported on
+    the first flow, not when a spec is validated (``lcnrun validate`` start-up)."""
+    from .ensemble_rk import TABLEAUX  # noqa: PLC0415
+    return TABLEAUX
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +123,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     if at_start is not None:
         return at_start
     # an event that already holds at t = 0 has happened: it is not watched
+    from .solver_loop import SolverRun  # noqa: PLC0415  (scipy on use: see _tableaux)
+
     flow = _FlowEvents(rules, measure, [ev for ev in events if first_times[ev.name] != 0.0], opts.t_max)
     run = SolverRun(lambda t, y: velocity(y), y0, opts.t_max, record_times(opts.t_max, record, 1e-4 * opts.t_max),
                     flow.fns, method=opts.method, rtol=opts.rtol, atol=opts.atol)
@@ -288,7 +288,7 @@ class GradientFlow(Dynamics):
 
     @classmethod
     def can_batch(cls, options) -> bool:
-        return options.method in TABLEAUX
+        return options.method in _tableaux()
 
     def run(self, problem, theta0, record):
         theta0 = np.asarray(theta0, dtype=float)
@@ -300,7 +300,7 @@ class GradientFlow(Dynamics):
         out: list = [None] * len(theta0)
         by_method: dict[str, list[int]] = {}
         for b, o in enumerate(options):
-            if o.method in TABLEAUX:
+            if o.method in _tableaux():
                 by_method.setdefault(o.method, []).append(b)
             else:
                 with control.members([b]):
@@ -308,7 +308,7 @@ class GradientFlow(Dynamics):
         for method, members in by_method.items():
             with control.members(members):
                 trajs = flow_ensemble(problem, theta0[members], members, [records[b] for b in members],
-                                      [options[b] for b in members], TABLEAUX[method])
+                                      [options[b] for b in members], _tableaux()[method])
             for b, traj in zip(members, trajs):
                 out[b] = traj
         return out
@@ -317,6 +317,8 @@ class GradientFlow(Dynamics):
 def flow_ensemble(problem, theta0, members, records, options, tableau) -> list[Trajectory]:
     """Gradient flow of the ensemble members ``members`` (their rows ``theta0 (m, P)``), each with its
     own record grid, tolerances, ``t_max`` and rules, by :func:`.ensemble_rk.integrate_ensemble`."""
+    from .ensemble_rk import integrate_ensemble  # noqa: PLC0415  (scipy on use: see _tableaux)
+
     members = np.asarray(members, dtype=np.int64)
 
     def evaluate(y, rows):

@@ -22,8 +22,9 @@ For another loss the same formula is the output-metric gradient flow of that los
 (``-D^+ grad_x L``); the exponential law then does not follow and is not recorded.
 
 Computation (never forms ``D``): a factor ``M (r, E)``, ``r = min(QN, E)``, with ``M^T M = F^T F``
-is computed once from the inputs (the ``R`` of a QR of ``F``, accumulated over chunks of samples; for
-a DLN ``M = I_{d_L} kron R_x`` with ``x_in = Q_x R_x``). Then ``F = U M`` with ``U`` orthonormal
+is computed once from the inputs by :meth:`~lcnrun.core.models.Model.output_factor` (the ``R`` of a
+QR of ``F``, accumulated over chunks of samples; for a DLN ``M = I_{d_L} kron R_x`` with
+``x_in = Q_x R_x``). Then ``F = U M`` with ``U`` orthonormal
 columns, so ``D = U (M J)``: ``D`` and ``A = M J (r, P)`` have the same non-zero singular values and
 ``D^T D = A^T A``. Per evaluation: ``J``, ``A = M J``, the SVD ``A = U_A diag(s) V^T``;
 ``rank D = #{i : s_i > rank_rtol * s_1}`` (the stated tolerance, relative to the largest singular
@@ -35,33 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import Dense
 from ..options import option
 from .base import COMPLETED, FAILED, Event
 
 VARIANTS = ("auto", "overparametrized", "underparametrized")
-
-
-def output_factor(model, inputs: np.ndarray, max_block: int = 2_000_000) -> np.ndarray:
-    """``M (r, E)`` with ``M^T M = F^T F``, ``r = min(QN, E)``, for ``x = F e`` the outputs of all
-    samples ``inputs (N, *input_shape)`` (flattened sample-major, C order) as a linear map of ``e``.
-
-    The ``R`` factor of a QR of ``F``, accumulated over chunks of samples (TSQR), so ``F`` is never
-    held whole; backward stable (no Gram matrix, whose rounding would blur small singular values).
-    """
-    x = np.asarray(inputs, dtype=float)
-    if isinstance(model, Dense):
-        r_x = np.linalg.qr(x, mode="r")  # (min(N, d0), d0)
-        return np.kron(np.eye(model.widths[-1]), r_x)
-    E = model.end_to_end_size
-    basis = np.eye(E).reshape((E,) + model.end_to_end_shape)
-    Q = int(np.prod(model.output_shape(x.shape[1:])))
-    chunk = max(1, max_block // max(1, E * Q))
-    R = np.zeros((0, E))
-    for lo in range(0, x.shape[0], chunk):
-        F = model.predict(basis, model.features(x[lo: lo + chunk])).reshape(E, -1).T
-        R = np.linalg.qr(np.vstack([R, F]), mode="r")
-    return R
 
 
 class OutputMetric:
@@ -75,7 +53,7 @@ class OutputMetric:
 
     def __init__(self, model, inputs: np.ndarray, rank_rtol: float):
         self.model = model
-        self.factor = output_factor(model, inputs)
+        self.factor = model.output_factor(inputs)
         x = np.asarray(inputs)
         self.n_samples = int(x.shape[0])
         self.n_outputs = self.n_samples * int(np.prod(model.output_shape(x.shape[1:])))

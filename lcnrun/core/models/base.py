@@ -18,14 +18,36 @@ A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
 6. ``output_shape(input_shape)``, ``features``/``predict``/``predict_vjp`` (outputs of all samples
    as a linear function of ``e``), and ``square_loss_statistics`` (the sufficient statistics of the
    square loss, so that a step never touches the samples);
-7. ``invariants(theta)``: the quantities gradient flow conserves.
+7. ``invariants(theta)``: the quantities gradient flow conserves;
+8. ``chain_program()``: the prefix chain as index triples for the compiled kernels
+   (:mod:`lcnrun.core.kernels`; the square-loss step loops and ensembles run on it);
+9. what differs between families where the rest of the package needs it (so that no code outside
+   this package asks which family a model is): ``symmetry_group`` and ``symmetry_tangent`` (the
+   generic fibers of ``theta -> e``), ``expected_rank`` (generic rank of ``J``),
+   ``default_input_shape`` (``data.input_size`` when the spec leaves it out), ``whitened_inputs``
+   (inputs with ``G = I``, data kind ``function_space``), ``balanced_point`` (init kind
+   ``balanced``), ``data_gram``/``gram_name`` (the data condition), ``output_factor`` (the output
+   metric; a generic default), ``polynomial_spacings`` (``None`` unless ``e`` is a product of
+   univariate layer polynomials) and ``label`` (a short text for figures).
+
+A new family is one file with a subclass plus one line in ``MODELS``; ``tests/test_model_contract.py``
+runs the shared property tests on every registered family.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+
+
+def compact(value: Any) -> str:
+    """``value`` as compact JSON, tuples as lists: ``[[3,3],[2,2]]``."""
+    def plain(x):
+        return [plain(a) for a in x] if isinstance(x, (list, tuple)) else x
+    return json.dumps(plain(value), separators=(",", ":"))
 
 
 class Model(ABC):
@@ -141,10 +163,101 @@ class Model(ABC):
         files); families add named extras (norms, balancedness).
         """
 
+    @abstractmethod
+    def chain_program(self):
+        """The prefix chain ``a_l = a_{l-1} (x) w_l`` as a :class:`~lcnrun.core.kernels.ChainProgram`
+        (index triples or one matrix product per layer) for the compiled kernels."""
+
+    # -- what differs between families (item 9 of the contract) ------------------------------------
+    #: the group whose orbits are the generic fibers of ``theta -> e``: ``"rescaling"``
+    #: (``w_l -> c_l w_l``, ``prod c_l = 1``) or ``"GL"`` (``W_p -> A W_p``, ``W_{p+1} -> W_{p+1} A^-1``)
+    symmetry_group: str = ""
+    #: what :meth:`data_gram` is called in messages (``"patch Gram matrix"``, ...)
+    gram_name: str = ""
+
+    def symmetry_tangent(self, theta: np.ndarray) -> np.ndarray:
+        """Columns spanning the tangent space of the symmetry orbit at ``theta (P,)``: ``(P, m)``.
+
+        This default is the rescaling group (every family multilinear in its layers has it):
+        ``(0, .., w_l, -w_{l+1}, .., 0)`` for ``l = 1..L-1``. Families with a larger group override it.
+        """
+        layers = [w[0] for w in self.split(np.asarray(theta, dtype=float)[None])]
+        cols = []
+        for l in range(self.n_layers - 1):
+            d = [np.zeros_like(w) for w in layers]
+            d[l], d[l + 1] = layers[l], -layers[l + 1]
+            cols.append(self.join([x[None] for x in d])[0])
+        return np.array(cols).T.reshape(self.n_params, len(cols))
+
+    @abstractmethod
+    def expected_rank(self) -> int:
+        """The generic (maximal) rank of ``J = de/dtheta``."""
+
+    @property
+    def default_input_shape(self) -> tuple[int, ...] | None:
+        """The input shape of a Gaussian data set whose ``input_size`` is left out; ``None``: required."""
+        return None
+
+    @abstractmethod
+    def whitened_inputs(self) -> np.ndarray:
+        """Inputs ``(N, *input_shape)`` whose square loss has ``G = I`` exactly:
+        ``(1/2N) sum_n |f(x_n) - y_n|^2 = 1/2 |e - u|^2`` (data kind ``function_space``)."""
+
+    @abstractmethod
+    def balanced_point(self, rng: np.random.Generator, scale: float) -> np.ndarray:
+        """A random balanced ``theta (1, P)`` (init kind ``balanced``), drawn from ``rng``."""
+
+    @abstractmethod
+    def data_gram(self, features: np.ndarray) -> np.ndarray:
+        """The Gram matrix of the data (``G`` of the square loss, or its non-repeated block) from
+        :meth:`features` of ``N`` samples: ``(1/N) sum_n F_n^T F_n``."""
+
+    def output_factor(self, inputs: np.ndarray, max_block: int = 2_000_000) -> np.ndarray:
+        """``M (r, E)`` with ``M^T M = F^T F``, ``r = min(QN, E)``, for ``x = F e`` the outputs of all
+        samples ``inputs (N, *input_shape)`` (flattened sample-major, C order) as a linear map of ``e``.
+
+        The ``R`` factor of a QR of ``F``, accumulated over chunks of samples (TSQR), so ``F`` is
+        never held whole; backward stable (no Gram matrix, whose rounding would blur small singular
+        values). Families with structure in ``F`` override it.
+        """
+        x = np.asarray(inputs, dtype=float)
+        E = self.end_to_end_size
+        basis = np.eye(E).reshape((E,) + self.end_to_end_shape)
+        Q = int(np.prod(self.output_shape(x.shape[1:])))
+        chunk = max(1, max_block // max(1, E * Q))
+        R = np.zeros((0, E))
+        for lo in range(0, x.shape[0], chunk):
+            F = self.predict(basis, self.features(x[lo: lo + chunk])).reshape(E, -1).T
+            R = np.linalg.qr(np.vstack([R, F]), mode="r")
+        return R
+
+    def polynomial_spacings(self) -> list[int] | None:
+        """``[S_0, .., S_{L-1}]`` if ``e`` is the coefficient vector of the univariate polynomial
+        ``prod_l W_l(z^{S_{l-1}})`` (``W_l`` the polynomial of layer ``l``'s coefficients), else ``None``."""
+        return None
+
+    def label(self) -> str:
+        """A short text naming the architecture: ``NAME key value ...`` over the options (families
+        override it, e.g. ``lcn filters [3,3] strides [1,1]``)."""
+        return " ".join([self.name] + [f"{f.name} {compact(getattr(self.options, f.name))}"
+                                       for f in dataclasses.fields(self.options)])
+
     def describe(self) -> dict[str, Any]:
         """Scalars worth storing as attributes (number of parameters, end-to-end shape ...)."""
         return {"n_params": self.n_params, "n_layers": self.n_layers,
                 "end_to_end_shape": list(self.end_to_end_shape)}
+
+
+def balance_filters(model: Model, theta: np.ndarray) -> np.ndarray:
+    """Rescale each layer of ``theta (B, P)`` to the geometric mean norm (keeps the end-to-end map
+    of a multilinear model, makes every ``|w_l|`` equal)."""
+    n = np.sqrt(model.layer_norms_sq(theta))
+    if np.any(n == 0):
+        return theta.copy()
+    target = np.exp(np.mean(np.log(n), axis=1, keepdims=True))
+    layers = [w * (target[:, 0] / n[:, l]).reshape((-1,) + (1,) * (w.ndim - 1))
+              for l, w in enumerate(model.split(theta))]
+    return model.join(layers)
 
 
 class QuadraticForm:

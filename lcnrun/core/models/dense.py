@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..options import OptionError, option
-from .base import Model, QuadraticForm
+from .base import Model, QuadraticForm, compact
+
+
+def _random_orthonormal(rng, n: int, r: int) -> np.ndarray:
+    """``(n, r)`` orthonormal columns: Q of a QR of a Gaussian matrix, signs fixed by ``diag R > 0``."""
+    q, rr = np.linalg.qr(rng.standard_normal((n, r)))
+    return q * np.sign(np.diag(rr))
 
 
 class DenseQuadratic(QuadraticForm):
@@ -24,6 +30,8 @@ class Dense(Model):
     """Deep linear network with widths ``[d_0, ..., d_L]``."""
 
     name = "dense"
+    symmetry_group = "GL"
+    gram_name = "input covariance Sigma_xx"
 
     @dataclass(frozen=True)
     class Options:
@@ -130,6 +138,62 @@ class Dense(Model):
         X_min = np.linalg.lstsq(x, y, rcond=None)[0].T
         r = x @ X_min.T - y
         return DenseQuadratic(sigma_xx, X_min, 0.5 * float(np.sum(r * r)) / N, self.end_to_end_shape)
+
+    # -- what differs between families ---------------------------------------------------------------
+    @property
+    def default_input_shape(self):
+        return (self.widths[0],)
+
+    def whitened_inputs(self):
+        """``x_n = sqrt(d_0) e_n``, ``n = 1..d_0``: ``Sigma_xx = I``."""
+        d0 = self.widths[0]
+        return np.sqrt(d0) * np.eye(d0)
+
+    def balanced_point(self, rng, scale):
+        """``W_p = U_p S^{1/L} U_{p-1}^T`` from the SVD ``X = U S V^T`` of a random ``scale * N(0,1)``
+        end-to-end matrix (``U_0 = V``, ``U_L = U``, hidden ``U_p`` random orthonormal columns), so
+        that ``W_{p+1}^T W_{p+1} = W_p W_p^T``."""
+        widths, L = self.widths, self.n_layers
+        r = min(widths)
+        X = scale * rng.standard_normal((widths[-1], widths[0]))
+        U, s, Vt = np.linalg.svd(X)
+        root = np.diag(s[:r] ** (1.0 / L))
+        frames = [Vt[:r].T] + [_random_orthonormal(rng, d, r) for d in widths[1:-1]] + [U[:, :r]]
+        return self.join([(frames[p + 1] @ root @ frames[p].T)[None] for p in range(L)])
+
+    def symmetry_tangent(self, theta):
+        """GL on every hidden layer: ``dW_l = A W_l``, ``dW_{l+1} = -W_{l+1} A`` for ``A = E_ab``."""
+        layers = [w[0] for w in self.split(np.asarray(theta, dtype=float)[None])]
+        cols = []
+        for l in range(self.n_layers - 1):
+            n = layers[l].shape[0]
+            for a in range(n):
+                for b in range(n):
+                    A = np.zeros((n, n))
+                    A[a, b] = 1.0
+                    d = [np.zeros_like(w) for w in layers]
+                    d[l], d[l + 1] = A @ layers[l], -layers[l + 1] @ A
+                    cols.append(self.join([x[None] for x in d])[0])
+        return np.array(cols).T.reshape(self.n_params, len(cols))
+
+    def expected_rank(self):
+        """``r (d_0 + d_L - r)``, ``r = min_l d_l``: the dimension of the ``d_L x d_0`` matrices of rank
+        ``r`` (the image of ``mu`` near a point where every partial product has full rank)."""
+        r = min(self.widths)
+        return r * (self.widths[0] + self.widths[-1] - r)
+
+    def data_gram(self, features):
+        """``Sigma_xx = (1/N) sum_n x_n x_n^T`` (``d_0 x d_0``; ``G = I_{d_L} kron Sigma_xx``)."""
+        F = np.asarray(features, dtype=float).reshape(-1, self.widths[0])
+        return F.T @ F / features.shape[0]
+
+    def output_factor(self, inputs, max_block=2_000_000):
+        """``M = I_{d_L} kron R_x`` with ``x_in = Q_x R_x`` (every output row sees the same inputs)."""
+        r_x = np.linalg.qr(np.asarray(inputs, dtype=float), mode="r")  # (min(N, d0), d0)
+        return np.kron(np.eye(self.widths[-1]), r_x)
+
+    def label(self):
+        return "dense " + compact(self.widths)
 
     # -- invariants ------------------------------------------------------------------------------
     def imbalance_matrices(self, theta):

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..options import OptionError, option
-from .base import Model, QuadraticForm
+from .base import Model, QuadraticForm, balance_filters, compact
 
 
 def _as_shape_list(value, name: str) -> list[tuple[int, ...]]:
@@ -74,6 +74,8 @@ class LCN(Model):
     """Linear convolutional network; filters and strides per layer, D axes (see module doc)."""
 
     name = "lcn"
+    symmetry_group = "rescaling"
+    gram_name = "patch Gram matrix"
 
     @dataclass(frozen=True)
     class Options:
@@ -278,6 +280,36 @@ class LCN(Model):
             r = P @ e_min - y[lo: lo + chunk].reshape(-1)
             l_min += 0.5 * float(r @ r)
         return QuadraticForm(G, e_min.reshape(self.end_to_end_shape), l_min / N, self.end_to_end_shape)
+
+    # -- what differs between families ---------------------------------------------------------------
+    def whitened_inputs(self):
+        """``x_n = sqrt(E) e_n`` of the end-to-end shape, ``n = 1..E``: one patch each, ``G = I``."""
+        E = self.end_to_end_size
+        return np.sqrt(E) * np.eye(E).reshape((E,) + self.end_to_end_shape)
+
+    def balanced_point(self, rng, scale):
+        """A ``scale * N(0,1)`` draw whose filters are rescaled to their geometric mean norm: every
+        ``delta_l = 0`` and ``v`` unchanged."""
+        return balance_filters(self, scale * rng.standard_normal((1, self.n_params)))
+
+    def expected_rank(self):
+        """``sum_l |k_l| - (L-1)`` capped by ``E``: generic fibers are the rescaling orbits."""
+        return min(self.n_params - (self.n_layers - 1), self.end_to_end_size)
+
+    def data_gram(self, features):
+        """``G = (1/N) sum_n P_n^T P_n`` (``E x E``) from the patches ``(N, *out, *k)``."""
+        F = np.asarray(features, dtype=float).reshape(-1, self.end_to_end_size)
+        return F.T @ F / features.shape[0]
+
+    def polynomial_spacings(self):
+        """1-D: ``v(z) = prod_l W_l(z^{S_{l-1}})`` (module doc); D-dim: multivariate, ``None``."""
+        return [S[0] for S in self.cumulative_strides[:-1]] if self.ndim == 1 else None
+
+    def label(self):
+        """``lcn filters [3,3] strides [1,1]`` (2-D filters as nested lists, the spec's strides)."""
+        filters = self.options.filters
+        strides = self.options.strides if self.options.strides is not None else [1] * len(filters)
+        return f"lcn filters {compact(filters)} strides {compact(strides)}"
 
     # -- invariants ------------------------------------------------------------------------------
     def invariants(self, theta):

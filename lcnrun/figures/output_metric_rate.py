@@ -13,7 +13,7 @@ samples, ``C = (1/2N) |x - y|^2``) moves the outputs by ``dx/dt = -Pi_{range D} 
   ``dx/dt = -(x - x*)/N``: ``C(t) - C_min = (C(0) - C_min) exp(-2t/N)``, a plateau at the
   least-squares minimum ``C_min > 0``, not at 0, and ``T(eps)`` for ``eps < C_min`` is never reached.
 
-Runs ``experiments/figures/output-metric-rate.yaml``: each point once with ``output_metric_flow`` and
+Runs ``lcnrun/figures/specs/output-metric-rate.yaml``: each point once with ``output_metric_flow`` and
 once with plain ``gradient_flow`` from the same initialization. Measured from the run files:
 
 - the fitted slope of ``ln C`` against ``t`` over every stored time, as ``slope * N/2 + 1`` (0 exactly);
@@ -59,14 +59,16 @@ def straight_line_deviation(run_spec, traj, t, N) -> float:
 
 
 def least_squares_minimum(run_spec) -> float:
-    """``C_min = min_X (1/2N) sum_n |X x_n - y_n|^2`` of a DLN's data set, by ``numpy.linalg.lstsq``."""
+    """``C_min = min_e (1/2N) |F e - y|^2`` of a run's data set (``x = F e`` the outputs of all samples,
+    ``F (QN, E)`` built column by column from the model's ``predict``), by ``numpy.linalg.lstsq``:
+    independent of the sufficient statistics the runs use."""
     model, problem = rebuild(run_spec)
-    if run_spec.model.kind != "dense":
-        raise ValueError("the under-parametrized case of output-metric-rate is a DLN")
     x = np.asarray(problem.dataset.inputs, dtype=float)
-    y = np.asarray(problem.dataset.targets, dtype=float)
-    B, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return float(np.sum((x @ B - y) ** 2) / (2 * len(x)))
+    y = np.asarray(problem.dataset.targets, dtype=float).reshape(-1)
+    E = model.end_to_end_size
+    F = model.predict(np.eye(E).reshape((E,) + model.end_to_end_shape), model.features(x)).reshape(E, -1).T
+    e, *_ = np.linalg.lstsq(F, y, rcond=None)
+    return float(np.sum((F @ e - y) ** 2) / (2 * len(x)))
 
 
 class OutputMetricRate(Figure):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...core.dynamics.balanced_learning_flow import balanced_velocity
+from ..core.dynamics.balanced_learning_flow import balanced_velocity
 from ._flows import colors, compact, fro, rebuild, slope
 from .base import Claim, Figure, FigureResult
 

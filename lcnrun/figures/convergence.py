@@ -1,7 +1,7 @@
 """``convergence``: gradient flow for LCNs converges to a critical point, for the square loss and
 other analytic losses, under a condition on the data (Diederen, Rauhut, Terstiege, arXiv 2601.08547).
 
-Runs ``experiments/figures/convergence.yaml``: one LCN, many Gaussian inits, four losses (square,
+Runs ``lcnrun/figures/specs/convergence.yaml``: one LCN, many Gaussian inits, four losses (square,
 ``l_4``, pseudo-Huber, log-cosh), on a data set whose patch Gram matrix has full rank (the condition,
 as checked by the ``data_condition`` diagnostic) and on one that violates it (fewer patches than
 filter entries). Per run, over time: the loss, ``|grad L|``, ``|theta|`` and the arc length

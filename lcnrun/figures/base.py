@@ -1,6 +1,7 @@
 """The contract of a paper figure (``lcnrun figure NAME``).
 
-A figure names the experiment specs it needs (under ``experiments/figures/``, each usually a sweep),
+A figure names the experiment specs it needs (``lcnrun/figures/specs/*.yaml``, shipped as package
+data; each usually a sweep),
 and turns their finished runs into
 
 - a matplotlib figure (saved as ``figures/NAME.png`` and ``.pdf``),
@@ -9,7 +10,7 @@ and turns their finished runs into
   it holds (printed; ``lcnrun figure`` exits 1 if one does not).
 
 A new figure is one module with a :class:`Figure` subclass plus one line in ``FIGURES``
-(``lcnrun/report/figures/__init__.py``). ``small=True`` asks for the figure's small version (fewer
+(``lcnrun/figures/__init__.py``). ``small=True`` asks for the figure's small version (fewer
 seeds, shorter runs): what the tests run to assert the claims.
 """
 from __future__ import annotations
@@ -58,13 +59,14 @@ class PointRuns:
 class Figure:
     name = ""
     title = ""
-    #: the paper(s), as in SPEC.md section 5
+    #: the paper(s), as in docs/spec.md section 5
     paper = ""
 
     def specs(self, small: bool) -> list[str]:
-        """Spec files (relative to the experiments folder) this figure needs; by default the one
-        sweep ``figures/NAME.yaml`` (``figures/NAME.small.yaml`` for the small version)."""
-        return [f"figures/{self.name}.small.yaml" if small else f"figures/{self.name}.yaml"]
+        """Spec files (relative to the figure specs folder, :func:`~lcnrun.figures.driver.specs_dir`)
+        this figure needs; by default the one sweep ``NAME.yaml`` (``NAME.small.yaml`` for the small
+        version)."""
+        return [f"{self.name}.small.yaml" if small else f"{self.name}.yaml"]
 
     def make(self, data: dict[str, PointRuns], small: bool) -> FigureResult:
         """``data``: spec file stem -> its finished runs."""

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from ...runner import build_problem
+from ..core.models import MODELS
+from ..runner import build_problem
 
 
 def rebuild(run_spec):
@@ -24,13 +25,9 @@ def compact(v) -> str:
 
 
 def arch_label(run_spec) -> str:
-    """``dense [6,8,3]`` or ``lcn filters [3,3] strides [1,1]`` (2-D filters as nested lists)."""
-    o = run_spec.model.options
-    if run_spec.model.kind == "dense":
-        return f"dense {compact(o.widths)}"
-    filters = _plain(o.filters)
-    strides = _plain(o.strides) if o.strides is not None else [1] * len(filters)
-    return f"lcn filters {compact(filters)} strides {compact(strides)}"
+    """``dense [6,8,3]`` or ``lcn filters [3,3] strides [1,1]``: the model's
+    :meth:`~lcnrun.core.models.Model.label`."""
+    return MODELS[run_spec.model.kind](run_spec.model.options).label()
 
 
 def slope(t, y) -> float:

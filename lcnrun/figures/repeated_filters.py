@@ -1,7 +1,7 @@
 """``repeated-filters``: optimized filters repeat, and non-filling LCNs end on the boundary of their
 function space (Kohn, Merkh, Montufar, Trager, arXiv 2108.01538).
 
-Runs ``experiments/figures/repeated-filters.yaml``: stride-1 LCNs (2,2), (2,2,2), (3,2), (3,3), each
+Runs ``lcnrun/figures/specs/repeated-filters.yaml``: stride-1 LCNs (2,2), (2,2,2), (3,2), (3,3), each
 from many Gaussian inits, trained by gradient flow on ``l(v) = 1/2 |v - u|^2`` (``function_space``
 data) for targets ``u`` inside and outside the function space ``M``. Every run's end point is read
 from its ``polynomial_structure`` and ``critical_points`` diagnostics.

@@ -6,7 +6,7 @@ end-to-end filter ``v`` and the invariants ``delta`` (conserved by gradient flow
 flow is a Riemannian gradient flow on function space whatever the initialization; for ``D = 1``
 with stride 1 it fails, because roots can be exchanged between layers.
 
-Runs ``experiments/figures/riemannian-metric.yaml``: random Gaussian points ``theta`` on a list of
+Runs ``lcnrun/figures/specs/riemannian-metric.yaml``: random Gaussian points ``theta`` on a list of
 architectures of the three cases, and the ``metric_consistency`` diagnostic at each (see its module
 doc): the other points ``theta'`` of the level set ``{v(theta') = v, delta(theta') = delta}`` (root
 re-distributions and a numerical fiber search), each classified as a **sign flip** (``K`` exactly
@@ -27,7 +27,7 @@ import json
 
 import numpy as np
 
-from ...core.models import MODELS
+from ..core.models import MODELS
 from .base import Claim, Figure, FigureResult
 
 HOLDS_TOL = 1e-10    # the theorem's cases: |K' - K| / |K| over non-permutation points

@@ -11,7 +11,7 @@ part. With weight decay ``lambda`` (the last architecture of the spec) gradient 
 ``L + lambda sum |W_p|^2`` scales ``Phi`` by ``exp(-4 lambda t)`` (0 stays 0) and the learning flow gets
 ``-2 lambda N X``.
 
-Runs ``experiments/figures/balanced-learning.yaml`` (``gradient_flow`` and ``balanced_learning_flow`` for
+Runs ``lcnrun/figures/specs/balanced-learning.yaml`` (``gradient_flow`` and ``balanced_learning_flow`` for
 each architecture, init kind and seed; same record times). Measured: the relative deviation
 ``max_t |X_GF(t) - X_BLF(t)|_F / max_t |X_GF(t)|_F`` (``end_to_end`` series of both runs at the same
 stored times); ``|Phi(t)|`` of the gradient-flow runs (``balancedness``) relative to ``|theta(0)|^2``.

@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-import lcnrun
-
-from ...schedule.local import SweepObserver, run_sweep
-from ...spec import load_experiment
-from ...store.runfile import read_run
-from ...workflow import prepare
+from ..schedule.local import SweepObserver, run_sweep
+from ..spec import load_experiment
+from ..store.runfile import read_run
+from ..workflow import prepare
 from . import FIGURES
 from .base import FigureResult, PointRuns
 
 
-def default_experiments_dir() -> Path:
-    """``experiments/`` of the source checkout (next to the package)."""
-    return Path(lcnrun.__file__).resolve().parent.parent / "experiments"
+def specs_dir() -> Path:
+    """The figure specs shipped with the package: ``lcnrun/figures/specs/`` (package data, so that
+    ``lcnrun figure`` works after a plain ``pip install .``; pyproject.toml ships ``specs/*.yaml``)."""
+    return Path(str(resources.files(__package__).joinpath("specs")))
 
 
 class FigureError(Exception):
@@ -33,10 +33,12 @@ class Produced:
 
 def produce(name: str, *, results: Path, out_dir: Path, experiments: Path | None = None,
             jobs: int | None = None, small: bool = False, observer: SweepObserver | None = None) -> Produced:
+    """Run the sweeps figure ``name`` needs (spec files from ``experiments``, default :func:`specs_dir`),
+    skipping finished runs; draw it into ``out_dir``."""
     if name not in FIGURES:
         raise FigureError(f"unknown figure {name!r}; known: {', '.join(sorted(FIGURES))}")
     fig = FIGURES[name]()
-    experiments = experiments or default_experiments_dir()
+    experiments = Path(experiments) if experiments is not None else specs_dir()
     data: dict[str, PointRuns] = {}
     n_runs = n_ran = 0
     for rel in fig.specs(small):

@@ -8,7 +8,7 @@ Why the law is exact: with ``g_l = dL/dw_l``, the rescaling symmetry ``w_l -> c 
 + lr^2 (|g_l|^2 - |g_{l+1}|^2)`` and the middle term vanishes. Under gradient flow the same
 computation gives ``d delta_l / dt = 0``.
 
-Runs ``experiments/figures/invariants.yaml``: for each architecture one gradient flow (DOP853,
+Runs ``lcnrun/figures/specs/invariants.yaml``: for each architecture one gradient flow (DOP853,
 rtol 1e-10) and gradient descent at two step sizes on the same time axis ``t = step * lr``, every
 descent step stored. Measured (all relative to ``s = max_l |w_l(0)|^2``, as ``final.invariant_drift``):
 
@@ -25,7 +25,7 @@ import json
 
 import numpy as np
 
-from ...runner import build_problem
+from ..runner import build_problem
 from .base import Claim, Figure, FigureResult
 
 GF_TOL = 1e-8        # gradient flow: relative drift (integrator rtol 1e-10, accumulated)

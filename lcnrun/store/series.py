@@ -1,0 +1,68 @@
+"""Reading a few trajectory series of a run file, and nothing else (plots of thousands of runs).
+
+:func:`read_run` reads every array of a file (parameters at every stored time included); a plot of
+the loss of 10,000 runs needs two small datasets of each. :func:`read_series` opens the file, checks
+that it is an lcnrun run file and reads only the named datasets of ``/trajectory``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+from h5py import h5a, h5d, h5f, h5s
+
+from .runfile import RunFileError, _check_format, _fast, _read_attr
+
+
+def _series_body(keys: Sequence[str]):
+    def body(path: Path, fid: h5f.FileID) -> dict[str, np.ndarray]:
+        values = {name: _read_attr(h5a.open(fid, name.encode()))
+                  if h5a.exists(fid, name.encode()) else None
+                  for name in ("format", "format_version")}
+        _check_format(path, values["format"], values["format_version"])
+        out = {}
+        for key in keys:
+            try:
+                dset = h5d.open(fid, f"trajectory/{key}".encode())
+            except KeyError:  # no such series (a failed run has no trajectory at all)
+                continue
+            array = np.empty(dset.shape, dtype=dset.dtype)
+            if array.size:
+                dset.read(h5s.ALL, h5s.ALL, array)
+            out[key] = array
+        return out
+    return body
+
+
+def read_series(path: os.PathLike | str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """``{key: array}`` of the datasets ``/trajectory/<key>`` that exist (``'/'`` nests:
+    ``params/layer_0``), each in its stored dtype, first axis the stored times; a key the file
+    does not have is left out (a failed run has no trajectory). Opens the file as
+    :func:`~lcnrun.store.runfile.read_run_attrs` does (low-level h5py, no file locking).
+    Raises :class:`RunFileError`."""
+    return _fast(path, _series_body(tuple(keys)))
+
+
+def series_names(path: os.PathLike | str) -> list[str]:
+    """The names of a run file's trajectory series (``t``, ``loss``, ``params/layer_0`` ...),
+    sorted; no data is read. Raises :class:`RunFileError`."""
+    path = Path(path)
+    names: list[str] = []
+    if not path.exists():
+        raise RunFileError(path, "no such file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        raise RunFileError(path, f"not a readable HDF5 file ({exc})") from exc
+    with f:
+        try:
+            group = f.get("trajectory")
+            if group is not None:
+                group.visititems(lambda name, obj: names.append(name)
+                                 if isinstance(obj, h5py.Dataset) else None)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise RunFileError(path, f"unreadable run file ({exc})") from exc
+    return names

@@ -1,0 +1,205 @@
+"""The run index beside the run files (lcnrun.store.index): whatever state it is in (fresh,
+merged, deleted, damaged, stale, inventing runs), ``status`` and ``summary`` answer exactly what
+reading every run file answers (the independent value: each file read by the HDF5 readers). Also
+issue 11.7 (a FIFO named *.h5 is no run file) and 11.8 (a file whose data region cannot be read is
+``unreadable`` everywhere once a full read found it so)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lcnrun.cli import app
+from lcnrun.report.source import open_experiment, read_runs, scan_runs
+from lcnrun.report.status import experiment_status
+from lcnrun.schedule.local import UNREADABLE, file_state, should_run
+from lcnrun.store import RunRecord, read_run, read_run_attrs, read_run_status, write_run
+from lcnrun.store.experiment import ExperimentDir
+from lcnrun.store.index import INDEX_DIR, SNAPSHOT, scan
+from lcnrun.store.runfile import RunFileError
+
+STATUSES = ("completed", "diverged", "failed", "stopped")
+
+
+def spec_text(i: int) -> str:
+    return f"name: idx\ninit:\n  kind: gaussian\n  seed: {i}\ndynamics:\n  kind: gradient_descent\n  lr: {0.01 * (1 + i % 3)}\n"
+
+
+def make_experiment(tmp_path: Path, n: int = 12) -> ExperimentDir:
+    xdir = ExperimentDir(tmp_path / "results" / "idx").create()
+    rows = []
+    for i in range(n):
+        rid = f"run{i:04d}"
+        write_run(xdir.run_path(rid), RunRecord(rid, STATUSES[i % 4], spec_text(i),
+                                                final_attrs={"loss": 1.0 / (i + 1), "t": float(i)}),
+                  fsync=False)
+        rows.append((i, rid, {"init.seed": i}))
+    rows.append((n, "pending0000", {"init.seed": n}))  # a point without a run file
+    xdir.write_manifest(rows)
+    return xdir
+
+
+def truth(xdir: ExperimentDir) -> dict[str, str]:
+    """Every run file read by the HDF5 reader: ``{run_id: status or 'unreadable'}``."""
+    out = {}
+    for p in sorted(xdir.runs_dir.glob("*.h5")):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        try:
+            out[p.stem] = read_run_status(p)
+        except RunFileError:
+            out[p.stem] = "unreadable"
+    return out
+
+
+def truth_rows(xdir: ExperimentDir) -> list[tuple]:
+    files = {p.stem: p for p in sorted(xdir.runs_dir.glob("*.h5")) if p.is_file() and not p.name.startswith(".")}
+    return [(i.run_id, i.status, i.attrs.get("final.loss"), sorted(i.spec.items())) for i in read_runs(files, processes=1)]
+
+
+def answers(xdir: ExperimentDir):
+    src = open_experiment(xdir.root)
+    st = experiment_status(src)
+    states = {s.run_id: s.state for s in st.states}
+    rows = [(i.run_id, i.status, i.attrs.get("final.loss"), sorted(i.spec.items()))
+            for i in scan_runs(xdir.runs_dir, src.run_files())]
+    return {rid: s for rid, s in states.items() if s != "pending"}, states.get("pending0000"), rows
+
+
+def check_same_as_full_scan(xdir: ExperimentDir) -> None:
+    states, pending, rows = answers(xdir)
+    assert states == truth(xdir)
+    assert pending == "pending"
+    assert rows == truth_rows(xdir)
+
+
+def test_fresh_index_from_the_writers_journals(tmp_path):
+    xdir = make_experiment(tmp_path)
+    journals = list((xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    assert journals and sum(len(j.read_text().splitlines()) for j in journals) == 12
+    check_same_as_full_scan(xdir)
+    assert (xdir.root / INDEX_DIR / SNAPSHOT).exists()  # the first reader merged them
+    check_same_as_full_scan(xdir)  # and the next reads the snapshot
+
+
+def test_deleted_index_is_rebuilt(tmp_path):
+    xdir = make_experiment(tmp_path)
+    shutil.rmtree(xdir.root / INDEX_DIR)
+    check_same_as_full_scan(xdir)
+    assert (xdir.root / INDEX_DIR / SNAPSHOT).exists()
+    check_same_as_full_scan(xdir)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-shape", "empty"])
+def test_damaged_index_changes_no_answer(tmp_path, damage):
+    xdir = make_experiment(tmp_path)
+    check_same_as_full_scan(xdir)  # writes the snapshot
+    snapshot = xdir.root / INDEX_DIR / SNAPSHOT
+    text = snapshot.read_text()
+    snapshot.write_text({"garbage": "\x00not json{{", "truncated": text[: len(text) // 2],
+                         "wrong-shape": json.dumps({"format": "lcnrun-run-index", "version": 1,
+                                                    "consumed": {}, "entries": [1, 2]}),
+                         "empty": ""}[damage])
+    for journal in (xdir.root / INDEX_DIR).glob("journal.*.jsonl"):  # half a line, a bad line
+        with open(journal, "a") as fh:
+            fh.write('{"id": "run0001", "ino": 1, "size": 2, "mtime_ns"\nnot json\n{"id": "run00')
+    check_same_as_full_scan(xdir)
+
+
+def test_stale_entries_never_hide_a_change(tmp_path):
+    """A run file replaced behind the index's back (a writer that kept no journal, another host,
+    an older lcnrun): the entry is for another file (inode, size, mtime), so the file is read."""
+    xdir = make_experiment(tmp_path)
+    check_same_as_full_scan(xdir)
+    other = tmp_path / "elsewhere" / "runs"
+    write_run(other / "run0000.h5", RunRecord("run0000", "failed", spec_text(99),
+                                               final_attrs={"loss": 123.0}), fsync=False)
+    os.replace(other / "run0000.h5", xdir.run_path("run0000"))  # was completed
+    os.unlink(xdir.run_path("run0001"))  # a run file removed: the index must not keep it
+    states, _, rows = answers(xdir)
+    assert states["run0000"] == "failed" and "run0001" not in states
+    assert [r for r in rows if r[0] == "run0000"][0][2] == 123.0
+    check_same_as_full_scan(xdir)
+
+
+def test_an_index_entry_without_a_file_is_no_run(tmp_path):
+    xdir = make_experiment(tmp_path)
+    journal = next((xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    entry = json.loads(journal.read_text().splitlines()[0])
+    entry["id"] = "pending0000"  # the manifest's point without a file
+    with open(journal, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    check_same_as_full_scan(xdir)
+
+
+def test_fifo_named_like_a_run_file_is_no_run_file(tmp_path):
+    xdir = make_experiment(tmp_path, n=3)
+    os.mkfifo(xdir.runs_dir / "fifo00000000.h5")
+    os.mkdir(xdir.runs_dir / "dir000000000.h5")
+    assert "fifo00000000" not in scan(xdir.runs_dir) and "dir000000000" not in scan(xdir.runs_dir)
+    for verb in (["status", str(xdir.root), "--json"], ["summary", str(xdir.root), "--csv"]):
+        # a fresh process, so that a read that blocked on the FIFO would fail this test, not hang it
+        out = subprocess.run([sys.executable, "-m", "lcnrun.cli", *verb], capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "fifo00000000" not in out.stdout and "dir000000000" not in out.stdout
+    doc = json.loads(subprocess.run([sys.executable, "-m", "lcnrun.cli", "status", str(xdir.root), "--json"],
+                                    capture_output=True, text=True, timeout=300).stdout)
+    assert doc["orphans"] == 0 and sum(doc["counts"].values()) == 4
+    with pytest.raises(RunFileError, match="not a regular file"):
+        read_run_status(xdir.runs_dir / "fifo00000000.h5")
+
+
+def garble_data_region(path: Path) -> None:
+    """Overwrite bytes in the middle of the (gzip-compressed) trajectory data; the attributes and
+    the spec stay readable."""
+    with h5py.File(path, "r") as f:
+        info = f["trajectory/x"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xff" * 4096)
+
+
+def test_garbled_data_region_is_unreadable_everywhere(tmp_path):
+    xdir = make_experiment(tmp_path, n=2)
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((200, 1000))  # 1.6 MB: stored compressed, in chunks
+    rid = "garbled00000"
+    write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(7), trajectory={"x": big},
+                                            final_attrs={"loss": 0.5}), fsync=False)
+    xdir.write_manifest([(0, "run0000", {}), (1, "run0001", {}), (2, rid, {})])
+    garble_data_region(xdir.run_path(rid))
+    # attributes only: the damage is not seen (status and summary stay fast)
+    assert read_run_status(xdir.run_path(rid)) == "completed"
+    with pytest.raises(RunFileError, match="unreadable run file"):
+        read_run(xdir.run_path(rid))  # where the data is needed
+    # from now on every reader says so
+    with pytest.raises(RunFileError):
+        read_run_status(xdir.run_path(rid))
+    with pytest.raises(RunFileError):
+        read_run_attrs(xdir.run_path(rid))
+    states, _, rows = answers(xdir)
+    assert states[rid] == "unreadable"
+    assert [r[1] for r in rows if r[0] == rid] == ["unreadable"]
+    r = CliRunner().invoke(app, ["summary", str(xdir.root), "--csv"])
+    assert r.exit_code == 0 and any(line.startswith(f"2,{rid},") and "unreadable" in line
+                                    for line in r.output.splitlines()), r.output
+    # the sweep's hint ("--force replaces it") is true: the point is kept, and run with --force
+    status, mtime, reason = file_state(xdir, rid)
+    assert status == UNREADABLE and "unreadable run file" in reason
+    assert not should_run(status, mtime, force=False, rerun_failed=True, since=float("inf"))
+    assert should_run(status, mtime, force=True, rerun_failed=False, since=mtime + 1)
+    # a new file replaces it: readable again, everywhere
+    write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(7), trajectory={"x": big},
+                                            final_attrs={"loss": 0.5}), fsync=False)
+    assert read_run_status(xdir.run_path(rid)) == "completed"
+    assert answers(xdir)[0][rid] == "completed"
+    assert np.array_equal(read_run(xdir.run_path(rid)).trajectory["x"], big)
