@@ -396,7 +396,6 @@ def run(spec: Mapping[str, Any] | str | os.PathLike, *, index: int | None = None
 
     from . import workflow  # noqa: PLC0415
     from .spec import load_experiment, load_experiment_text  # noqa: PLC0415
-    from .store.claims import try_claim  # noqa: PLC0415
 
     if isinstance(spec, Mapping):
         text = yaml.safe_dump(_plain(spec), sort_keys=False, allow_unicode=True)
@@ -420,8 +419,7 @@ def run(spec: Mapping[str, Any] | str | os.PathLike, *, index: int | None = None
         raise ValueError(f"index {index} is out of range: the spec has {n} points (0..{n - 1})")
     point = exp.points[index]
     xdir = workflow.prepare(exp, Path(results), spec_text=text)
-    with try_claim(xdir.runs_dir, point.run_id, wait=True):
-        workflow.run_point(exp, xdir, point, force=force)
+    workflow.run_point(exp, xdir, point, force=force)  # under the run's claim
     return Run(xdir.run_path(point.run_id), point.run_id, point.index)
 
 

@@ -15,7 +15,9 @@ sufficient statistics), the record grid, the diagnostics and the dynamics keys i
 ``t_max``, ``rtol``, ``atol``, the stopping rules) have the same :func:`ensemble_key` and may run
 together. Only dynamics whose batched path reproduces each member bitwise
 (``Dynamics.batches_members``: gradient descent, and gradient flow with RK23/RK45/DOP853, on a
-square loss with a compiled model) have a key; anything else runs alone.
+loss with a compiled form - the square loss and the separable losses - and a compiled model) have
+a key; anything else runs alone. The computation runs with one BLAS thread
+(:func:`~lcnrun.core.kernels.one_blas_thread`), so the thread settings never change a number.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .core.data import build_dataset
 from .core.diagnostics import DIAGNOSTICS, check_data_condition
 from .core.dynamics import COMPLETED, DYNAMICS, FAILED, STOPPED, Trajectory
 from .core.init import build_init
+from .core.kernels import one_blas_thread
 from .core.losses import LOSSES
 from .core.models import MODELS, Model
 from .core.problem import Problem, ProblemEnsemble
@@ -258,8 +261,11 @@ def ensemble_key(run_spec) -> str | None:
     """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
     batched (it then runs alone). Runs with equal keys may form one ensemble."""
     dynamics = DYNAMICS[run_spec.dynamics.kind]
-    # every model family has a chain program (the model contract), so the loss and the dynamics decide
-    if (not dynamics.batches_members or not LOSSES[run_spec.loss.kind].quadratic
+    # every model family has a chain program (the model contract), so the loss and the dynamics
+    # decide: the square loss and the separable losses (a compiled pass over the samples) batch
+    loss = LOSSES[run_spec.loss.kind]
+    if (not dynamics.batches_members
+            or not (loss.quadratic or loss(run_spec.loss.options).kernel_code() is not None)
             or not dynamics.can_batch(run_spec.dynamics.options)):
         return None
     d = resolved_dict(run_spec)
@@ -327,7 +333,7 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
     shared_warnings: list = []
     try:
         # a stop request from before (set-up, the claim) raises at once; one during raises there
-        with interrupt.stoppable(), control.polling(poller), \
+        with interrupt.stoppable(), control.polling(poller), one_blas_thread(), \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             first = run_specs[0]
@@ -352,6 +358,12 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
                 except Exception as err:  # noqa: BLE001 - this member fails, the others go on
                     records[b] = _failed(spec, run_ids[b], provenances[b], err)
                 member_warnings[b] = list(caught[start:])
+            hashes: dict[str, str] = {}  # after every file was read: a change before is seen
+            for b in sorted(problem_of):
+                changed = changed_files(run_specs[b], hashes)
+                if changed:
+                    records[b] = _failed(run_specs[b], run_ids[b], provenances[b], DataChanged(changed))
+                    del problem_of[b]
             start = len(caught)
             members = sorted(problem_of)
             if members:
@@ -382,7 +394,7 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
         if records[b] is None:
             spec = run_specs[b]
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                with one_blas_thread(), warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     p = problems[problem_of[b]]
                     records[b] = _finish(spec, run_ids[b], model, p, trajectories.pop(b), provenances[b],
@@ -393,6 +405,32 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
                 records[b] = _failed(spec, run_ids[b], provenances[b], err)
         record, records[b] = records[b], None
         yield record
+
+
+class DataChanged(Exception):
+    """A file of the run does not hold the content its run id was computed from."""
+
+
+def changed_files(run_spec, hashes: dict[str, str]) -> str:
+    """Why the files of ``run_spec`` are not the content its run id names (``""`` if they are):
+    each file is hashed again (once per ``hashes`` cache) and compared with
+    ``run_spec.file_hashes``, recorded when the sweep was expanded."""
+    from .spec.canonical import file_sha256  # noqa: PLC0415
+
+    problems = []
+    for path, expected in run_spec.file_hashes:
+        if path not in hashes:
+            try:
+                hashes[path] = file_sha256(path)
+            except OSError as err:
+                hashes[path] = f"unreadable ({err.strerror or err})"
+        if hashes[path] != expected:
+            problems.append(f"{path} changed since the run id was computed (sha256 {expected[:12]}... "
+                            f"then, {hashes[path][:12]}... now)")
+    if not problems:
+        return ""
+    return ("; ".join(problems) + ": this point was not computed (its run id names the old "
+            "content); load the spec again (lcnrun sweep/run) to compute the new one")
 
 
 def _failed(run_spec, run_id, provenance, err) -> RunRecord:

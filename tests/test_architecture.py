@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("figures",),
     ("schedule", "report"),
     ("workflow",),
-    ("runner",),
+    ("runner", "policy"),  # policy: should this point run? (reads run files; workflow, schedule, cli use it)
     ("spec", "store"),
     ("provenance", "interrupt"),  # process-wide utilities (stdlib only)
     ("core",),

@@ -222,7 +222,8 @@ def test_ensemble_keys_separate_what_cannot_be_batched():
                                       "{dynamics: {kind: gradient_flow, t_max: 1.0, method: Radau}}]\n")
     keys = [ensemble_key(p.run_spec) for p in exp.points]
     assert keys[0] != keys[1]  # another architecture
-    assert keys[2] is None and keys[5] is None  # a numpy-only loss; an implicit integrator
+    assert keys[2] is not None and keys[2] != keys[0]  # a separable loss: ensembles of its own
+    assert keys[5] is None  # an implicit integrator
     assert keys[3] == keys[4] and keys[3] != keys[0]  # flows: t_max and tolerances may vary
     with pytest.raises(ValueError, match="cannot form one ensemble"):
         execute_ensemble([exp.points[0].run_spec, exp.points[1].run_spec], ["a", "b"])

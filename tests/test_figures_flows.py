@@ -1,7 +1,8 @@
 """The flow figures (``output-metric-rate``, ``balancing``, ``balanced-learning``, ``fast-slow``), small
-versions: each goes once through ``lcnrun figure NAME --small`` (runs + PNG/PDF, exit 0), its claims are
-read back through :func:`produce` (runs reused) and must hold, and the key numbers are checked again
-here from the run files against the closed forms (not through the figures' own code).
+versions: each is produced once per session (shared with the test of ``lcnrun reproduce``:
+``figure_runs.py``), its claims must hold, it is redrawn through ``lcnrun figure NAME --small`` (runs
+reused, PNG/PDF, exit 0), and the key numbers are checked again here from the run files against the
+closed forms (not through the figures' own code).
 Also a regression test of the stall guard of the shared flow integrator.
 """
 from __future__ import annotations
@@ -12,34 +13,31 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import figure_runs
 from lcnrun.cli import app
 from lcnrun.core.dynamics.gradient_flow import FlowOptions, integrate_states
 from lcnrun.core.recording import RecordOptions
-from lcnrun.figures import FIGURES
-from lcnrun.figures.driver import specs_dir, produce
 from lcnrun.runner import build
-from lcnrun.spec import load_experiment
-from lcnrun.store.runfile import read_run
 
 NAMES = ("output-metric-rate", "balancing", "balanced-learning", "fast-slow")
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("figures-flows")
+    return figure_runs.shared_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def figure(workdir):
-    """``name -> (CLI result, Produced)``: the CLI computes the runs, ``produce`` redraws from them."""
+    """``name -> (CLI result, Produced)``: ``produce`` computes the runs (once per session), the CLI redraws."""
     cache = {}
 
     def get(name):
         if name not in cache:
+            out = figure_runs.produce_small(name, workdir)
             cli = runner.invoke(app, ["figure", name, "--small", "-j", "2", "--results", str(workdir / "results"),
-                                      "--out", str(workdir / "out")])
-            out = produce(name, results=workdir / "results", out_dir=workdir / "produced", small=True, jobs=1)
+                                      "--out", str(workdir / "cli" / figure_runs.worker())])
             cache[name] = (cli, out)
         return cache[name]
     return get
@@ -47,19 +45,17 @@ def figure(workdir):
 
 def runs_of(workdir: Path, name: str):
     """``(run_spec, RunData)`` of every point of a figure's small spec."""
-    (rel,) = FIGURES[name]().specs(True)
-    exp = load_experiment(specs_dir() / rel)
-    return [(p.run_spec, read_run(workdir / "results" / exp.name / "runs" / f"{p.run_id}.h5")) for p in exp.points]
+    return [(spec, r) for _, spec, r in figure_runs.runs_of(workdir, name)]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_figure_cli_files_and_claims(figure, workdir, name):
     cli, out = figure(name)
     assert cli.exit_code == 0, cli.output
+    assert f"{out.n_runs} runs (0 computed now)" in cli.output  # the CLI reused the runs
     for ext in ("png", "pdf"):
-        f = workdir / "out" / f"{name}.small.{ext}"
+        f = workdir / "cli" / figure_runs.worker() / f"{name}.small.{ext}"
         assert f.exists() and f.stat().st_size > 1000, f
-    assert out.n_ran == 0  # produce reused the runs the CLI computed
     assert out.result.rows and out.result.claims
     failed = [(c.text, c.measured) for c in out.result.claims if not c.holds]
     assert not failed, failed
@@ -108,11 +104,11 @@ def test_balancing_numbers(figure, workdir):
             n = tr["layer_norms_sq"][0]
             Rmin = len(n) * np.prod(n) ** (1 / len(n))
         wide = spec.model.kind == "dense" and len(set(spec.model.options.widths)) > 1
-        if spec.dynamics.options.variant == "l2_regularizer":
-            # exact law, up to the integration floor ~rtol * R
+        if spec.dynamics.options.variant == "l2":
+            # Theorem 1.2 of Lindsey & Menon, G(t) = G(0) e^{-2t}, up to the integration floor ~rtol * R
             m = phi > 1e-6 * R[0]
-            np.testing.assert_allclose(phi[m], phi[0] * np.exp(-4 * tr["t"][m]), rtol=1e-6, atol=1e-9 * R[0])
-        if not (wide and spec.dynamics.options.variant == "moment_map"):
+            np.testing.assert_allclose(phi[m], phi[0] * np.exp(-2 * tr["t"][m]), rtol=1e-6, atol=1e-9 * R[0])
+        if not (wide and spec.dynamics.options.variant == "kirwan_ness"):
             assert abs(R[-1] / Rmin - 1) < 1e-8
 
 

@@ -1,55 +1,51 @@
 """The geometry figures (``repeated-filters``, ``invariants``, ``riemannian-metric``, ``convergence``),
-small versions: each is produced once (runs + PNG/PDF), its claims must hold, and the key numbers are
-checked again here from the run files against closed forms and conservation laws (not through the
-figure's own code), then once more through ``lcnrun figure NAME --small`` (runs reused, redrawn).
+small versions: each is produced once per session (runs + PNG/PDF, shared with the test of ``lcnrun
+reproduce``: ``figure_runs.py``), its claims must hold, and the key numbers are checked again here from the
+run files against closed forms and conservation laws (not through the figure's own code), then once more
+through ``lcnrun figure NAME --small`` (runs reused, redrawn).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
+from figure_runs import produce_small, runs_of, shared_dir, worker
 from lcnrun.cli import app
-from lcnrun.figures import FIGURES
-from lcnrun.figures.driver import specs_dir, produce
 from lcnrun.runner import build
-from lcnrun.spec import load_experiment
-from lcnrun.store.runfile import read_run
 
 NAMES = ("repeated-filters", "invariants", "riemannian-metric", "convergence")
-# Each test below does all the work for one figure (under pytest-xdist a test is never split, so no
-# figure is computed twice).
+
+
+@pytest.fixture(scope="session")
+def figure_runs(tmp_path_factory) -> Path:
+    return shared_dir(tmp_path_factory)
 
 
 def produce_and_check(name: str, workdir: Path):
-    """Produce the small version, check files and claims, then redraw through the CLI (runs reused)."""
-    out = produce(name, results=workdir / "results", out_dir=workdir / "out", small=True, jobs=2)
+    """Produce the small version (runs computed once per session), check files and claims, then redraw
+    through the CLI (runs reused)."""
+    out = produce_small(name, workdir)
     for f in out.files:
         assert f.exists() and f.stat().st_size > 1000, f
     assert {f.suffix for f in out.files} == {".png", ".pdf"}
     assert out.result.rows and out.result.claims
     failed = [(c.text, c.measured) for c in out.result.claims if not c.holds]
     assert not failed, failed
-    assert out.n_ran == out.n_runs > 0
+    assert out.n_runs > 0
+    cli = workdir / "cli" / worker()
     r = CliRunner().invoke(app, ["figure", name, "--small", "-j", "2", "--results",
-                                 str(workdir / "results"), "--out", str(workdir / "cli")])
+                                 str(workdir / "results"), "--out", str(cli)])
     assert r.exit_code == 0, r.output
     assert "the claims" in r.output and f"{out.n_runs} runs (0 computed now)" in r.output
-    assert (workdir / "cli" / f"{name}.small.png").exists() and (workdir / "cli" / f"{name}.small.pdf").exists()
+    assert (cli / f"{name}.small.png").exists() and (cli / f"{name}.small.pdf").exists()
     return out
 
 
-def runs_of(workdir: Path, name: str):
-    """``(overrides, run_spec, RunData)`` of every point of a figure's small spec."""
-    (rel,) = FIGURES[name]().specs(True)
-    exp = load_experiment(specs_dir() / rel)
-    return [(p.overrides, p.run_spec, read_run(workdir / "results" / exp.name / "runs" / f"{p.run_id}.h5"))
-            for p in exp.points]
-
-
-def test_repeated_filters_known_minima(tmp_path):
-    workdir = tmp_path
+def test_repeated_filters_known_minima(figure_runs):
+    workdir = figure_runs
     produce_and_check("repeated-filters", workdir)
     by_target = {}
     for o, _, r in runs_of(workdir, "repeated-filters"):
@@ -72,8 +68,8 @@ def test_repeated_filters_known_minima(tmp_path):
     assert min(r.final_attrs["loss"] for r in by_target[((3, 2), (1, 0.3, -0.2, 0.7))]) <= 1e-12
 
 
-def test_invariants_flat_under_flow_and_lr2_law_under_descent(tmp_path):
-    workdir = tmp_path
+def test_invariants_flat_under_flow_and_lr2_law_under_descent(figure_runs):
+    workdir = figure_runs
     produce_and_check("invariants", workdir)
     n_gd = 0
     for _, spec, r in runs_of(workdir, "invariants"):
@@ -96,8 +92,8 @@ def test_invariants_flat_under_flow_and_lr2_law_under_descent(tmp_path):
     assert n_gd == 8
 
 
-def test_riemannian_metric_exchanges(tmp_path):
-    workdir = tmp_path
+def test_riemannian_metric_exchanges(figure_runs):
+    workdir = figure_runs
     produce_and_check("riemannian-metric", workdir)
     holds, fails = [], []
     for _, spec, r in runs_of(workdir, "riemannian-metric"):
@@ -112,8 +108,8 @@ def test_riemannian_metric_exchanges(tmp_path):
     assert max(s["max_rel_diff_exchange"] for _, s in fails if s["n_root_exchanges"]) > 1e-3
 
 
-def test_convergence_to_critical_points(tmp_path):
-    workdir = tmp_path
+def test_convergence_to_critical_points(figure_runs):
+    workdir = figure_runs
     produce_and_check("convergence", workdir)
     kinds = set()
     for _, spec, r in runs_of(workdir, "convergence"):

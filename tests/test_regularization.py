@@ -82,7 +82,7 @@ def test_fiber_decomposition(make_model, make_problem, rng):
     theta = 0.8 * rng.standard_normal((3, model.n_params))
     out = fiber_decomposition(reg, theta)
     grad = reg.value_and_grad(theta)[1]
-    balancing = BAL(BAL.Options(t_max=1.0, variant="l2_regularizer")).velocity_field(model)
+    balancing = BAL(BAL.Options(t_max=1.0, variant="l2")).velocity_field(model)
     for i, th in enumerate(theta):
         J = model.jacobian(th[None])[0]
         K = null_space(J)
@@ -91,8 +91,8 @@ def test_fiber_decomposition(make_model, make_problem, rng):
         assert out["rank_J"][i] == model.n_params - K.shape[1] == np.linalg.matrix_rank(J)
         np.testing.assert_allclose(out["velocity_along_fiber"][i], np.linalg.norm(along), rtol=1e-9)
         np.testing.assert_allclose(out["velocity_across_fiber"][i], np.linalg.norm(u - along), rtol=1e-9)
-        # the along part is lambda times the l2 balancing flow's velocity
-        np.testing.assert_allclose(along, LAM * balancing(th), rtol=1e-9, atol=1e-12)
+        # the along part is kappa = 2 lambda times the L2 balancing flow's velocity -Pi theta (Lindsey & Menon)
+        np.testing.assert_allclose(along, 2 * LAM * balancing(th), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(out["velocity_along_fiber"] ** 2 + out["velocity_across_fiber"] ** 2,
                                np.sum(grad ** 2, axis=1), rtol=1e-10)
     np.testing.assert_allclose(out["data_loss"], problem.value(theta), rtol=1e-14)

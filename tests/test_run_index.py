@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from lcnrun.cli import app
 from lcnrun.report.source import open_experiment, read_runs, scan_runs
 from lcnrun.report.status import experiment_status
-from lcnrun.schedule.local import UNREADABLE, file_state, should_run
+from lcnrun.policy import UNREADABLE, file_state, should_run
 from lcnrun.store import RunRecord, read_run, read_run_attrs, read_run_status, write_run
 from lcnrun.store.experiment import ExperimentDir
 from lcnrun.store.index import INDEX_DIR, SNAPSHOT, scan
@@ -193,10 +193,10 @@ def test_garbled_data_region_is_unreadable_everywhere(tmp_path):
     assert r.exit_code == 0 and any(line.startswith(f"2,{rid},") and "unreadable" in line
                                     for line in r.output.splitlines()), r.output
     # the sweep's hint ("--force replaces it") is true: the point is kept, and run with --force
-    status, mtime, reason = file_state(xdir, rid)
-    assert status == UNREADABLE and "unreadable run file" in reason
-    assert not should_run(status, mtime, force=False, rerun_failed=True, since=float("inf"))
-    assert should_run(status, mtime, force=True, rerun_failed=False, since=mtime + 1)
+    state = file_state(xdir.run_path(rid))
+    assert state.status == UNREADABLE and "unreadable run file" in state.reason
+    assert not should_run(state.status, force=False, rerun_failed=True)
+    assert should_run(state.status, force=True, rerun_failed=False)
     # a new file replaces it: readable again, everywhere
     write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(7), trajectory={"x": big},
                                             final_attrs={"loss": 0.5}), fsync=False)

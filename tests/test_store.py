@@ -3,7 +3,9 @@ provenance."""
 from __future__ import annotations
 
 import json
+import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -115,9 +117,12 @@ def test_read_run_attrs_matches_the_attributes(tmp_path):
     path = write_run(tmp_path / "a1b2c3.h5", record, fsync=False)
     fast = read_run_attrs(path)
     assert fast == read_run_attrs(path, walk=True)  # the index agrees with the attributes
+    token = fast["write_token"]  # random, one per write: which file this is
+    assert re.fullmatch(r"[0-9a-f]{16}", token)
+    assert read_run_attrs(write_run(tmp_path / "b.h5", record, fsync=False))["write_token"] != token
     expected = {"format": "lcnrun-run", "format_version": 1, "run_id": "a1b2c3",
                 "status": "completed", "lcnrun_version": provenance.lcnrun_version(),
-                **expected_scalars(record.attrs), "spec": record.spec_text}
+                "write_token": token, **expected_scalars(record.attrs), "spec": record.spec_text}
     expected.update({f"final.{k}": v for k, v in expected_scalars(record.final_attrs).items()})
     for name, parts in record.diagnostics.items():
         expected.update({f"diagnostics.{name}.{k}": v for k, v in parts["scalars"].items()})
@@ -185,6 +190,20 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(runfile, "_write_dataset", failing)
     with pytest.raises(KeyboardInterrupt):
         write_run(path, make_record(status="failed"), fsync=False)
+    assert seen_during_write == []  # the file is made in memory: nothing on disk yet
+    assert os.listdir(tmp_path) == ["a1b2c3.h5"] and path.read_bytes() == before
+    # a failure while the bytes go to disk (a full disk) removes the temporary, keeps the file
+    monkeypatch.setattr(runfile, "_write_dataset", original)
+
+    def disk_full(fh, image):
+        fh.write(image[:100])
+        fh.flush()
+        seen_during_write.extend(temporaries(tmp_path))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runfile, "_write_image", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_run(path, make_record(status="failed"), fsync=False)
     assert len(seen_during_write) == 1
     assert os.listdir(tmp_path) == ["a1b2c3.h5"] and path.read_bytes() == before
 
@@ -216,12 +235,12 @@ KILLED_WRITER = """
         return runfile.RunRecord("killme", "completed", "x: 1\\n",
                                  trajectory={"t": np.full(300_000, value), "loss": np.ones(10)})
     runfile.write_run(path, record(1.0))  # a whole first version
-    original = runfile._write_dataset
-    def stall(*args):
-        original(*args)
+    def stall(fh, image):
+        fh.write(image[: len(image) // 2])
+        fh.flush()
         print("writing", flush=True)
         time.sleep(120)
-    runfile._write_dataset = stall
+    runfile._write_image = stall
     runfile.write_run(path, record(2.0))
 """
 

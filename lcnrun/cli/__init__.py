@@ -14,6 +14,7 @@ from . import report as _report  # noqa: F401  status, summary, diff
 from . import figure as _figure  # noqa: F401  figure
 from . import plot as _plot  # noqa: F401  plot
 from . import html_report as _html_report  # noqa: F401  report
+from . import reproduce as _reproduce  # noqa: F401  reproduce
 
 
 def main() -> None:

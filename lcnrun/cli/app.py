@@ -7,6 +7,7 @@ import scipy, numba, h5py, matplotlib and the runner inside the verbs that use t
 """
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -74,15 +75,45 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _is_spec_error(err: BaseException) -> bool:
-    """Whether ``err`` is a :class:`lcnrun.spec.SpecError`, without importing the spec layer (and
-    the core) into verbs that never load a spec: a SpecError exists only once its module is."""
-    errors = sys.modules.get("lcnrun.spec.errors")
-    return errors is not None and isinstance(err, errors.SpecError)
+#: what to add to the operating system's words for the errors a results folder meets
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full; nothing was written for this run (free space, or --results "
+                  "elsewhere, and run again)",
+    errno.EDQUOT: "the disk quota is exhausted; nothing was written for this run",
+    errno.EROFS: "the folder is on a read-only file system (--results elsewhere?)",
+    errno.EACCES: "no permission to write there (--results elsewhere?)",
+    errno.EPERM: "no permission to write there (--results elsewhere?)",
+    errno.ENAMETOOLONG: "a file name is too long for this file system",
+    errno.ELOOP: "a symbolic link points to itself (a loop of links)",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """``path: words of the OS; what it means here`` for an OSError met reading or writing."""
+    what = err.strerror or str(err)
+    where = err.filename if err.filename is not None else ""
+    hint = OS_ERROR_HINTS.get(err.errno or 0, "")
+    return ": ".join(str(p) for p in (where, what, hint) if p)
+
+
+def _expected_kind(err: BaseException) -> str | None:
+    """``"spec"`` for a bad spec (``SpecError``), ``"usage"`` for an experiment folder that is not
+    one (``ExperimentDirError``) or a file that is not a run file (``RunFileError``), else None;
+    without importing the spec and store layers (and the core) into verbs that never load them:
+    such an error exists only once its module is."""
+    for module, name, kind in (("lcnrun.spec.errors", "SpecError", "spec"),
+                               ("lcnrun.store.experiment", "ExperimentDirError", "usage"),
+                               ("lcnrun.store.runfile", "RunFileError", "usage")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(err, cls):
+            return kind
+    return None
 
 
 def handle_errors(fn):
-    """Turn the library's expected errors into one message and exit code 2 (never a traceback)."""
+    """Turn the library's expected errors into one message and exit code 2 (never a traceback):
+    a bad spec, bad usage, a results folder that cannot be written (read-only, full, a file where
+    a folder belongs), a file that is not a run file."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -90,12 +121,17 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except UsageError as err:
             fail(str(err))
+        except OSError as err:
+            fail(describe_os_error(err))
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
         except Exception as err:
-            if not _is_spec_error(err):
+            kind = _expected_kind(err)
+            if kind is None:
                 raise
+            if kind == "usage":
+                fail(str(err))
             err_console.print(str(err), highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
     return wrapper

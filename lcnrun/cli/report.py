@@ -363,6 +363,11 @@ def diff(
         sys.stdout.write(json.dumps(report.to_dict(all_items=show_all), indent=1, default=str) + "\n")
     else:
         _rich_diff(report, show_all)
+    if report.unreadable:  # 1 means "different": a file that cannot be read is bad input
+        first = report.unreadable[0].error
+        more = len(report.unreadable) - 1
+        fail_line(first + (f" (and {more} more pairs that could not be compared)" if more else ""),
+                  EXIT_USAGE)
     raise typer.Exit(EXIT_OK if report.equal else EXIT_FAILED)
 
 

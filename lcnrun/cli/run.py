@@ -69,7 +69,6 @@ def run(
     # started its computation yet stops as soon as it would, and writes a 'stopped' run file
     interrupt.install()
     interrupt.barrier("started")
-    from ..store.claims import try_claim
 
     if indices is not None:
         if index is not None or expect_run_id is not None:
@@ -93,18 +92,16 @@ def run(
         raise UsageError(f"{spec}: point {index} is now run {point.run_id}, not {expect_run_id} as "
                          "when it was submitted: the spec changed since (submit it again)")
     xdir = _prepare_for(spec, exp.name, point, n_points, results)
-    # take the run's claim, like a sweep worker: a Slurm task and a local sweep never compute
-    # the same point at once (the second waits, then finds it completed)
-    with try_claim(xdir.runs_dir, point.run_id, wait=True):
-        interrupt.barrier("claimed")
-        outcome = workflow.run_point(exp, xdir, point, force=force)
+    outcome = workflow.run_point(exp, xdir, point, force=force)  # under the run's claim
     path = xdir.run_path(point.run_id)
     if quiet:
         console.print(str(path), highlight=False)
     else:
         if outcome.skipped:
-            console.print(f"run {point.run_id} is already completed: {path} (--force runs it again)",
-                          highlight=False)
+            why = {"completed": "is already completed (--force runs it again)",
+                   "unreadable": f"is kept: {outcome.attrs.get('message', '')}"}.get(
+                outcome.status, f"was written by another process meanwhile ({outcome.status})")
+            console.print(f"run {point.run_id} {why}: {path}", highlight=False)
         else:
             console.print(f"wrote {path}", highlight=False)
         console.print(summary_table(outcome.attrs))
@@ -147,16 +144,14 @@ def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
 def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool, quiet: bool) -> None:
     """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, one at a time), each
     under its claim (waiting for points another process holds); exit 0 if all completed."""
-    import time  # noqa: PLC0415
-
-    from .. import workflow  # noqa: PLC0415
+    from .. import policy, workflow  # noqa: PLC0415
     from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
 
     xdir = workflow.prepare(exp, results)
-    since = time.time()
+    planned = {i: policy.file_state(xdir.run_path(exp.points[i].run_id)) for i in chosen}
     ok = True
     for unit in ensemble_groups(exp, chosen, jobs=1):
-        task = _Task(unit, force, True, since, True)
+        task = _Task(unit, force, True, {i: planned[i] for i in unit}, True)
         for r in _attempt(exp, xdir, task):
             ok &= r.status == "completed"
             path = xdir.run_path(r.run_id)

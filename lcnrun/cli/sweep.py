@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..schedule.local import (PointResult, SweepError, SweepObserver, available_cores, run_sweep,
-                              should_run)
+from ..policy import should_run
+from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
 from .run import CheckpointEveryOption, set_checkpoint_every
@@ -181,8 +181,7 @@ def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
     title = f"{exp.name}: {len(exp.points)} points -> {xdir.root}"
     columns = ("index", "run id", "state", "overrides")
     rows = [(str(s.index), s.run_id, s.state, format_overrides(s.overrides)) for s in status.states]
-    would = sum(1 for s in status.states if s.state != "running" and should_run(
-        s.file_status, None, force=force, rerun_failed=rerun_failed, since=0.0))
+    would = sum(should_run(s.state, force=force, rerun_failed=rerun_failed) for s in status.states)
     text = None if is_terminal() or len(rows) < PLAIN_FROM_ROWS else \
         plain_grid(title, list(columns), [c == "index" for c in columns], rows)
     if text is not None:  # 100,000 points to a file: the same characters rich would print

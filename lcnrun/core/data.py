@@ -14,7 +14,7 @@ All randomness comes from ``data.seed`` through independent ``SeedSequence`` chi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,16 @@ class GaussianData:
         target: Section = option(Section("teacher", TeacherTarget.Options()), kind="section:targets",
                                  doc="how targets are made")
         noise: float = option(0.0, kind="float", check="nonnegative", doc="std of additive target noise")
-        seed: int = option(0, kind="int", doc="seed of inputs, target and noise")
+        seed: int = option(0, kind="int", check="nonnegative", doc="seed of inputs, target and noise")
+
+    @staticmethod
+    def resolve_options(options):
+        """One written form: a one-axis ``input_size`` is its int (``[64]`` and ``64`` are one
+        data set, one run id)."""
+        s = options.input_size
+        if isinstance(s, (list, tuple)) and len(s) == 1:
+            return replace(options, input_size=int(s[0]))
+        return options
 
     @staticmethod
     def input_shape(options, model) -> tuple[int, ...]:
@@ -176,7 +185,7 @@ class FunctionSpaceData:
     class Options:
         target: Section = option(kind="section:targets", doc="the target end-to-end map u")
         noise: float = option(0.0, kind="float", check="nonnegative", doc="std of additive target noise")
-        seed: int = option(0, kind="int", doc="seed of target and noise")
+        seed: int = option(0, kind="int", check="nonnegative", doc="seed of target and noise")
 
     @classmethod
     def build(cls, options, model: Model) -> Dataset:
@@ -195,6 +204,11 @@ class FileData:
     @staticmethod
     def build(options, model: Model) -> Dataset:
         x, y = read_npz_arrays(options.path, ["X", "Y"])
+        if x.ndim < 2 or y.ndim < 2:
+            raise OptionError("path", f"X and Y must have a sample axis and a sample shape, got X "
+                                      f"of shape {list(x.shape)} and Y of shape {list(y.shape)}")
+        if x.shape[0] == 0:
+            raise OptionError("path", "X and Y have no samples (their first axis has length 0)")
         if x.shape[0] != y.shape[0]:
             raise OptionError("path", f"X has {x.shape[0]} samples but Y has {y.shape[0]}")
         want = model.output_shape(x.shape[1:])

@@ -29,7 +29,7 @@ class GaussianInit:
     @dataclass(frozen=True)
     class Options:
         scale: float = option(0.1, kind="float", check="nonnegative", doc="std of every entry")
-        seed: int = option(0, kind="int", doc="seed of the draw")
+        seed: int = option(0, kind="int", check="nonnegative", doc="seed of the draw")
 
     @staticmethod
     def build(options, model: Model) -> np.ndarray:
@@ -44,7 +44,7 @@ class BalancedInit:
     class Options:
         scale: float = option(0.1, kind="float", check="nonnegative",
                               doc="DLN: std of the random end-to-end matrix; LCN: std of the filters")
-        seed: int = option(0, kind="int", doc="seed of the draw")
+        seed: int = option(0, kind="int", check="nonnegative", doc="seed of the draw")
 
     @staticmethod
     def build(options, model: Model) -> np.ndarray:

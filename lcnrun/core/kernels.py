@@ -1,4 +1,5 @@
-"""Compiled kernels (numba) for the square loss: batched ``value_and_grad`` and fused gradient descent.
+"""Compiled kernels (numba): batched ``value_and_grad`` for the square loss and fused gradient
+descent on it, and one pass over the samples for the separable losses (lp, pseudo-Huber, log-cosh).
 
 Why compiled code: for the square loss a step works on the end-to-end map only (a few hundred
 flops for a small LCN), so a numpy implementation spends nearly all its time dispatching numpy
@@ -16,6 +17,17 @@ j S_l``; see :meth:`lcnrun.core.models.LCN.chain_program`). The pull-back of ``g
 Members may use different data: ``form[b]`` picks member b's ``(S, e_min, l_min)``. An L2 penalty
 ``l2 |theta|^2`` is added if ``l2 > 0`` (:class:`~lcnrun.core.regularization.RegularizedProblem`).
 
+**Separable losses** (:class:`SampleForms`). The outputs of all samples are linear in ``e``; every
+model lays its samples out as *blocks* of ``R`` output positions: ``pred[blk, ch, m] = sum_k
+e[ch, k] Z[base[blk] + off[k] + m]``, so that each tap is one long AXPY over contiguous memory.
+An LCN stores its inputs in polyphase order (``Z[j, n, q] = x[n, S q + j]``, ``S = S_L``, ``j``
+and ``q`` multi-indices): tap ``k = j + S a`` of output ``m`` reads ``q = m + a``, no patch is
+ever copied and ``Z`` is the size of the inputs; a block holds a few whole samples, of whose
+``Q`` coarse positions the first ``n_out`` (per axis) are outputs (``run_start/run_len``). A DLN
+stores blocks of ``R`` samples transposed. One step reads the data once for all members: per
+block, every member computes its outputs, residuals, loss and ``dl/de`` while the block is in
+cache.
+
 **Determinism.** Every kernel loops over members and computes each member with the same sequence of
 floating-point operations whatever the other members are: a member's results are bitwise
 independent of the ensemble it runs in (and of how the work is split into calls). No fast-math, so
@@ -27,6 +39,7 @@ its user cache folder if this one is read-only); numba is imported when a kernel
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -85,11 +98,35 @@ class QuadraticForms:
 
 
 @lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries (numpy's and scipy's, which the kernels' products
+    use), looked up once per process."""
+    import scipy.linalg  # noqa: F401, PLC0415  (loads scipy's BLAS, so that it is seen too)
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread():
+    """Every BLAS limited to one thread for the duration (the computation of a run).
+
+    Why: a multi-threaded BLAS may split a product's sums differently for another thread count,
+    so the same point run with 2 threads (``lcnrun run``) and with 1 (a sweep worker) would not
+    give the same file. With one thread, and kernels whose per-member operations do not depend
+    on the batch, a point's numbers are those of its run alone whatever the machine's thread
+    settings.
+    """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+@lru_cache(maxsize=None)
 def _compiled():
     """The compiled kernels (numba imported, and the machine code loaded from its cache, on first use)."""
     from . import _numba_kernels as nk  # noqa: PLC0415
 
-    return nk.value_and_grad, nk.descend
+    return nk.value_and_grad, nk.descend, nk.samples_value_and_grad
 
 
 def compiled_value_and_grad():
@@ -100,15 +137,78 @@ def compiled_descend():
     return _compiled()[1]
 
 
-def value_and_grad(program: ChainProgram, forms: QuadraticForms, theta: np.ndarray):
-    """``L (B,)`` and ``grad L (B, P)`` of ``theta (B, P)``, member ``b`` with form ``forms.index[b]``."""
+def compiled_samples_value_and_grad():
+    return _compiled()[2]
+
+
+@dataclass(frozen=True)
+class SampleForms:
+    """A data set laid out for :func:`samples_value_and_grad` (see the module docstring).
+
+    ``Z`` (flat float64): the features; ``base (n_blocks,)``, ``off (K,)``: ``pred[blk, ch, m] =
+    sum_k e[ch, k] Z[base[blk] + off[k] + m]``, ``m < R``, ``e`` of shape ``(c, K)`` (C order);
+    ``Y (n_blocks * c * R,)``: the targets at ``(blk, ch, m)``. Position ``m`` is an output iff
+    ``m = s * period + run_start[u] + i`` with ``i < run_len[u]`` (other positions are computed
+    and ignored; padding samples have zero features and targets: a residual 0, which adds nothing
+    to any loss or gradient). ``dl/de`` is accumulated in ``fold`` lanes (``R % fold == 0``,
+    ``R % period == 0``). ``kind``, ``param``: the loss (``Loss.kernel_code``); ``n_samples``:
+    the ``N`` of the mean; ``l2``: a penalty ``l2 |theta|^2``.
+    """
+
+    Z: np.ndarray
+    base: np.ndarray
+    off: np.ndarray
+    Y: np.ndarray
+    c: int
+    R: int
+    period: int
+    run_start: np.ndarray
+    run_len: np.ndarray
+    fold: int
+    kind: int
+    param: float
+    n_samples: int
+    l2: float = 0.0
+
+    @classmethod
+    def of(cls, layout: dict, loss_code: tuple[int, float], n_samples: int) -> "SampleForms":
+        """From a model's ``sample_layout`` (a dict of the fields ``Z`` .. ``fold``) and a loss code."""
+        def ints(a):
+            return np.ascontiguousarray(a, dtype=np.int64)
+        R, period, fold = int(layout["R"]), int(layout["period"]), int(layout["fold"])
+        if R % period or R % fold:
+            raise ValueError(f"block length {R} must be a multiple of period {period} and fold {fold}")
+        return cls(np.ascontiguousarray(layout["Z"], dtype=np.float64).ravel(), ints(layout["base"]),
+                   ints(layout["off"]), np.ascontiguousarray(layout["Y"], dtype=np.float64).ravel(),
+                   int(layout["c"]), R, period, ints(layout["run_start"]), ints(layout["run_len"]), fold,
+                   int(loss_code[0]), float(loss_code[1]), int(n_samples))
+
+    def nbytes(self) -> int:
+        return int(self.Z.nbytes + self.Y.nbytes + self.base.nbytes + self.off.nbytes)
+
+
+def _batched(kernel, program: ChainProgram, form_args: tuple, theta: np.ndarray):
+    """``kernel(theta, *program, *form_args, loss, grad)``: ``loss (B,)``, ``grad (B, P)``."""
     theta = np.ascontiguousarray(theta, dtype=np.float64)
     B = theta.shape[0]
     loss = np.empty(B)
     grad = np.empty_like(theta)
     if B:
-        compiled_value_and_grad()(theta, *program_arrays(program), *form_arrays(forms), loss, grad)
+        kernel(theta, *program_arrays(program), *form_args, loss, grad)
     return loss, grad
+
+
+def samples_value_and_grad(program: ChainProgram, forms: SampleForms, theta: np.ndarray):
+    """``L (B,)`` and ``grad L (B, P)`` of a separable loss, all members in one pass over the data."""
+    f = forms
+    return _batched(compiled_samples_value_and_grad(), program,
+                    (f.Z, f.base, f.off, f.Y, f.c, f.R, f.period, f.run_start, f.run_len, f.fold, f.kind,
+                     f.param, float(f.n_samples), float(f.l2)), theta)
+
+
+def value_and_grad(program: ChainProgram, forms: QuadraticForms, theta: np.ndarray):
+    """``L (B,)`` and ``grad L (B, P)`` of ``theta (B, P)``, member ``b`` with form ``forms.index[b]``."""
+    return _batched(compiled_value_and_grad(), program, form_arrays(forms), theta)
 
 
 def program_arrays(p: ChainProgram) -> tuple:

@@ -41,6 +41,11 @@ class Loss:
     def check_options(cls, options) -> None:
         pass
 
+    def kernel_code(self) -> tuple[int, float] | None:
+        """``(code, parameter)`` of this loss in the compiled pass over the samples
+        (:func:`lcnrun.core._numba_kernels.residual_loss`), or None if it has none."""
+        return None
+
     def pointwise(self, r: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -83,6 +88,9 @@ class Lp(Loss):
         if not options.p >= 1:
             raise OptionError("p", "must be at least 1")
 
+    def kernel_code(self):
+        return (1, float(self.options.p))
+
     def pointwise(self, r):
         p = self.options.p
         return np.abs(r) ** p / p
@@ -100,6 +108,9 @@ class PseudoHuber(Loss):
         delta: float = option(1.0, kind="float", check="positive",
                               doc="transition scale: quadratic below delta, linear above")
 
+    def kernel_code(self):
+        return (2, float(self.options.delta))
+
     def pointwise(self, r):
         d = self.options.delta
         # written as d^2 s^2 / (sqrt(1+s^2) + 1) to keep precision for small r
@@ -113,6 +124,9 @@ class PseudoHuber(Loss):
 
 class LogCosh(Loss):
     name = "log_cosh"
+
+    def kernel_code(self):
+        return (3, 0.0)
 
     def pointwise(self, r):
         a = np.abs(r)

@@ -3,8 +3,9 @@
 For the square loss every evaluation works on the end-to-end map only (sufficient statistics,
 :class:`~lcnrun.core.models.QuadraticForm`): the cost of a step does not grow with ``N``, and
 ``value_and_grad`` runs in compiled code (:mod:`lcnrun.core.kernels`), one call for the whole batch.
-Other losses evaluate the outputs of all samples as ``features @ e`` (one product, still no layer
-loop), in numpy.
+Other (separable) losses evaluate the outputs of all samples in one compiled pass over the data
+(:class:`~lcnrun.core.kernels.SampleForms`: every member of a batch while a block of samples is
+in cache); :meth:`Problem.numpy_value_and_grad` is the numpy reference (``features @ e``).
 
 :class:`ProblemEnsemble` trains members on different data sets (e.g. one noise seed per member)
 with the same model and loss: member ``b`` uses ``problems[index[b]]``.
@@ -36,6 +37,8 @@ class Problem:
             self.features = model.features(dataset.inputs)
         self._program = None
         self._forms = None
+        self._sample_forms = None
+        self._batch_forms: dict = {}
 
     # -- compiled evaluation (square loss) ----------------------------------------------------------
     def chain_program(self):
@@ -56,7 +59,26 @@ class Problem:
             self._forms = QuadraticForms(np.ascontiguousarray(q.gram, dtype=float)[None],
                                          np.ascontiguousarray(q.e_min, dtype=float).reshape(1, -1),
                                          np.array([q.l_min]), np.zeros(0, dtype=np.int64))
-        return self._program, dataclasses.replace(self._forms, index=np.zeros(batch, dtype=np.int64))
+        # the forms of the last batch size and of single members, kept: a flow evaluates one
+        # member thousands of times, and building them is a good part of a small problem's call
+        cached = self._batch_forms.get(batch)
+        if cached is None:
+            cached = dataclasses.replace(self._forms, index=np.zeros(batch, dtype=np.int64))
+            self._batch_forms = {k: v for k, v in self._batch_forms.items() if k == 1}
+            self._batch_forms[batch] = cached
+        return self._program, cached
+
+    def sample_forms(self):
+        """:class:`~lcnrun.core.kernels.SampleForms` of a separable loss (built once), or None (the
+        square loss, or a model or loss without a compiled form)."""
+        if self._sample_forms is None and self.quadratic is None:
+            code = self.loss.kernel_code()
+            if code is None or self.chain_program() is None:
+                return None
+            from .kernels import SampleForms  # noqa: PLC0415
+            layout = self.model.sample_layout(self.dataset.inputs, self.dataset.targets)
+            self._sample_forms = SampleForms.of(layout, code, self.n_samples)
+        return self._sample_forms
 
     def value_and_grad_of(self, theta: np.ndarray, members: np.ndarray):
         """:meth:`value_and_grad` of ensemble members ``members`` (all alike here)."""
@@ -83,6 +105,10 @@ class Problem:
         if compiled is not None:
             from .kernels import value_and_grad  # noqa: PLC0415
             return value_and_grad(*compiled, theta)
+        forms = self.sample_forms()
+        if forms is not None:
+            from .kernels import samples_value_and_grad  # noqa: PLC0415
+            return samples_value_and_grad(self.chain_program(), forms, theta)
         return self.numpy_value_and_grad(theta)
 
     def numpy_value_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +120,7 @@ class Problem:
 
     def value(self, theta: np.ndarray) -> np.ndarray:
         """``L(theta)`` ``(B,)`` (the same numbers as :meth:`value_and_grad`)."""
-        if self.quadratic is not None and self.chain_program() is not None:
+        if self.chain_program() is not None and (self.quadratic is not None or self.sample_forms() is not None):
             return self.value_and_grad(theta)[0]
         return self.end_to_end_loss_and_gradient(self.model.end_to_end(theta))[0]
 

@@ -18,8 +18,8 @@ Fiber decomposition (Lindsey & Menon, arXiv 2511.01137): the fiber ``{theta : e(
 tangent space ``ker J`` at ``theta`` (``J = de/dtheta``). A velocity ``u`` splits orthogonally into
 ``u_along = Pi_{ker J} u`` (along the fiber: regularizing, it keeps ``e``) and
 ``u_across = u - u_along`` (across: learning, it moves ``e``). For ``u = -grad L_lambda``:
-``grad L = J^T grad_e l`` lies in ``(ker J)^perp``, so ``u_along = -2 lambda Pi_{ker J} theta`` (``lambda`` times
-the L2-regularizer balancing flow) and ``u_across = -grad L - 2 lambda (I - Pi_{ker J}) theta``.
+``grad L = J^T grad_e l`` lies in ``(ker J)^perp``, so ``u_along = -2 lambda Pi_{ker J} theta`` (``kappa = 2 lambda``
+times the L2 balancing flow ``-Pi_{ker J} theta`` of Lindsey & Menon, whose ``E + kappa/2 |W|^2`` is our ``L_lambda``) and ``u_across = -grad L - 2 lambda (I - Pi_{ker J}) theta``.
 ``ker J`` is computed from the SVD of ``J``, singular values at most ``rank_rtol * sigma_max(J)``
 counting as zero.
 """

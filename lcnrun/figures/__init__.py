@@ -11,6 +11,7 @@ from .invariants import Invariants
 from .output_metric_rate import OutputMetricRate
 from .repeated_filters import RepeatedFilters
 from .riemannian_metric import RiemannianMetric
+from .saxe_modes import SaxeModes
 
 FIGURES: dict[str, type[Figure]] = {
     "repeated-filters": RepeatedFilters,
@@ -21,6 +22,7 @@ FIGURES: dict[str, type[Figure]] = {
     "balancing": Balancing,
     "balanced-learning": BalancedLearning,
     "fast-slow": FastSlow,
+    "saxe-modes": SaxeModes,
 }
 
 __all__ = ["FIGURES", "Claim", "Figure", "FigureResult", "PointRuns"]

@@ -8,7 +8,7 @@ balanced start stays balanced, and there ``W_{>p} W_{>p}^T = (X X^T)^{(N-p)/N}``
 ``-sum_j (X X^T)^{(N-j)/N} grad l(X) (X^T X)^{(j-1)/N}``, a flow of ``X`` alone. From an unbalanced
 start (``init: gaussian``) ``Phi != 0`` is conserved, and the two flows, started at the same ``X(0)``,
 part. With weight decay ``lambda`` (the last architecture of the spec) gradient flow of
-``L + lambda sum |W_p|^2`` scales ``Phi`` by ``exp(-4 lambda t)`` (0 stays 0) and the learning flow gets
+``L + lambda sum |W_p|^2`` scales ``Phi`` by ``exp(-4 lambda t)`` (the paper's ``exp(-2 kappa t)``, ``kappa = 2 lambda``) (0 stays 0) and the learning flow gets
 ``-2 lambda N X``.
 
 Runs ``lcnrun/figures/specs/balanced-learning.yaml`` (``gradient_flow`` and ``balanced_learning_flow`` for
@@ -87,7 +87,7 @@ class BalancedLearning(Figure):
                  "unbalanced starts: the two flows do NOT agree, as the theory says: gradient flow conserves "
                  "Phi != 0, and the balanced learning flow is the X-dynamics only on the balanced manifold "
                  "(the balanced_learning_flow runs say so in their 'warning' attribute).",
-                 "with weight decay, gradient flow's Phi decays like exp(-4 lambda t), so from an "
+                 "with weight decay, gradient flow's Phi decays like exp(-4 lambda t) (Lindsey & Menon: exp(-2 kappa t), kappa = 2 lambda), so from an "
                  "unbalanced start the gap narrows only slowly."]
         notes += [f"run problem: {x}" for x in problems]
         return FigureResult(fig, rows, claims, notes)

@@ -127,6 +127,12 @@ class DiffReport:
     def bitwise(self) -> bool:
         return self.equal and all(p.bitwise for p in self.pairs)
 
+    @property
+    def unreadable(self) -> list[PairDiff]:
+        """Pairs that could not be compared (a run file that cannot be read): not a difference,
+        an answer that cannot be given (``lcnrun diff`` exits 2)."""
+        return [p for p in self.pairs if p.error]
+
     def paired_by(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.pairs:
@@ -348,12 +354,17 @@ def diff_runs(path_a: os.PathLike | str, path_b: os.PathLike | str, *, rtol: flo
     """Compare two run files. An unreadable file gives a :class:`PairDiff` with ``error``."""
     pair = PairDiff(str(path_a), str(path_b), Path(path_a).stem, Path(path_b).stem, paired_by,
                     index_a=index_a, index_b=index_b)
-    try:
-        a = read_run(path_a)
-        b = read_run(path_b)
-    except RunFileError as err:
-        pair.error = str(err)
-        return pair
+    runs = []
+    for path in (path_a, path_b):
+        try:
+            runs.append(read_run(path))
+        except RunFileError as err:
+            pair.error = str(err)
+            return pair
+        except (RuntimeError, OSError) as err:  # h5py, on a damaged data region
+            pair.error = f"{path}: unreadable run file ({err})"
+            return pair
+    a, b = runs
     pair.run_id_a, pair.run_id_b = a.run_id, b.run_id
     pair.provenance_a, pair.provenance_b = _provenance_brief(a), _provenance_brief(b)
     try:

@@ -6,11 +6,13 @@ worker processes and returns a :class:`SweepReport`. What it guarantees:
 - **Pinned BLAS.** Workers are started with the ``spawn`` method and ``OMP_NUM_THREADS``,
   ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` (and friends) set to 1 in their environment, so
   numpy's BLAS is single-threaded there from its first import: N workers use N cores.
-- **Skips finished work.** A point whose run file is ``completed`` is skipped; ``failed`` and
-  ``diverged`` ones too unless ``rerun_failed``; ``stopped`` ones (interrupted by SIGTERM: a time
-  limit, a preemption) are run again; ``force`` runs everything again. A run file written *during
-  this sweep* (by it, or by another sweep of the same experiment running at the same time) is
-  never run again, whatever the flags.
+- **Skips finished work** as :mod:`lcnrun.policy` decides (the one rule of run, sweep and
+  submit): a point whose run file is ``completed`` is skipped; ``failed`` and ``diverged`` ones
+  too unless ``rerun_failed``; ``stopped`` ones (interrupted by SIGTERM: a time limit, a
+  preemption) are run again; ``force`` runs everything again. A run file written *during this
+  sweep* (by it, or by another sweep of the same experiment running at the same time: a file that
+  is not the one the sweep planned from) is never run again, whatever the flags. File times play
+  no part (clock skew on a shared file system).
 - **Exactly once under concurrency.** A worker holds the run's claim
   (:mod:`lcnrun.store.claims`) while it decides, computes and writes; the decision is taken again
   under the claim. A point whose claim another process holds is deferred and, once nothing else is
@@ -45,14 +47,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
-from .. import interrupt
+from .. import interrupt, policy
 from ..provenance import BLAS_VARIABLES, available_cores
 from ..store.claims import clean_run_temporaries, clean_stale_claims, try_claim
 from ..store.experiment import ExperimentDir
-from ..store.runfile import RunFileError, read_run_attrs, read_run_status
+from ..store.runfile import RunFileError, read_run_attrs
 
 GRACE_SECONDS = 20.0  # how long interrupted runs may take to end before they are killed
-UNREADABLE = "unreadable"
+UNREADABLE = policy.UNREADABLE
 #: at most this many points in one ensemble (each holds a claim, i.e. an open file, while it runs;
 #: the stored trajectories of all members are in memory until they are written)
 ENSEMBLE_MAX_MEMBERS = 512
@@ -139,43 +141,12 @@ class SweepObserver:
         """The sweep was interrupted and is stopping its workers."""
 
 
-# -- the decision, shared by the planner and the workers -------------------------------------------
-def file_state(xdir: ExperimentDir, run_id: str) -> tuple[str | None, float | None, str]:
-    """``(status or None if no file or "unreadable", mtime, reason if unreadable)`` of a run file."""
-    path = xdir.run_path(run_id)
-    try:
-        mtime = path.stat().st_mtime
-    except FileNotFoundError:
-        return None, None, ""
-    try:
-        return read_run_status(path), mtime, ""
-    except RunFileError as err:
-        if not path.exists():  # removed between stat and read
-            return None, None, ""
-        return UNREADABLE, mtime, err.reason
-
-
-def should_run(status: str | None, mtime: float | None, *, force: bool, rerun_failed: bool,
-               since: float) -> bool:
-    """Whether a point with this run file state is to be computed (see the module docstring)."""
-    if status is None:
-        return True
-    if mtime is not None and mtime >= since:
-        return False  # written during this sweep: by us or a concurrent sweep; never twice
-    if force:
-        return True
-    if status == "stopped":
-        return True
-    if status in ("failed", "diverged"):
-        return rerun_failed
-    return False  # completed, or unreadable (kept; --force replaces it)
-
-
-def _kept(xdir: ExperimentDir, index: int, run_id: str, status: str, reason: str) -> PointResult:
+# -- the decision (lcnrun.policy), shared by the planner and the workers --------------------------
+def _kept(xdir: ExperimentDir, index: int, run_id: str, state: policy.FileState) -> PointResult:
     """The result of a point whose run file is kept (its message read if it did not complete)."""
-    message = ""
+    status, message = state.status, ""
     if status == UNREADABLE:
-        message = f"the existing run file is unreadable ({reason}); --force replaces it"
+        message = policy.kept_reason(status, state.reason)
     elif status != "completed":
         try:
             message = str(read_run_attrs(xdir.run_path(run_id)).get("message", "") or "")
@@ -190,7 +161,7 @@ class _Task:
     indices: tuple[int, ...]  # one point, or the points of one ensemble
     force: bool
     rerun_failed: bool
-    since: float
+    planned: dict  # index -> policy.FileState read when the sweep planned (never run twice)
     wait: bool  # block until the claim is free (otherwise give up: "busy")
 
 
@@ -248,10 +219,10 @@ def _attempt(exp, xdir: ExperimentDir, task: _Task):
                 continue
             claims.enter_context(claim)
             clean_run_temporaries(claim, point.run_id)
-            status, mtime, reason = file_state(xdir, point.run_id)
-            if not should_run(status, mtime, force=task.force, rerun_failed=task.rerun_failed,
-                              since=task.since):
-                yield _kept(xdir, point.index, point.run_id, status, reason)
+            state = policy.file_state(xdir.run_path(point.run_id))
+            if not policy.decide(state, force=task.force, rerun_failed=task.rerun_failed,
+                                 planned=task.planned.get(index, policy.NO_FILE)):
+                yield _kept(xdir, point.index, point.run_id, state)
                 continue
             to_run.append(point)
         if not to_run:
@@ -339,7 +310,6 @@ class _Worker:
         self.conn = parent_end
         self.task: _Task | None = None
         self.pending: list[int] = []  # points of its task without a result yet
-        self.dispatched_at = 0.0  # wall clock, compared with file mtimes
         self.ready = False  # it has imported everything and said so
 
     def send(self, task: _Task | None) -> bool:
@@ -348,7 +318,7 @@ class _Worker:
         except (BrokenPipeError, OSError):
             return False
         if task is not None:
-            self.task, self.dispatched_at = task, time.time()
+            self.task = task
             self.pending = list(task.indices)
         return True
 
@@ -392,9 +362,10 @@ def _record_lost_point(exp, xdir: ExperimentDir, worker: _Worker, index: int) ->
         return None
     with claim:
         clean_run_temporaries(claim, point.run_id)
-        status, mtime, _ = file_state(xdir, point.run_id)
-        if status not in (None, UNREADABLE) and mtime is not None and mtime >= worker.dispatched_at:
-            return PointResult(point.index, point.run_id, status, "ran", "")
+        state = policy.file_state(xdir.run_path(point.run_id))
+        planned = worker.task.planned.get(index, policy.NO_FILE)
+        if state.status not in (None, UNREADABLE) and state.identity != planned.identity:
+            return PointResult(point.index, point.run_id, state.status, "ran", "")  # it wrote it
         message = f"the worker process running this point {_describe_exit(worker.proc.exitcode)}"
         if len(worker.task.indices) > 1:
             message += f" (in an ensemble of {len(worker.task.indices)} points)"
@@ -499,27 +470,26 @@ def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool 
     without a result are pending). Raises :class:`SweepError` if workers cannot start.
     """
     observer = observer or SweepObserver()
-    since = time.time()
     started = time.perf_counter()
     jobs = available_cores() if jobs is None else max(1, int(jobs))
     chosen = list(range(len(exp.points))) if indices is None else list(indices)
     clean_leftovers(xdir)
 
-    skipped, to_run = [], []
+    skipped, to_run, planned = [], [], {}
     for i in chosen:
         point = exp.points[i]
-        status, mtime, reason = file_state(xdir, point.run_id)
-        if should_run(status, mtime, force=force, rerun_failed=rerun_failed, since=since):
+        planned[i] = state = policy.file_state(xdir.run_path(point.run_id))
+        if policy.decide(state, force=force, rerun_failed=rerun_failed):
             to_run.append(i)
         else:
-            skipped.append(_kept(xdir, i, point.run_id, status, reason))
+            skipped.append(_kept(xdir, i, point.run_id, state))
     queue = collections.deque(ensemble_groups(exp, to_run, jobs, max_members=max_members))
     report = SweepReport(total=len(chosen), workers=min(jobs, len(queue)))
     for r in skipped:
         report.results[r.index] = r
-    observer.planned(len(chosen), len(queue), skipped, report.workers)
+    observer.planned(len(chosen), len(to_run), skipped, report.workers)  # points, not ensembles
     if queue:
-        _Pool(exp, xdir, report, observer, queue, force, rerun_failed, since, grace_seconds).run()
+        _Pool(exp, xdir, report, observer, queue, force, rerun_failed, planned, grace_seconds).run()
     report.elapsed = time.perf_counter() - started
     return report
 
@@ -527,11 +497,11 @@ def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool 
 class _Pool:
     """The parent's loop: hand out tasks, collect results, replace dead workers."""
 
-    def __init__(self, exp, xdir, report, observer, queue, force, rerun_failed, since, grace):
+    def __init__(self, exp, xdir, report, observer, queue, force, rerun_failed, planned, grace):
         self.exp, self.xdir, self.report, self.observer = exp, xdir, report, observer
         self.queue: collections.deque[tuple[int, ...]] = queue  # units of work (ensembles)
         self.deferred: collections.deque[tuple[int, ...]] = collections.deque()  # held by others
-        self.force, self.rerun_failed, self.since, self.grace = force, rerun_failed, since, grace
+        self.force, self.rerun_failed, self.planned, self.grace = force, rerun_failed, planned, grace
         self.ctx = multiprocessing.get_context("spawn")
         self.workers: list[_Worker] = []
         self.started_workers = 0
@@ -552,10 +522,10 @@ class _Pool:
         for w in self.workers:
             if w.task is not None or not self._work_left():
                 continue
-            if self.queue:
-                task = _Task(self.queue.popleft(), self.force, self.rerun_failed, self.since, False)
-            else:  # only points held by others are left: wait for them
-                task = _Task(self.deferred.popleft(), self.force, self.rerun_failed, self.since, True)
+            wait = not self.queue  # only points held by others are left: wait for them
+            unit = (self.deferred if wait else self.queue).popleft()
+            task = _Task(unit, self.force, self.rerun_failed,
+                         {i: self.planned[i] for i in unit}, wait)
             if not w.send(task):
                 (self.queue if not task.wait else self.deferred).appendleft(task.indices)
 

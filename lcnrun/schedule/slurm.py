@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..policy import LIVE, should_run
 from ..store.experiment import ExperimentDir
 
 SLURM_DIR = "slurm"
@@ -346,19 +347,17 @@ class Selection:
 
 
 def select_points(states: Iterable, *, rerun_failed: bool = False, force: bool = False) -> Selection:
-    """What to submit, as the local sweep decides (``lcnrun.schedule.local.should_run``): points
-    with no run file and ``stopped`` ones; ``failed`` and ``diverged`` ones with ``rerun_failed``;
+    """What to submit, as :func:`lcnrun.policy.should_run` decides for every verb: points with no
+    run file and ``stopped`` ones; ``failed`` and ``diverged`` ones with ``rerun_failed``;
     everything with ``force``; never a point that is queued or running now."""
     sel = Selection()
     for s in states:
-        if s.state in ("queued", "running"):
+        if s.state in LIVE:
             sel.live.append(s)
-        elif s.state in ("pending", "stopped") or force:
+        elif should_run(s.state, force=force, rerun_failed=rerun_failed):
             sel.submit.append(s)
         elif s.state == "completed":
             sel.completed.append(s)
-        elif s.state in ("failed", "diverged") and rerun_failed:
-            sel.submit.append(s)
         else:
             sel.kept.append(s)
     return sel

@@ -85,6 +85,21 @@ def _key_text(key: str) -> str:
     return _dumps(key) + ":"
 
 
+def file_paths(run_spec: RunSpec) -> list[str]:
+    """Every ``path`` option of the run (data and init files), in spec order."""
+    paths: list[str] = []
+    _resolved(run_spec, lambda p: paths.append(p) or p)
+    return paths
+
+
+def with_file_hashes(run_spec: RunSpec, file_hashes: dict[str, str]) -> RunSpec:
+    """``run_spec`` carrying the hashes (``path -> hex``, as :func:`run_id` used them) of its files."""
+    paths = file_paths(run_spec)
+    if not paths:
+        return run_spec
+    return dataclasses.replace(run_spec, file_hashes=tuple((p, file_hashes[p]) for p in paths))
+
+
 def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
     """The run as plain data, every default filled in (see module docstring)."""
     return _resolved(run_spec, lambda p: p)

@@ -60,6 +60,9 @@ INITS_CHECKED_BY_BUILDING = ("file", "explicit")
 MODEL_KEY_RE = re.compile(r"^(%s)(\[|\.|$)" % "|".join(sorted(
     {re.escape(f.name) for family in MODELS.values() for f in dataclasses.fields(family.Options)})))
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+#: an experiment's name is a folder name under the results folder: at most this long (file
+#: systems allow 255 bytes; the folder also appears in Slurm job names and log paths)
+NAME_MAX = 100
 TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 
 
@@ -67,7 +70,8 @@ TOP_KEYS = ("name", "description", *SECTIONS, "diagnostics", "sweep")
 class RunSpec:
     """One fully resolved run: every section validated, every default filled in.
 
-    ``spec_path`` (the experiment file it came from) is not part of equality or of the run id.
+    ``spec_path`` (the experiment file it came from) and ``file_hashes`` are not part of equality
+    or of the run id.
     """
 
     name: str
@@ -82,6 +86,9 @@ class RunSpec:
     #: ``Section(name, options)`` per diagnostic, in the spec's order
     diagnostics: tuple[Section, ...] = ()
     spec_path: str | None = field(default=None, compare=False)
+    #: ``((path, sha256 hex), ...)`` of the files its run id was computed from (set when a sweep
+    #: is expanded): the runner checks that it computes on this very content
+    file_hashes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -370,6 +377,9 @@ def validate_section(raw: Any, path: str, registry: dict[str, type], default_kin
         except OptionError as err:
             ctx.add(f"{path}.{err.key}", err.message)
             return None
+    resolve = getattr(cls, "resolve_options", None)  # one written form: equal runs, equal ids
+    if resolve is not None:
+        options = resolve(options)
     return Section(kind, options)
 
 
@@ -460,6 +470,11 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
         ctx.add("name", "is required (the experiment's name; results go to results/<name>/)")
     elif not isinstance(name, str) or not NAME_RE.match(name):
         ctx.add("name", f"must be letters, digits, '.', '_' or '-', not {_show(name)}")
+    elif name.startswith("."):  # '.', '..' and hidden folders: results go to results/<name>/
+        ctx.add("name", f"must not start with '.' (results go to results/<name>/), not {name!r}")
+    elif len(name) > NAME_MAX:
+        ctx.add("name", f"is {len(name)} characters long; at most {NAME_MAX} (it names the "
+                        "experiment's folder)")
     description = raw.get("description", "")
     if not isinstance(description, str):
         ctx.add("description", f"must be a string, not {_show(description)}")

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .canonical import run_id as compute_run_id
+from .canonical import with_file_hashes
+from .canonical import with_file_hashes
 from .errors import Problem, SpecError
 from .schema import SECTIONS, Context, RunSpec, did_you_mean, validate_run
 
@@ -342,8 +344,10 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
 
     hashes: dict[str, str] = {}  # each data/init file is hashed once per load
     texts: dict = {}  # each distinct section is written as run-id text once per load
-    points = tuple(SweepPoint(i, rows[i][0], run, compute_run_id(run, file_hashes=hashes, texts=texts))
-                   for i, (run, _) in zip(chosen, results))
+    # each point carries the content its id names (the file hashes): the runner refuses other content
+    ids = [compute_run_id(run, file_hashes=hashes, texts=texts) for run, _ in results]
+    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes), rid)
+                   for i, (run, _), rid in zip(chosen, results, ids))
     del results, texts
     first: dict[str, SweepPoint] = {}
     for p in points:

@@ -70,8 +70,9 @@ def atomic_replace(final: Path, fsync: bool = True, named_as: Path | None = None
 
     The body must write and *close* the temporary. Then: fsync the temporary, ``os.replace`` it
     onto ``final``, fsync the folder. If the body (or any of these steps) raises, including
-    ``KeyboardInterrupt``, the temporary is removed and the exception propagates; ``final`` is
-    untouched. Concurrent writers of one ``final`` each use their own temporary: the last rename
+    ``KeyboardInterrupt``, the temporary is removed and the exception propagates (an ``OSError``
+    that names no file, such as a full disk's ``ENOSPC`` of a write, then names ``final``);
+    ``final`` is untouched. Concurrent writers of one ``final`` each use their own temporary: the last rename
     wins and ``final`` is always one whole file.
     """
     final = Path(final)
@@ -81,6 +82,12 @@ def atomic_replace(final: Path, fsync: bool = True, named_as: Path | None = None
         if fsync:
             fsync_file(tmp)
         os.replace(tmp, final)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if err.filename is None and err.errno is not None:  # a write's error names no file
+            raise type(err)(err.errno, err.strerror, str(final)) from err
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -23,6 +23,10 @@ MANIFEST_HEADER = ("index", "run_id", "overrides")
 UNREADABLE = "unreadable"
 
 
+class ExperimentDirError(Exception):
+    """The experiment folder cannot be used as one (e.g. ``runs`` is a file): one message."""
+
+
 class ManifestRow(NamedTuple):
     """One sweep point: its index, its run id and the overrides (dotted key -> value) it sets."""
 
@@ -57,17 +61,27 @@ class ExperimentDir:
         return self.runs_dir / f"{run_id}.h5"
 
     def create(self) -> "ExperimentDir":
+        """Make the folder and ``runs/``; :class:`ExperimentDirError` if something that is not
+        a folder is in the way (``OSError`` of a read-only or full file system propagates)."""
+        for folder in (self.root.parent, self.root, self.runs_dir):
+            if folder.exists() and not folder.is_dir():
+                raise ExperimentDirError(f"{folder} is a file, not a folder: cannot keep the "
+                                         "experiment's results there (move it away)")
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         return self
+
+    def _unchanged(self, path: Path, text: str) -> bool:
+        """Whether ``path`` holds exactly ``text`` (a file that is no UTF-8 text differs)."""
+        try:
+            return path.read_bytes() == text.encode("utf-8")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
 
     # -- experiment.yaml ----------------------------------------------------------------------
     def write_experiment_yaml(self, text: str) -> bool:
         """Store the spec as given; returns False (and touches nothing) if it is unchanged."""
-        try:
-            if self.experiment_yaml.read_text(encoding="utf-8") == text:
-                return False
-        except FileNotFoundError:
-            pass
+        if self._unchanged(self.experiment_yaml, text):
+            return False
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.experiment_yaml, text)
         return True
@@ -85,18 +99,20 @@ class ExperimentDir:
                 raise ValueError(f"bad run id {run_id!r} in manifest row {index}")
             lines.append(f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}")
         text = "\n".join(lines) + "\n"
-        try:
-            if self.manifest_tsv.read_text(encoding="utf-8") == text:
-                return False
-        except FileNotFoundError:
-            pass
+        if self._unchanged(self.manifest_tsv, text):
+            return False
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.manifest_tsv, text)
         return True
 
     def read_manifest(self) -> list[ManifestRow]:
         """The rows of ``manifest.tsv`` in file order; ``ValueError`` names file and line."""
-        text = self.manifest_tsv.read_text(encoding="utf-8")
+        try:
+            text = self.manifest_tsv.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = self.manifest_tsv.read_bytes().count(b"\n", 0, err.start) + 1
+            raise ValueError(f"{self.manifest_tsv}:{line}: not UTF-8 text ({err.reason} at byte "
+                             f"{err.start})") from None
         lines = text.splitlines()
         if not lines or tuple(lines[0].split("\t")) != MANIFEST_HEADER:
             raise ValueError(f"{self.manifest_tsv}:1: expected the header "

@@ -3,7 +3,8 @@
 Layout (``format_version`` 1)::
 
     /                     attrs: format="lcnrun-run", format_version=1, run_id, status,
-                                 lcnrun_version, the record's extra attrs, attrs_json
+                                 lcnrun_version, write_token (random, one per write), the
+                                 record's extra attrs, attrs_json
     /spec                 scalar UTF-8 string dataset: the resolved run spec (YAML)
     /provenance           scalar UTF-8 string dataset: JSON (lcnrun.provenance)
     /trajectory/<key>     one dataset per series, first axis = stored times; keys with '/' nest
@@ -25,14 +26,16 @@ Conventions:
   It lets a listing read one attribute per file instead of dozens (HDF5 costs ~30 us per
   attribute). The individual attributes stay authoritative; a file without ``attrs_json`` is
   read by walking them.
-- The file is written to a hidden temporary in the same folder and renamed into place
-  (:mod:`lcnrun.store.atomic`): a file under its final name is always whole.
+- The file is made in memory, written to a hidden temporary in the same folder with one plain
+  write, and renamed into place (:mod:`lcnrun.store.atomic`): a file under its final name is
+  always whole, and a full disk is a plain ``OSError`` with nothing left behind.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -70,7 +73,11 @@ FORMAT_VERSION = 1
 STATUSES = ("completed", "diverged", "failed", "stopped")
 COMPRESS_MIN_BYTES = 1 << 20
 INDEX_ATTR = "attrs_json"
-RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", INDEX_ATTR)
+#: a random token per write of a run file: which file this is (``lcnrun.policy``: a run file
+#: written during a sweep is told from the one the sweep planned from, without file times)
+TOKEN_ATTR = "write_token"
+RESERVED_ROOT_ATTRS = ("format", "format_version", "run_id", "status", "lcnrun_version", TOKEN_ATTR,
+                       INDEX_ATTR)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 _STR = np.dtype("O", metadata={"vlen": str})  # = h5py.string_dtype("utf-8"), without importing h5py
@@ -192,7 +199,8 @@ def _write_contents(f: h5py.File, record: RunRecord) -> None:
     if clash:
         raise ValueError(f"record.attrs may not set the reserved attributes {sorted(clash)}")
     root = {"format": FORMAT, "format_version": FORMAT_VERSION, "run_id": record.run_id,
-            "status": record.status, "lcnrun_version": lcnrun_version(), **record.attrs}
+            "status": record.status, "lcnrun_version": lcnrun_version(),
+            TOKEN_ATTR: secrets.token_hex(8), **record.attrs}
     _write_attrs(f.attrs, root, "", index)
     f.create_dataset("spec", data=record.spec_text, dtype=_STR)
     f.create_dataset("provenance", dtype=_STR, data=json.dumps(
@@ -227,13 +235,30 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
         raise ValueError(f"run id {record.run_id!r} must match {RUN_ID_PATTERN.pattern}")
     if record.status not in STATUSES:
         raise ValueError(f"status {record.status!r} must be one of {', '.join(STATUSES)}")
+    image = _file_image(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_replace(path, fsync=fsync) as tmp:
-        with h5py.File(tmp, "x", locking=False) as f:
-            _write_contents(f, record)
+        with open(tmp, "xb") as fh:
+            _write_image(fh, image)
         interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
     note_written(path)  # the run index beside the run files (lcnrun.store.index)
     return path
+
+
+def _write_image(fh, image: bytes) -> None:
+    fh.write(image)
+
+
+def _file_image(record: RunRecord) -> bytes:
+    """The bytes of the run file of ``record``, made in memory (HDF5's ``core`` driver): the disk
+    sees one plain write, so a full disk or a read-only folder is one ``OSError`` of Python's,
+    not an HDF5 error in the middle of a file (h5py then fails in ``__dealloc__`` of every open
+    object, hundreds of messages, sometimes a crash)."""
+    with h5py.File(f"lcnrun-run-{record.run_id}", "w", driver="core", backing_store=False,
+                   locking=False) as f:
+        _write_contents(f, record)
+        f.flush()
+        return f.id.get_file_image()
 
 
 # -- reading: fast path (low-level h5py, attributes and spec only) -------------------------------
@@ -385,6 +410,18 @@ def read_run_status(path: os.PathLike | str, *, check_marks: bool = True) -> str
     """The ``status`` of a run file (three attributes read). Raises :class:`RunFileError` (as
     :func:`read_run_attrs`)."""
     return _fast(path, _status_body, check_marks)
+
+
+def _state_body(path: Path, fid: h5f.FileID) -> tuple[str, str | None]:
+    token = (_read_attr(h5a.open(fid, TOKEN_ATTR.encode()))
+             if h5a.exists(fid, TOKEN_ATTR.encode()) else None)
+    return _status_body(path, fid), token
+
+
+def read_run_state(path: os.PathLike | str) -> tuple[str, str | None]:
+    """``(status, write token)`` of a run file (``None`` for a file written before tokens).
+    Raises :class:`RunFileError`."""
+    return _fast(path, _state_body)
 
 
 def is_complete_run(path: os.PathLike | str) -> bool:

@@ -425,7 +425,7 @@ class MetricConsistency(Diagnostic):
                          doc="which stored point: the initialization or the end of the run")
         restarts: int = option(16, kind="int", check="nonnegative",
                                doc="random starts of the numerical fiber search")
-        seed: int = option(0, kind="int", doc="seed of the fiber search's starts")
+        seed: int = option(0, kind="int", check="nonnegative", doc="seed of the fiber search's starts")
         root_tol: float = option(1.0e-6, kind="float", check="positive",
                                  doc="chordal distance under which two roots are the same")
         max_alternatives: int = option(64, kind="int", check="at_least_one",

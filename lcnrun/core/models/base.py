@@ -7,8 +7,9 @@ parameters, the layers concatenated in order, each flattened in C order.
 
 A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
 
-1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`) and
-   ``check_options`` for the consistency checks that involve several keys;
+1. ``Options``: a frozen dataclass of its spec keys (see :mod:`lcnrun.core.options`),
+   ``check_options`` for the consistency checks that involve several keys and, if several
+   spellings mean one network, ``resolve_options`` (their one form: one run id);
 2. ``param_shapes`` (one shape per layer) and ``end_to_end_shape``;
 3. ``_prefixes(layers)`` (the partial end-to-end maps, the last one is ``e``) and
    ``_pullback(layers, prefixes, g) = J^T g``; the base class builds ``end_to_end``,
@@ -20,7 +21,9 @@ A new model family implements, numbered as in scipy's ``OdeSolver`` contract:
    square loss, so that a step never touches the samples);
 7. ``invariants(theta)``: the quantities gradient flow conserves;
 8. ``chain_program()``: the prefix chain as index triples for the compiled kernels
-   (:mod:`lcnrun.core.kernels`; the square-loss step loops and ensembles run on it);
+   (:mod:`lcnrun.core.kernels`; the square-loss step loops and ensembles run on it), and
+   ``sample_layout(x, y)``: the samples laid out for the compiled pass of the separable losses
+   (:class:`~lcnrun.core.kernels.SampleForms`);
 9. what differs between families where the rest of the package needs it (so that no code outside
    this package asks which family a model is): ``symmetry_group`` and ``symmetry_tangent`` (the
    generic fibers of ``theta -> e``), ``expected_rank`` (generic rank of ``J``),
@@ -70,6 +73,13 @@ class Model(ABC):
     @classmethod
     def check_options(cls, options: Any) -> None:
         """Raise :class:`~lcnrun.core.options.OptionError` if the keys are inconsistent."""
+
+    @classmethod
+    def resolve_options(cls, options: Any) -> Any:
+        """The one written form of checked options (defaults filled in, equivalent spellings made
+        one), so that equal networks have equal run ids; the spec layer calls it after
+        :meth:`check_options`. Default: the options as given."""
+        return options
 
     @abstractmethod
     def _param_shapes(self) -> list[tuple[int, ...]]:
@@ -167,6 +177,13 @@ class Model(ABC):
     def chain_program(self):
         """The prefix chain ``a_l = a_{l-1} (x) w_l`` as a :class:`~lcnrun.core.kernels.ChainProgram`
         (index triples or one matrix product per layer) for the compiled kernels."""
+
+    @abstractmethod
+    def sample_layout(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """The samples ``x (N, *input_shape)``, ``y (N, *output_shape)`` as blocks of output positions
+        for the compiled pass of a separable loss: a dict of the fields of
+        :class:`~lcnrun.core.kernels.SampleForms` (``Z, base, off, Y, c, R, period, run_start,
+        run_len, fold``), with ``pred[blk, ch, m] = sum_k e[ch, k] Z[base[blk] + off[k] + m]``."""
 
     # -- what differs between families (item 9 of the contract) ------------------------------------
     #: the group whose orbits are the generic fibers of ``theta -> e``: ``"rescaling"``

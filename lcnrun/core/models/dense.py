@@ -129,6 +129,25 @@ class Dense(Model):
     def predict_vjp(self, features, r):
         return np.swapaxes(r, 1, 2) @ features[None]
 
+    def sample_layout(self, x, y, block: int = 16):
+        """The samples for the compiled pass of a separable loss (:class:`~lcnrun.core.kernels.SampleForms`):
+        blocks of ``R = block`` samples, ``Z[blk, k, r] = x[blk R + r, k]`` and the targets
+        ``Y[blk, i, r] = y[blk R + r, i]`` (zero padding), so ``pred[blk, i, r] = sum_k X[i, k]
+        Z[blk, k, r]`` reads ``Z`` contiguously."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float).reshape(x.shape[0], -1)
+        self.output_shape(x.shape[1:])
+        N, d0, dL = x.shape[0], self.widths[0], self.widths[-1]
+        R = max(1, min(block, N))
+        nblk = -(-N // R)
+        xp = np.zeros((nblk * R, d0))
+        yp = np.zeros((nblk * R, dL))
+        xp[:N], yp[:N] = x, y
+        Z = xp.reshape(nblk, R, d0).transpose(0, 2, 1)
+        Y = yp.reshape(nblk, R, dL).transpose(0, 2, 1)
+        return {"Z": Z, "base": np.arange(nblk) * (d0 * R), "off": np.arange(d0) * R, "Y": Y,
+                "c": dL, "R": R, "period": R, "run_start": [0], "run_len": [R], "fold": R}
+
     def square_loss_statistics(self, x, y):
         """``Sigma_xx = x^T x / N`` and the least-squares matrix ``X_min`` (from the data, not G)."""
         x = np.asarray(x, dtype=float)

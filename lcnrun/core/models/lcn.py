@@ -14,7 +14,7 @@ full convolution of the *upsampled* filters ``u_l`` (``w_l`` spread out at spaci
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 
 import numpy as np
@@ -101,6 +101,20 @@ class LCN(Model):
                 if isinstance(s, (list, tuple)) and len(s) != D:
                     raise OptionError(f"strides[{i}]", f"has {len(s)} axes but the filters have {D}")
             _as_shape_list(options.strides, "strides")
+
+    @classmethod
+    def resolve_options(cls, options):
+        """The one written form of checked options, so that equal networks have equal run ids:
+        filters as ints (D = 1) or tuples (D >= 2); strides filled in (default 1) and each layer's
+        an int when equal on every axis (``[1, 1, 1]`` written or omitted, ``[[2, 2], [1, 1]]``
+        or ``[2, 1]`` in 2-D: the same network)."""
+        filters = _as_shape_list(options.filters, "filters")
+        D = len(filters[0])
+        raw = options.strides if options.strides is not None else [1] * len(filters)
+        strides = tuple(s[0] if len(set(s)) == 1 else s
+                        for s in (s if len(s) == D else s * D for s in _as_shape_list(raw, "strides")))
+        return replace(options, filters=tuple(f[0] for f in filters) if D == 1 else tuple(filters),
+                       strides=strides)
 
     def __init__(self, options):
         self.check_options(options)
@@ -240,6 +254,58 @@ class LCN(Model):
         P = self._patch_matrix(features)
         B, N = r.shape[0], r.shape[1]
         return np.einsum("nme,bnm->be", P, r.reshape(B, N, -1)).reshape((B,) + self.end_to_end_shape)
+
+    def sample_layout(self, x, y, block: int = 512):
+        """The samples for the compiled pass of a separable loss (:class:`~lcnrun.core.kernels.SampleForms`).
+
+        Polyphase order: with ``S = S_L``, ``A = ceil(k / S)`` coarse taps and ``Q = n_out + A - 1``
+        coarse positions per axis (the last one rounded up to a multiple of 8),
+        ``Z[j, n, q] = x[n, S q + j]`` (``j``, ``q`` multi-indices; zero beyond the input). The
+        end-to-end tap ``k = j + S a`` of output ``m`` reads ``x[n, S m + k] = Z[j, n, m + a]``: with
+        ``(n, q)`` flattened, every tap reads one contiguous run. A block is ``spb`` whole samples
+        (about ``block`` positions), stored as one contiguous piece ``Z[blk, j, r]``; of a sample's
+        ``prod(Q)`` positions those with ``q < n_out`` on every axis are outputs. ``Z`` has about the
+        size of the (padded) inputs.
+        """
+        x = np.asarray(x, dtype=float)
+        N, D = x.shape[0], self.ndim
+        n_out = self.output_shape(x.shape[1:])
+        k, S = self.end_to_end_shape, self.end_to_end_stride
+        A = [(kk - 1) // ss + 1 for kk, ss in zip(k, S)]
+        Q = [n + a - 1 for n, a in zip(n_out, A)]
+        Q[-1] = -(-Q[-1] // 8) * 8
+        period = int(np.prod(Q))
+        spb = max(1, block // period)
+        fold = int(np.gcd(spb * period, 64))
+        nblk = -(-N // spb)
+        n_pad = nblk * spb
+        padded = np.zeros((n_pad,) + tuple(s * q for s, q in zip(S, Q)))
+        used = tuple(slice(0, min(d, s * q)) for d, s, q in zip(x.shape[1:], S, Q))
+        padded[(slice(0, N),) + used] = x[(slice(None),) + used]
+        # (n, q_0, j_0, ..., q_{D-1}, j_{D-1}) -> (j_0 .. j_{D-1}, n, q_0 .. q_{D-1})
+        split = padded.reshape((n_pad,) + tuple(v for q, s in zip(Q, S) for v in (q, s)))
+        order = tuple(2 + 2 * a for a in range(D)) + (0,) + tuple(1 + 2 * a for a in range(D))
+        rows = split.transpose(order).reshape(int(np.prod(S)), n_pad * period)
+        q_strides = [int(np.prod(Q[a + 1:])) for a in range(D)]
+        reach = sum((a - 1) * st for a, st in zip(A, q_strides))  # the farthest a tap reads past m
+        R = spb * period
+        # block-major, each block's rows with the next ``reach`` positions copied after them, so
+        # that a block is one contiguous piece of memory (prefetched as one stream)
+        rows = np.concatenate([rows, np.zeros((rows.shape[0], reach))], axis=1)
+        width = R + reach
+        idx = np.arange(nblk)[:, None] * R + np.arange(width)[None]
+        Z = np.ascontiguousarray(rows[:, idx].transpose(1, 0, 2))  # (nblk, prod S, width)
+        off = []
+        for t in np.ndindex(*k):
+            j = tuple(tt % s for tt, s in zip(t, S))
+            a = [tt // s for tt, s in zip(t, S)]
+            off.append(int(np.ravel_multi_index(j, S)) * width + sum(ai * st for ai, st in zip(a, q_strides)))
+        Y = np.zeros((n_pad,) + tuple(Q))
+        Y[(slice(0, N),) + tuple(slice(0, n) for n in n_out)] = np.asarray(y, dtype=float).reshape(N, *n_out)
+        starts = [sum(mi * st for mi, st in zip(mo, q_strides)) for mo in np.ndindex(*n_out[:-1])]
+        return {"Z": Z, "base": np.arange(nblk) * (Z.shape[1] * width), "off": np.asarray(off), "Y": Y,
+                "c": 1, "R": R, "period": period, "run_start": np.asarray(starts), "run_len": np.full(len(starts), n_out[-1]),
+                "fold": fold}
 
     def square_loss_statistics(self, x, y):
         """Patch Gram ``G = (1/N) sum_n P_n^T P_n`` and the least-squares filter, in chunks of samples."""
