@@ -99,8 +99,9 @@ class Experiment:
         {'completed': 12}
         """
         from .report.status import experiment_status, scheduler_states  # noqa: PLC0415
+        from .schedule.slurm.probe import slurm_states  # noqa: PLC0415
 
-        live, _ = scheduler_states(self.source)
+        live, _ = scheduler_states(self.source, [slurm_states])
         return experiment_status(self.source, scheduler=live).counts()
 
     def summary(self, filter: Filters = None, *, sort: str | Sequence[str] | None = None,  # noqa: A002

@@ -40,9 +40,6 @@ LAYERS: list[tuple[str, ...]] = [
 
 #: (importer, imported) pairs that break the rule today, each with the change that removes it
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # schedule/slurm.py registers its status probe in report.status's list on import; the CLI is
-    # to pass it explicitly (report.status.scheduler_states(source, probes=[slurm_states]))
-    ("lcnrun.schedule.slurm", "lcnrun.report.status"): "slurm.register_status_probe",
     # cli/run.py runs chosen points through schedule.local's private _attempt and _Task: they are
     # to become the public API of the local scheduler (a function that runs one unit of work)
     ("lcnrun.cli.run", "lcnrun.schedule.local"): "local._attempt, local._Task",

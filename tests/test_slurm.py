@@ -28,10 +28,14 @@ from typer.testing import CliRunner
 from barriers import Barrier
 from lcnrun.cli import app
 from lcnrun.interrupt import BARRIER_VARIABLE
-from lcnrun.report.status import SCHEDULER_PROBES
-from lcnrun.schedule import slurm
-from lcnrun.schedule.slurm import (ArrayPlan, SubmitOptions, TaskState, parse_config, parse_sacct,
-                                   parse_squeue, plan_arrays, plan_submission, task_states)
+from lcnrun.schedule.slurm import commands
+from lcnrun.schedule.slurm.bundle import (MAX_POINTS_PER_TASK, TASK_START_SECONDS, TIME_SHARE,
+                                          bundle_points, choose_points_per_task, parse_time_limit)
+from lcnrun.schedule.slurm.commands import parse_config
+from lcnrun.schedule.slurm.plan import (ArrayPlan, SubmitOptions, format_indices, plan_arrays,
+                                        plan_submission)
+from lcnrun.schedule.slurm.probe import TaskState, parse_sacct, parse_squeue, slurm_states, task_states
+from lcnrun.schedule.slurm.script import script_text
 from lcnrun.spec import load_experiment
 from lcnrun.store import read_run, read_run_status
 
@@ -80,9 +84,10 @@ def test_array_option_and_throttle():
     assert ArrayPlan(4, 1).array_option(None) == "0"
 
 
-def _plan(tmp_path, points, limit=4, **opts):
+def _plan(tmp_path, points, limit=4, per_task=1, **opts):
     options = SubmitOptions(**opts)
-    return plan_submission("demo", tmp_path / "demo.yaml", tmp_path / "results", points, options,
+    tasks = [points[lo: lo + per_task] for lo in range(0, len(points), per_task)]
+    return plan_submission("demo", tmp_path / "demo.yaml", tmp_path / "results", tasks, options,
                            max_array_size=limit, tag="submit-test", python="/bin/echo",
                            workdir=tmp_path)
 
@@ -93,7 +98,7 @@ def run_script(plan, k: int, task: int, cpus: str = "2") -> str:
     plan.slurm_dir.mkdir(parents=True, exist_ok=True)
     plan.tasks_file.write_text(plan.tasks_text())
     script = plan.slurm_dir / f"array{k}.sh"
-    script.write_text(plan.script(k))
+    script.write_text(script_text(plan, k))
     env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_JOB_ID="77", SLURM_JOB_ID="78",
                SLURM_CPUS_PER_TASK=cpus)
     out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
@@ -109,13 +114,13 @@ def test_split_scripts_send_every_task_to_its_own_point(tmp_path):
     assert [plan.script_path(k).name for k in range(3)] == [f"submit-test-{k}.sbatch" for k in (1, 2, 3)]
     seen = []
     for k, array in enumerate(plan.arrays):
-        text = plan.script(k)
+        text = script_text(plan, k)
         assert f"#SBATCH --array=0-{array.count - 1}%2\n" in text
         assert f"\nOFFSET={array.offset}\n" in text
         for task in range(array.count):
             out = run_script(plan, k, task)
             command = out.strip().splitlines()[-1].split()
-            index = int(command[command.index("--index") + 1])
+            index = int(command[command.index("--indices") + 1])
             assert command[command.index("--expect-run-id") + 1] == f"run{index:03d}"
             assert command[:3] == ["-m", "lcnrun.cli", "run"]
             assert command[command.index("--results") + 1] == str(tmp_path / "results")
@@ -127,7 +132,7 @@ def test_script_text_carries_the_options(tmp_path):
     plan = _plan(tmp_path, [(3, "abc"), (4, "def")], limit=1001, partition="short", time="01:00:00",
                  mem="2G", cpus_per_task=2, requeue=True,
                  sbatch_args=("--qos=short", "--account=lab"))
-    text = plan.script(0)
+    text = script_text(plan, 0)
     assert text.startswith("#!/bin/bash\n")
     for line in ("#SBATCH --job-name=demo", "#SBATCH --array=0-1",
                  f"#SBATCH --output={plan.slurm_dir}/%A_%a.out", f"#SBATCH --chdir={tmp_path}",
@@ -142,8 +147,10 @@ def test_script_text_carries_the_options(tmp_path):
     assert "%" not in re.search(r"--array=(\S+)", text)[1]  # no throttle asked for
     # BLAS pinned to the allotted cpus; the run exec'd (so Slurm's SIGTERM reaches it)
     out = run_script(plan, 0, 1, cpus="3")
-    assert "point 4, run def, 3 cpu(s)" in out
-    assert re.search(r"^exec /bin/echo -m lcnrun\.cli run \S+demo\.yaml --index \"\$INDEX\"", text, re.M)
+    assert "points 4, 3 cpu(s)" in out
+    assert re.search(r"^exec /bin/echo -m lcnrun\.cli run \S+demo\.yaml --indices \"\$INDICES\"", text, re.M)
+    # half of --mem is the memory budget of the task's ensembles
+    assert out.strip().split()[-2:] == ["--memory-budget", str(2 ** 30)]
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         assert f"export {name}=${{SLURM_CPUS_PER_TASK:-1}}" in text
 
@@ -156,15 +163,31 @@ def test_reserved_or_malformed_sbatch_args_are_refused(tmp_path, arg):
     assert "--sbatch-arg" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("args, named", [(["--points-per-task", "0"], "--points-per-task"),
+                                         (["--points-per-task", "5000"], "--points-per-task"),
+                                         (["--time", "soon"], "--time"), (["--mem", "lots"], "--mem"),
+                                         (["--memory-budget", "2X"], "--memory-budget")])
+def test_bad_bundling_options_are_one_message(tmp_path, args, named):
+    spec = write_spec(tmp_path, "demo")
+    r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run", *args)
+    assert r.exit_code == 2, r.output
+    assert named in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "results").exists()
+
+
 def test_parsers():
     config = parse_config("Configuration data as of ...\nMaxArraySize            = 17\nKillWait = 5 sec\n")
-    assert slurm.max_array_size(config) == 17 and config["KillWait"] == "5 sec"
-    assert slurm.max_array_size({}) == slurm.DEFAULT_MAX_ARRAY_SIZE
+    assert commands.max_array_size(config) == 17 and config["KillWait"] == "5 sec"
+    assert commands.max_array_size({}) == commands.DEFAULT_MAX_ARRAY_SIZE
     assert parse_squeue("5|2|PENDING|N/A|demo\n5|0|RUNNING|2026-01-01T00:00:00|demo|x\n") == [
-        TaskState("5", 2, "PENDING", False, "demo"), TaskState("5", 0, "RUNNING", True, "demo|x")]
+        TaskState("5", 2, "PENDING", False, "demo", "N/A"),
+        TaskState("5", 0, "RUNNING", True, "demo|x", "2026-01-01T00:00:00")]
     assert parse_sacct("7_1|CANCELLED by 0|2026-01-01T00:00:00|demo\n7_[2-5]|PENDING|Unknown|demo\n"
                        "7_3.batch|CANCELLED|2026-01-01T00:00:00|batch\n") == [
-        TaskState("7", 1, "CANCELLED", True, "demo")]
+        TaskState("7", 1, "CANCELLED", True, "demo", "2026-01-01T00:00:00")]
+    assert parse_time_limit("90") == 5400 and parse_time_limit("01:30:00") == 5400
+    assert parse_time_limit("2-00:00:00") == parse_time_limit("2-0") == 2 * 86400
+    assert parse_time_limit("10:30") == 630 and parse_time_limit("UNLIMITED") is None
 
 
 def test_task_states_follow_the_recorded_index_map():
@@ -178,7 +201,7 @@ def test_task_states_follow_the_recorded_index_map():
              TaskState("11", 1, "TIMEOUT", True, "other")]    # a job that reuses the id: ignored
     assert task_states(subs, tasks) == {"r0": "running", "r1": "failed", "r2": "queued"}
     # a run file has the last word over a finished task
-    assert task_states(subs, tasks, has_file={"r1"}) == {"r0": "running", "r2": "queued"}
+    assert task_states(subs, tasks, written={"r1": 0.0}) == {"r0": "running", "r2": "queued"}
     tasks[-1] = TaskState("11", 1, "TIMEOUT", True, "demo")
     assert task_states(subs, tasks)["r4"] == "stopped"
 
@@ -192,14 +215,74 @@ def test_submit_without_slurm_is_one_message(tmp_path, monkeypatch):
     assert len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "results").exists()
     # the dry run works anywhere: it prints the script with Slurm's default MaxArraySize
-    r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run")
+    r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run", "--points-per-task", "1")
     assert r.exit_code == 0, r.output
     assert "#SBATCH --array=0-7" in r.output and "MaxArraySize assumed 1001" in r.output
+    # without sinfo nothing says how many tasks can run at once: the 8 cheap points are one task
+    r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "#SBATCH --array=0\n" in r.output and "8 points per task, 1 task" in r.output
     assert not (tmp_path / "results").exists()
 
 
+def test_bundled_task_states():
+    # tasks of 3, 1 and 2 points; the running task started at `start`
+    start = "2026-01-01T00:00:10"
+    t0 = TaskState("30", 0, "RUNNING", True, "demo", start).start_epoch()
+    subs = [{"job_name": "demo", "points": [[0, "a"], [1, "b"], [2, "c"], [5, "d"], [6, "e"], [7, "f"]],
+             "task_sizes": [3, 1, 2], "arrays": [{"job_id": "30", "offset": 0, "count": 3}]}]
+    tasks = [TaskState("30", 0, "RUNNING", True, "demo", start), TaskState("30", 1, "PENDING", False, "demo"),
+             TaskState("30", 2, "TIMEOUT", True, "demo", start)]
+    # in the running task: `a` was written by it (its file speaks), `b` has an older file (a
+    # stopped run it is to resume) and `c` none: both wait in the task. The task killed at its
+    # time limit left `f` without a file: stopped; `e` has a file: it speaks
+    written = {"a": t0 + 5, "b": t0 - 100, "e": t0 + 1}
+    assert task_states(subs, tasks, written) == {"b": "queued", "c": "queued", "d": "queued", "f": "stopped"}
+
+
 def test_status_asks_slurm():
-    assert slurm.slurm_states in SCHEDULER_PROBES
+    from lcnrun.cli.report import STATUS_PROBES
+
+    assert slurm_states in STATUS_PROBES
+    # the probe is the CLI's choice: importing the Slurm modules registers nothing anywhere
+    import lcnrun.report.status as status
+
+    assert not [name for name, value in vars(status).items() if isinstance(value, list) and slurm_states in value]
+
+
+@pytest.mark.parametrize("n, seconds, time, slots, limit", [
+    (8, 1e-5, None, 2, 1001), (8, 1e-5, None, 3, 1001), (20_000, 2e-3, None, 2, 1001),
+    (20_000, 2e-3, "00:10:00", None, 1001), (2_000_000, 0.5, "01:00:00", 64, 1001),
+    (50_000, 1.0, "00:30:00", 16, 1001), (5, 100.0, "00:01:00", 4, 1001), (3000, 1e-4, None, 1, 2)])
+def test_points_per_task_fit_the_time_share_and_the_arrays(n, seconds, time, slots, limit):
+    b = choose_points_per_task(n, seconds, time_limit=parse_time_limit(time), max_array_size=limit,
+                               slots=slots)
+    K, tasks = b.points_per_task, b.tasks
+    assert 1 <= K <= MAX_POINTS_PER_TASK and (tasks - 1) * K < n <= tasks * K  # every point once
+    share = TIME_SHARE * parse_time_limit(time) if time else b.task_seconds
+    if K > 1:
+        assert TASK_START_SECONDS + K * seconds <= share  # a task fits its share of --time
+    if slots and n >= slots:
+        assert tasks >= slots  # every cpu gets work
+        assert tasks <= slots or tasks % slots == 0 or K == 1  # the last round is full
+    if -(-n // limit) * seconds + TASK_START_SECONDS <= share and -(-n // limit) <= MAX_POINTS_PER_TASK:
+        assert tasks <= limit  # one array when the time share allows it
+
+
+def test_bundles_keep_ensembles_together(tmp_path):
+    # two architectures (two ensemble keys), interleaved: tasks hold one key each where they can
+    spec = write_spec(tmp_path, "mixed", """\
+sweep:
+  grid: {init.seed: [0, 1, 2], model.filters: [[3, 2], [5, 2]]}
+""")
+    exp = load_experiment(spec)
+    points = [(p.index, p.run_id) for p in exp.points]
+    tasks = bundle_points(exp, points, 3)
+    assert sorted(p for t in tasks for p in t) == sorted(points)
+    for task in tasks:
+        assert len({str(exp.points[i].run_spec.model.options) for i, _ in task}) == 1
+        assert task == sorted(task)
+    assert format_indices([0, 1, 2, 3, 7, 9, 10]) == "0-3,7,9-10" and format_indices([4]) == "4"
 
 
 # -- the real cluster ------------------------------------------------------------------------------
@@ -292,7 +375,9 @@ def test_dry_run_submits_nothing(cluster, tmp_path):
     spec = write_spec(tmp_path, "dryrun")
     r = invoke("submit", spec, "--results", tmp_path / "results", "--dry-run", "--max-parallel", "3")
     assert r.exit_code == 0, r.output
-    assert "#SBATCH --array=0-7%3" in r.output and "nothing submitted" in r.output
+    # K chosen for 3 tasks at once: 8 cheap points -> tasks of 3, 3, 2
+    assert "#SBATCH --array=0-2%3" in r.output and "nothing submitted" in r.output
+    assert re.search(r"bundling: 3 points per task, 3 tasks: a point takes ~0.05 s \(model: ", r.output), r.output
     assert all(p.run_id in r.output for p in load_experiment(spec).points)
     names = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%j"], capture_output=True,
                            text=True, timeout=30).stdout.split()
@@ -306,8 +391,8 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
     results = tmp_path / "results"
     # MaxArraySize 3 here (the cluster says 1001): 8 points -> arrays of 3, 3, 2 with offsets,
     # run one after the other under the %2 throttle
-    monkeypatch.setattr("lcnrun.cli.submit.max_array_size", lambda config: 3)
-    job_ids, out = submit(spec, "--results", results, "--max-parallel", "2")
+    monkeypatch.setattr("lcnrun.schedule.slurm.pending.max_array_size", lambda config: 3)
+    job_ids, out = submit(spec, "--results", results, "--max-parallel", "2", "--points-per-task", "1")
     assert len(job_ids) == 3, out
     folder = results / "grid"
     # meanwhile `lcnrun status` tells queued and running tasks from squeue (the third array
@@ -333,7 +418,7 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
             assert prov["slurm"]["cpus_per_task"] == "1"
             assert set(prov["blas_threads"].values()) <= {1, "1"}, prov["blas_threads"]  # pinned
             log = (folder / "slurm" / f"{array['job_id']}_{task}.out").read_text()
-            assert f"point {index}, run {run_id}" in log and "completed" in log
+            assert f"points {index}, " in log and f"#{index} wrote" in log and "completed" in log
             assert "\x1b" not in log and "\r" not in log  # plain lines, no terminal codes
     assert not hidden_files(folder)
     # submitting again submits nothing: every point is completed
@@ -346,6 +431,39 @@ def test_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path, monkeyp
     r = invoke("diff", folder, tmp_path / "local" / "grid")
     assert r.exit_code == 0, r.output
     assert "8 pairs of runs bitwise identical" in r.output
+
+
+@pytest.mark.slurm
+def test_bundled_sweep_on_the_cluster_matches_the_local_sweep(cluster, tmp_path):
+    spec = write_spec(tmp_path, "bundled", """\
+sweep:
+  grid: {init.seed: [0, 1, 2, 3, 4], data.seed: [0, 1], dynamics.lr: [0.001, 0.002]}
+""")
+    results = tmp_path / "results"
+    folder = results / "bundled"
+    job_ids, out = submit(spec, "--results", results, "--points-per-task", "6")
+    assert "20 points as array job" in out and "6 points per task (--points-per-task), 4 tasks" in out, out
+    wait_for_jobs(job_ids)
+    assert status_json(folder)["counts"] == {"completed": 20}
+    (record,) = submissions(folder)
+    assert record["task_sizes"] == [6, 6, 6, 2] and record["arrays"][0]["count"] == 4
+    # each task ran its points in one process, as ensembles, each point with its own run file
+    for task, size in enumerate(record["task_sizes"]):
+        lo = sum(record["task_sizes"][:task])
+        log = (folder / "slurm" / f"{job_ids[0]}_{task}.out").read_text()
+        for index, run_id in record["points"][lo: lo + size]:
+            assert f"#{index} wrote" in log
+            prov = read_run(folder / "runs" / f"{run_id}.h5").provenance
+            assert prov["slurm"]["array_task_id"] == str(task) and prov["ensemble_size"] > 1
+    assert not hidden_files(folder)
+    r = invoke("sweep", spec, "--results", tmp_path / "local", "-j", "2", "-q")
+    assert r.exit_code == 0, r.output
+    r = invoke("diff", folder, tmp_path / "local" / "bundled")
+    assert r.exit_code == 0, r.output
+    assert "20 pairs of runs bitwise identical" in r.output
+    # the next submit asks nothing more of Slurm, and times a point from the completed ones
+    r = invoke("submit", spec, "--results", results, "--dry-run", "--force")
+    assert r.exit_code == 0 and "(measured: 90th percentile of 16 completed points)" in r.output, r.output
 
 
 TWO = """\
@@ -365,7 +483,7 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
     spec = write_spec(tmp_path, "cancelled", TWO)
     results = tmp_path / "results"
     folder = results / "cancelled"
-    job_ids, out = submit(spec, "--results", results)
+    job_ids, out = submit(spec, "--results", results, "--points-per-task", "1")
     (job,) = job_ids
     (record,) = submissions(folder)
     slow_id = record["points"][1][1]

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from lcnrun.cli import app
 from lcnrun.report.source import flatten, flatten_spec_text, open_experiment, read_runs
-from lcnrun.report import status as status_module
 from lcnrun.report.status import experiment_status
 from lcnrun.report.summary import FIGURES, QueryError, load_runs, parse_filter, summarize
 from lcnrun.store.claims import try_claim
@@ -226,7 +225,7 @@ def test_status_counts_every_state(tmp_path, monkeypatch):
         # a scheduler module plugs in a probe; one that fails is a warning, not an error
         def broken(source):
             raise ConnectionError("squeue: cannot reach the controller")
-        monkeypatch.setattr(status_module, "SCHEDULER_PROBES",
+        monkeypatch.setattr("lcnrun.cli.report.STATUS_PROBES",
                             [lambda source: {ids[4]: "queued"}, broken])
         doc = json.loads(invoke("status", xdir.root, "--json").output)
         assert doc["counts"] == {"completed": 1, "diverged": 3, "running": 1, "queued": 1}

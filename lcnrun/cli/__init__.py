@@ -9,7 +9,7 @@ from __future__ import annotations
 from .app import app
 from . import run as _run  # noqa: F401  validate, run
 from . import sweep as _sweep  # noqa: F401  sweep
-from . import submit as _submit  # noqa: F401  submit (and Slurm's word in status)
+from . import submit as _submit  # noqa: F401  submit
 from . import report as _report  # noqa: F401  status, summary, diff
 from . import figure as _figure  # noqa: F401  figure
 from . import plot as _plot  # noqa: F401  plot

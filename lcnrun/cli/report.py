@@ -16,6 +16,7 @@ from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
 from ..report.source import SourceError, open_experiment
 from ..report.status import experiment_status, failure_messages, scheduler_states
 from ..report.summary import QueryError, SummaryTable, label, summary_table
+from ..schedule.slurm.probe import slurm_states
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
@@ -31,6 +32,9 @@ def _is_report_error(err: BaseException) -> bool:
         if loaded is not None and isinstance(err, getattr(loaded, name)):
             return True
     return False
+
+#: what `lcnrun status` asks about live work beyond the claims: the Slurm array tasks
+STATUS_PROBES = [slurm_states]
 
 
 def report_errors(fn):
@@ -173,7 +177,7 @@ def status(
     from ..report.status import experiment_status, failure_messages, scheduler_states  # noqa: PLC0415
 
     source = open_experiment(dir, results)
-    live, problems = scheduler_states(source)
+    live, problems = scheduler_states(source, STATUS_PROBES)
     st = experiment_status(source, scheduler=live)
     counts = st.counts()
     listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []

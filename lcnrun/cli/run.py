@@ -55,7 +55,13 @@ def run(
                                                 "check that the spec is still the one submitted)"),
     indices: Optional[str] = typer.Option(None, "--indices", help="run these sweep points in this "
                                           "process, those that differ only in init, data, step "
-                                          "size ... together as one ensemble: '0-99', '3,5,10-12'"),
+                                          "size ... together as one ensemble: '0-99', '3,5,10-12' "
+                                          "(with --expect-run-id: their ids, comma-separated, in "
+                                          "index order)"),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="with --indices: "
+                                                "the memory one ensemble may use, e.g. 2G [half "
+                                                "of a Slurm task's memory, or of this machine's]",
+                                                show_default=False),
     checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
@@ -71,10 +77,15 @@ def run(
     interrupt.barrier("started")
 
     if indices is not None:
-        if index is not None or expect_run_id is not None:
-            raise UsageError("--indices cannot be combined with --index or --expect-run-id")
+        if index is not None:
+            raise UsageError("--indices cannot be combined with --index")
         exp = workflow.load(spec)
-        _run_indices(exp, spec, parse_indices(indices, len(exp.points), spec), results, force, quiet)
+        chosen = parse_indices(indices, len(exp.points), spec)
+        if expect_run_id is not None:
+            check_run_ids(exp, spec, chosen, expect_run_id.split(","))
+        _run_indices(exp, chosen, results, force, quiet, _budget(memory_budget))
+    if memory_budget is not None:
+        raise UsageError("--memory-budget sizes the ensembles of --indices: give --indices too")
     # only the point asked for is validated (a 10,000-point sweep's task must not check them all)
     raw, lines = read_yaml_file(spec)
     exp, n_points = expand_point(raw, lines, 0 if index is None else index, file=str(spec),
@@ -141,28 +152,61 @@ def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
     return sorted(out)
 
 
-def _run_indices(exp, spec: Path, chosen: list[int], results: Path, force: bool, quiet: bool) -> None:
-    """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, one at a time), each
-    under its claim (waiting for points another process holds); exit 0 if all completed."""
-    from .. import policy, workflow  # noqa: PLC0415
+def check_run_ids(exp, spec: Path, chosen: list[int], expected: list[str]) -> None:
+    """UsageError unless the points ``chosen`` have the run ids ``expected`` (in that order): a
+    Slurm task's check that the spec is still the one submitted."""
+    if len(expected) != len(chosen):
+        raise UsageError(f"--expect-run-id: {len(expected)} run ids for {len(chosen)} points")
+    changed = [(i, rid) for i, rid in zip(chosen, expected) if exp.points[i].run_id != rid]
+    if changed:
+        i, rid = changed[0]
+        raise UsageError(f"{spec}: point {i} is now run {exp.points[i].run_id}, not {rid} as when it "
+                         f"was submitted ({len(changed)} of {len(chosen)} points changed): the spec "
+                         "changed since (submit it again)")
+
+
+def _budget(text: str | None) -> int | None:
+    from ..schedule.estimate import parse_bytes  # noqa: PLC0415
+
+    if text is None:
+        return None
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise UsageError(f"--memory-budget: {err}") from None
+
+
+def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool,
+                 memory_budget: int | None) -> None:
+    """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, within the memory
+    budget, one at a time), each under its claim (waiting for points another process holds); after
+    a SIGTERM no further ensemble starts (the one in progress ends as ``stopped`` run files). Exit
+    0 if all completed, 143 after a SIGTERM."""
+    from .. import interrupt, policy, workflow  # noqa: PLC0415
     from ..schedule.local import _attempt, _Task, ensemble_groups  # noqa: PLC0415
 
     xdir = workflow.prepare(exp, results)
     planned = {i: policy.file_state(xdir.run_path(exp.points[i].run_id)) for i in chosen}
     ok = True
-    for unit in ensemble_groups(exp, chosen, jobs=1):
-        task = _Task(unit, force, True, {i: planned[i] for i in unit}, True)
-        for r in _attempt(exp, xdir, task):
+    for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):
+        if interrupt.stop_requested():  # (run() installed the SIGTERM handling)
+            break
+        for r in _attempt(exp, xdir, _Task(unit, force, True, {i: planned[i] for i in unit}, True)):
             ok &= r.status == "completed"
-            path = xdir.run_path(r.run_id)
-            if quiet:
-                console.print(str(path), highlight=False)
-            else:
-                what = "kept" if r.action == "skipped" else "wrote"
-                console.print(f"#{r.index} {what} {path} ({r.status})"
-                              + (f": {r.message}" if r.message and r.status != "completed" else ""),
-                              highlight=False)
+            _print_point(xdir, r, quiet)
+    if interrupt.stop_requested():
+        raise typer.Exit(143)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+def _print_point(xdir, r, quiet: bool) -> None:
+    path = xdir.run_path(r.run_id)
+    if quiet:
+        console.print(str(path), highlight=False)
+        return
+    what = "kept" if r.action == "skipped" else "wrote"
+    console.print(f"#{r.index} {what} {path} ({r.status})"
+                  + (f": {r.message}" if r.message and r.status != "completed" else ""), highlight=False)
 
 
 def summary_table(attrs: dict) -> Table:

@@ -1,8 +1,6 @@
-"""``lcnrun submit SPEC``: the pending points of a spec as Slurm array jobs; prints the job id and
-exits (Slurm runs the tasks: ``lcnrun run SPEC --index I``; ``lcnrun status`` follows them).
-
-Importing this module also lets ``lcnrun status`` ask ``squeue`` / ``sacct`` about the tasks of
-an experiment's recorded submissions (:func:`lcnrun.schedule.slurm.register_status_probe`).
+"""``lcnrun submit SPEC``: the pending points of a spec as Slurm array jobs of bundled tasks;
+prints the job id and exits (Slurm runs the tasks: ``lcnrun run SPEC --indices ...``; ``lcnrun
+status`` follows them). The work is :mod:`lcnrun.schedule.slurm`; this module parses and renders.
 """
 from __future__ import annotations
 
@@ -13,16 +11,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..schedule.slurm import (DEFAULT_MAX_ARRAY_SIZE, SlurmError, SubmitError, SubmitOptions,
-                              max_array_size, plan_submission, register_status_probe,
-                              require_command, select_points, slurm_config, slurm_states)
-from ..schedule.slurm import submit as submit_plan
-from .app import EXIT_OK, EXIT_USAGE, ResultsOption, UsageError, app, console, err_console, handle_errors
-
-register_status_probe()
-
-STATE_STYLE = {"completed": "green", "diverged": "red", "failed": "red", "unreadable": "red",
-               "stopped": "yellow", "running": "cyan", "queued": "cyan", "pending": ""}
+from ..schedule.slurm.commands import SlurmError
+from ..schedule.slurm.pending import prepare_submission
+from ..schedule.slurm.plan import SubmitOptions
+from ..schedule.slurm.script import script_text
+from ..schedule.slurm.submit import SubmitError
+from ..schedule.slurm.submit import submit as submit_plan
+from .app import (EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
+                  handle_errors)
 
 
 def _say(text: str, quiet: bool) -> None:
@@ -59,6 +55,14 @@ def submit(
                                                     "option, written into the script; repeat, e.g. "
                                                     "--sbatch-arg=--qos=short "
                                                     "--sbatch-arg=--account=lab"),
+    points_per_task: Optional[int] = typer.Option(None, "--points-per-task", "-k", help="each "
+                                                  "array task runs K points (as ensembles where "
+                                                  "it can) [chosen from the cost of a point and "
+                                                  "--time]", show_default=False),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="memory one "
+                                                "ensemble of a task may use, e.g. 1G [half of "
+                                                "--mem, or of what Slurm gives the task]",
+                                                show_default=False),
     rerun_failed: bool = typer.Option(False, "--rerun-failed", help="also submit failed and "
                                       "diverged points (stopped and pending ones are always "
                                       "submitted)"),
@@ -68,62 +72,36 @@ def submit(
                                  "script; submit nothing, write nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the job id(s)"),
 ) -> None:
-    """Submit the pending points of a spec as a Slurm array job, print its id, and exit.
+    """Submit the pending points of a spec as Slurm array jobs, print their ids, and exit.
 
-    Array task I runs `lcnrun run SPEC --index <point>`; completed points, and points already
-    queued or running, are not submitted. Follow with `lcnrun status`; run the same command
-    again (or with --rerun-failed) to submit what is left.
+    Array task I runs `lcnrun run SPEC --indices <its points>`; completed points, and points
+    already queued or running, are not submitted. Follow with `lcnrun status`; run the same
+    command again (or with --rerun-failed) to submit what is left, e.g. the points a task killed at
+    its time limit did not finish.
     """
-    from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
-    from ..report.source import ExperimentSource  # noqa: PLC0415
-    from ..report.status import experiment_status  # noqa: PLC0415
-    from ..store.experiment import ExperimentDir, ManifestRow  # noqa: PLC0415
-
     options = SubmitOptions(partition=partition, time=time, mem=mem, cpus_per_task=cpus_per_task,
                             max_parallel=max_parallel, requeue=requeue, job_name=job_name,
-                            sbatch_args=tuple(sbatch_args or ()))
+                            sbatch_args=tuple(sbatch_args or ()), points_per_task=points_per_task,
+                            memory_budget=memory_budget)
     try:
         options.check()
     except ValueError as err:
         raise UsageError(str(err)) from None
-    exp = workflow.load(spec)
-    notes: list[str] = []
     try:
-        if not dry_run:
-            require_command("sbatch")
-        try:
-            limit = max_array_size(slurm_config())
-        except SlurmError as err:
-            if not dry_run:
-                raise
-            limit = DEFAULT_MAX_ARRAY_SIZE
-            notes.append(f"MaxArraySize assumed {limit} ({err})")
-        xdir = workflow.prepare(exp, results) if not dry_run else ExperimentDir(Path(results) / exp.name)
-        source = ExperimentSource(str(spec), xdir.runs_dir,
-                                  [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
-        try:
-            live = slurm_states(source)
-        except SlurmError as err:
-            if not dry_run:
-                raise SlurmError(f"cannot tell which points are queued or running already: {err}") from None
-            live = {}
-            notes.append(f"queued and running tasks unknown ({err})")
-        status = experiment_status(source, scheduler=live)
-        sel = select_points(status.states, rerun_failed=rerun_failed, force=force)
-        _say(_counts_line(exp.name, status.total, sel, rerun_failed), quiet)
-        for note in notes:
+        prepared = prepare_submission(spec, results, options, _point_states, rerun_failed=rerun_failed,
+                                      force=force, dry_run=dry_run)
+        sel = prepared.selection
+        _say(_counts_line(prepared.exp.name, prepared.total, sel, rerun_failed), quiet)
+        for note in prepared.notes:
             err_console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
-        if not sel.submit:
+        if prepared.plan is None:
             _say("nothing to submit", quiet)
             raise typer.Exit(EXIT_OK)
-        points = [(s.index, s.run_id) for s in sel.submit]
-        plan = plan_submission(exp.name, Path(spec), Path(results), points, options,
-                               max_array_size=limit, force=force)
         if dry_run:
-            _print_dry_run(plan, sel, limit)
+            _print_dry_run(prepared)
             raise typer.Exit(EXIT_OK)
         try:
-            record = submit_plan(plan, xdir)
+            record = submit_plan(prepared.plan, prepared.xdir)
         except SubmitError as err:
             if err.submitted and quiet:
                 console.print("\n".join(a.job_id for a in err.submitted), highlight=False)
@@ -134,7 +112,18 @@ def submit(
     if quiet:
         console.print("\n".join(record["job_ids"]), highlight=False)
         raise typer.Exit(EXIT_OK)
-    _print_submitted(plan, record, Path(results) / exp.name)
+    _print_submitted(prepared, record, Path(results) / prepared.exp.name)
+
+
+def _point_states(exp, xdir, probe) -> list:
+    """Each point's state as `lcnrun status` tells it, with ``probe``'s word on live work."""
+    from ..report.source import ExperimentSource  # noqa: PLC0415
+    from ..report.status import experiment_status  # noqa: PLC0415
+    from ..store.experiment import ManifestRow  # noqa: PLC0415
+
+    source = ExperimentSource(str(exp.path), xdir.runs_dir,
+                              [ManifestRow(p.index, p.run_id, p.overrides) for p in exp.points], xdir)
+    return experiment_status(source, scheduler=probe(source)).states
 
 
 def _counts_line(name: str, total: int, sel, rerun_failed: bool) -> str:
@@ -153,29 +142,34 @@ def _counts_line(name: str, total: int, sel, rerun_failed: bool) -> str:
     return f"{name}: {_plural(total, 'point')}: " + ", ".join(parts)
 
 
-def _print_dry_run(plan, sel, limit: int) -> None:
+def _print_dry_run(prepared) -> None:
     from ..spec import format_overrides  # noqa: PLC0415
     from .report import print_table  # noqa: PLC0415
 
+    plan, sel = prepared.plan, prepared.selection
+    task_of = {index: t for t, task in enumerate(plan.tasks) for index, _ in task}
     table = Table(title=f"{plan.experiment}: {_plural(len(sel.submit), 'point')} to submit",
                   title_justify="left")
     for col in ("task", "index", "run id", "state", "overrides"):
         table.add_column(col, justify="right" if col in ("task", "index") else "left",
                          no_wrap=col != "overrides")
-    for task, s in enumerate(sel.submit):
-        table.add_row(str(task), str(s.index), s.run_id,
+    for s in sorted(sel.submit, key=lambda s: (task_of[s.index], s.index)):
+        table.add_row(str(task_of[s.index]), str(s.index), s.run_id,
                       Text(s.state, style=STATE_STYLE.get(s.state, "")), Text(format_overrides(s.overrides)))
     print_table(table)
     for k in range(len(plan.arrays)):
         console.print(Text(f"--- {plan.script_path(k)} ---", style="bold"), soft_wrap=True)
-        console.print(Text(plan.script(k)), soft_wrap=True, end="")
+        console.print(Text(script_text(plan, k)), soft_wrap=True, end="")
     n = len(plan.arrays)
-    split = f" (MaxArraySize {limit})" if n > 1 else ""
-    console.print(Text(f"would submit {_plural(len(plan.points), 'point')} as "
-                       f"{_plural(n, 'array job')}{split}; nothing submitted (--dry-run)"), soft_wrap=True)
+    split = f" (MaxArraySize {prepared.max_array_size})" if n > 1 else ""
+    console.print(Text(f"bundling: {prepared.bundling.describe()}"), soft_wrap=True)
+    console.print(Text(f"would submit {_plural(len(plan.points), 'point')} in "
+                       f"{_plural(len(plan.tasks), 'task')} as {_plural(n, 'array job')}{split}; "
+                       "nothing submitted (--dry-run)"), soft_wrap=True)
 
 
-def _print_submitted(plan, record: dict, shown_root: Path) -> None:
+def _print_submitted(prepared, record: dict, shown_root: Path) -> None:
+    plan = prepared.plan
     arrays = record["arrays"]
     throttle = plan.options.max_parallel
     at_once = f", at most {throttle} running at once" if throttle else ""
@@ -184,11 +178,12 @@ def _print_submitted(plan, record: dict, shown_root: Path) -> None:
         a = arrays[0]
         tasks = f"task{'s' if a['count'] > 1 else ''} {a['array'].split('%')[0]}"
         console.print(Text(f"submitted {_plural(len(plan.points), 'point')} as array job {a['job_id']} "
-                           f"({tasks}{at_once})"), soft_wrap=True)
+                           f"({tasks}{at_once}; {prepared.bundling.describe()})"), soft_wrap=True)
     else:
         order = " one after the other" if throttle else ""
         console.print(Text(f"submitted {_plural(len(plan.points), 'point')} as {len(arrays)} array "
-                           f"jobs {ids} (at most {plan.max_array_size} tasks each{at_once}{order})"),
+                           f"jobs {ids} (at most {plan.max_array_size} tasks each{at_once}{order}; "
+                           f"{prepared.bundling.describe()})"),
                       soft_wrap=True)
     slurm = shown_root / "slurm"
     scripts = ", ".join(str(slurm / Path(a["script"]).name) for a in arrays)

@@ -34,22 +34,18 @@ FINISHED_BAD = ("diverged", "failed", "stopped", "unreadable")
 
 
 #: A probe is a function ``source -> {run_id: state}``, e.g. one that maps the array tasks
-#: ``squeue`` lists for this experiment to ``queued`` / ``running``.
+#: ``squeue`` lists for this experiment to ``queued`` / ``running``. The CLI composes the probes it
+#: asks (this layer does not import the schedulers): arrows point down only.
 Probe = Callable[[ExperimentSource], Mapping[str, str]]
 
-#: Transitional: probes a scheduler module registered on import. Callers pass ``probes`` instead
-#: (the CLI knows the schedulers; this layer does not import them): arrows point down only.
-SCHEDULER_PROBES: list[Probe] = []
 
-
-def scheduler_states(source: ExperimentSource, probes: Iterable[Probe] | None = None
-                     ) -> tuple[dict[str, str], list[str]]:
-    """What the ``probes`` (default: the registered :data:`SCHEDULER_PROBES`) say about
-    ``source``'s runs, merged, and a note for each probe that failed (a scheduler that cannot be
-    reached must not break ``status``)."""
+def scheduler_states(source: ExperimentSource, probes: Iterable[Probe] = ()) -> tuple[dict[str, str], list[str]]:
+    """What the ``probes`` (none by default: the caller names the schedulers it asks, e.g. the
+    CLI's ``[slurm_states]``) say about ``source``'s runs, merged, and a note for each probe that
+    failed (a scheduler that cannot be reached must not break ``status``)."""
     states: dict[str, str] = {}
     notes: list[str] = []
-    for probe in (SCHEDULER_PROBES if probes is None else probes):
+    for probe in probes:
         try:
             states.update(probe(source) or {})
         except Exception as err:  # noqa: BLE001

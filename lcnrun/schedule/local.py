@@ -421,12 +421,16 @@ def _open_file_limit() -> int:
         return 1024
 
 
-def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) -> list[tuple[int, ...]]:
+def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None,
+                    memory_budget: int | None = None) -> list[tuple[int, ...]]:
     """The points ``indices`` as units of work: points with one ``runner.ensemble_key`` together,
     in chunks of at most ``max_members`` (default :data:`ENSEMBLE_MAX_MEMBERS`, and at most a
     quarter of the open-file limit: each member holds a claim) with at most
     :data:`ENSEMBLE_MAX_DATASETS` distinct data sets, and small enough that ``jobs`` workers all get
-    a share; points that cannot be batched alone. Ordered by their first point."""
+    a share, and whose memory stays within ``memory_budget`` bytes (default
+    :func:`lcnrun.schedule.estimate.default_memory_budget`; see
+    :func:`~lcnrun.schedule.estimate.ensemble_size_within`); points that cannot be batched alone.
+    Ordered by their first point."""
     from ..runner import data_key, ensemble_key  # noqa: PLC0415
 
     cap = ENSEMBLE_MAX_MEMBERS if max_members is None else max(1, int(max_members))
@@ -441,6 +445,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
             groups.setdefault(key, []).append(i)
     for members in groups.values():
         size = min(cap, max(1, -(-len(members) // max(1, jobs))))
+        size = min(size, _memory_cap(exp, members, jobs, memory_budget) or size)
         chunk: list[int] = []
         datasets: set[str] = set()
         for i in members:
@@ -454,6 +459,14 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None) 
             units.append(tuple(chunk))
     units.sort(key=lambda u: u[0])
     return units
+
+
+def _memory_cap(exp, members, jobs: int, memory_budget: int | None) -> int | None:
+    """The largest ensemble of ``members`` within the memory budget (``None``: no budget known)."""
+    from .estimate import default_memory_budget, ensemble_size_within  # noqa: PLC0415
+
+    budget = default_memory_budget(jobs) if memory_budget is None else memory_budget
+    return ensemble_size_within(budget, [exp.points[i].run_spec for i in members], ENSEMBLE_MAX_DATASETS)
 
 
 def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool = False,
