@@ -38,6 +38,7 @@ PHASES = ("started", "claimed", "computing", "writing")
 
 _requested: str | None = None  # why this process was asked to stop (None: not asked)
 _stoppable_depth = 0  # > 0 inside a run's computation: a request raises StopRequested there
+_deferring = 0  # > 0 inside deferred(): a request raises only at the next check()
 _callbacks: list[Callable[[], None]] = []
 _arrivals: dict[str, int] = {}  # times this process reached each named barrier phase
 
@@ -59,7 +60,7 @@ def request_stop(reason: str = "received SIGTERM") -> None:
         _requested = reason
     for callback in list(_callbacks):
         callback()
-    if _stoppable_depth > 0:
+    if _stoppable_depth > 0 and _deferring == 0:
         raise StopRequested(_requested)
 
 
@@ -119,6 +120,19 @@ def stoppable() -> Iterator[None]:
         _stoppable_depth -= 1
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Inside a loop that calls :func:`check` between its steps and saves its state there (a
+    checkpoint): a request only records, and raises at the next :func:`check`, so that the loop
+    is stopped at a step boundary, never in the middle of a step."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
 
 
 def check() -> None:

@@ -22,9 +22,12 @@ a key; anything else runs alone. The computation runs with one BLAS thread
 from __future__ import annotations
 
 import json
+import os
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +47,115 @@ from .core.regularization import fiber_decomposition, regularize
 from .interrupt import StopRequested
 from .provenance import collect_provenance, finish_provenance
 from .spec import resolved_dict
+from .store.checkpoint import (Checkpoint, checkpoint_path, mismatch, read_checkpoint,
+                               remove_checkpoint, spec_sha256, write_checkpoint)
 from .store.runfile import RunRecord, write_run
 
 
-def _poll_computation() -> None:
+#: seconds between two checkpoints of a run in progress (a SIGTERM always writes one)
+DEFAULT_CHECKPOINT_EVERY = 300.0
+#: where ``lcnrun run/sweep --checkpoint-every`` put their value for the processes they start
+#: (sweep workers, and Slurm tasks through the submitting environment)
+CHECKPOINT_EVERY_VARIABLE = "LCNRUN_CHECKPOINT_EVERY"
+
+
+def checkpoint_every_default() -> float:
+    """``$LCNRUN_CHECKPOINT_EVERY`` seconds if set (0: at every poll), else the default."""
+    text = os.environ.get(CHECKPOINT_EVERY_VARIABLE, "").strip()
+    try:
+        value = float(text) if text else DEFAULT_CHECKPOINT_EVERY
+    except ValueError:
+        return DEFAULT_CHECKPOINT_EVERY
+    return value if value >= 0 else DEFAULT_CHECKPOINT_EVERY
+
+
+class _Poller:
     """What a run's computation does at each of the core's poll points (between two steps): the
-    test barrier ``computing`` and the check of a stop request the signal handler could not raise
-    (a SIGTERM that arrived while a compiled kernel ran)."""
-    interrupt.barrier("computing")
-    interrupt.check()
+    test barrier ``computing``; the check of a stop request (deferred to these points while a
+    dynamics runs, so that a SIGTERM stops it between two steps); and the checkpoints: every
+    ``every`` seconds and on a stop request, the state of every member with a checkpoint path
+    is saved (see :mod:`lcnrun.core.control`: members are the ensemble's indices ``b``)."""
+
+    def __init__(self, paths: list, metas: list, every: float | None):
+        self.paths, self.metas, self.every = paths, metas, every
+        self.start: dict[int, dict] = {}
+        self.ended: list = []   # (state, rows) of loops that have ended: their final states
+        self.current = None     # (state, rows) of the running loop
+        self.last_save = time.monotonic()
+
+    def __call__(self, state, rows) -> None:
+        # one loop polls with one state function (a bound method: equal, not identical, each time)
+        if state is not None and (self.current is None or self.current[0] != state):
+            if self.current is not None:
+                self.ended.append(self.current)
+            self.current = (state, rows)
+        try:
+            interrupt.barrier("computing")
+            interrupt.check()
+        except StopRequested:
+            if state is not None:
+                self.save()
+            raise
+        if (state is not None and self.every is not None
+                and time.monotonic() - self.last_save >= self.every):
+            self.save()
+
+    def states(self) -> dict[int, dict]:
+        out: dict[int, dict] = {}
+        for state, rows in self.ended + ([self.current] if self.current else []):
+            for i, s in state().items():
+                out[i if rows is None else rows[i]] = s
+        return out
+
+    def save(self) -> None:
+        if not any(p is not None for p in self.paths):
+            return
+        for b, state in self.states().items():
+            if self.paths[b] is not None:
+                meta = dict(self.metas[b], saved_at=_utc_now())
+                try:
+                    write_checkpoint(self.paths[b], Checkpoint(state, meta))
+                except OSError as err:  # a checkpoint that cannot be written does not fail the run
+                    warnings.warn(f"checkpoint not written: {err}", RuntimeWarning, stacklevel=2)
+        self.last_save = time.monotonic()
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _code_version(provenance: dict) -> dict:
+    """What a checkpoint must have been written by to be resumed here."""
+    return {"git_commit": provenance.get("git_commit"), "git_dirty": provenance.get("git_dirty"),
+            **(provenance.get("versions") or {})}
+
+
+def _resume(poller: _Poller, b: int, run_id: str, spec_text: str, provenance: dict) -> None:
+    """Load member ``b``'s checkpoint if it matches the run (then ``poller.start[b]``, and
+    ``provenance["resumed_from"]`` gains this resume); otherwise say why it is not used."""
+    path = poller.paths[b]
+    meta = {"run_id": run_id, "spec_sha256": spec_sha256(spec_text),
+            "code": _code_version(provenance), "resumed_from": []}
+    poller.metas[b] = meta
+    if path is None:
+        return
+    found, why = read_checkpoint(path)
+    if found is not None:
+        why = mismatch(found.meta, run_id=run_id, spec_sha=meta["spec_sha256"], code=meta["code"])
+    if why:
+        provenance["checkpoint_ignored"] = f"checkpoint {path.name} not used: {why}; the run starts over"
+        return
+    if found is None:
+        return
+    state = found.state
+    entry = {"t": float(state.get("t", 0.0)), "at": _utc_now()}
+    if "step" in state:
+        entry["step"] = int(state["step"])
+    if state.get("resume_note"):
+        entry["note"] = str(state["resume_note"])
+    meta["resumed_from"] = list(found.meta.get("resumed_from") or []) + [entry]
+    provenance["resumed_from"] = meta["resumed_from"]
+    poller.start[b] = state
 
 
 @dataclass
@@ -144,10 +247,14 @@ def make_record(run_spec, run_id, status, message, provenance, arrays=None, fina
     base_attrs = {"message": message, "name": run_spec.name, "model_kind": run_spec.model.kind,
                   "dynamics_kind": run_spec.dynamics.kind, "loss_kind": run_spec.loss.kind}
     base_attrs.update(attrs or {})
-    return RunRecord(run_id=run_id, status=status,
-                     spec_text=yaml.safe_dump(resolved_dict(run_spec), sort_keys=True),
+    return RunRecord(run_id=run_id, status=status, spec_text=_spec_text(run_spec),
                      provenance=provenance, trajectory=arrays or {}, final_arrays=final_arrays or {},
                      final_attrs=final_attrs or {}, diagnostics=diagnostics or {}, attrs=base_attrs)
+
+
+def _spec_text(run_spec) -> str:
+    """The resolved spec as a run file stores it."""
+    return yaml.safe_dump(resolved_dict(run_spec), sort_keys=True)
 
 
 def ensemble_key(run_spec) -> str | None:
@@ -188,7 +295,7 @@ def execute_ensemble(run_specs, run_ids) -> list[RunRecord]:
     return list(iter_ensemble(run_specs, run_ids))
 
 
-def iter_ensemble(run_specs, run_ids):
+def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float | None = None):
     """Compute the runs ``run_specs`` as one ensemble and yield their records in order.
 
     Shared: the model, the loss and the dynamics kind (checked); per member: the initial point, the
@@ -196,6 +303,11 @@ def iter_ensemble(run_specs, run_ids):
     the dynamics options, the diagnostics. A member whose own set-up raises (e.g. a missing init
     file) is ``failed`` alone; an error of the shared computation fails every member; SIGTERM
     stops every member (``stopped``). Never raises for a failing run.
+
+    ``checkpoints`` (one path or None per run, see :mod:`lcnrun.store.checkpoint`): each member
+    whose checkpoint matches its run resumes from it; while the ensemble computes, every member's
+    state is saved there every ``checkpoint_every`` seconds (None: only on a stop request) and on
+    a stop request, so that each member of a ``stopped`` ensemble keeps its progress.
     """
     run_specs, run_ids = list(run_specs), list(run_ids)
     B = len(run_specs)
@@ -209,6 +321,8 @@ def iter_ensemble(run_specs, run_ids):
     provenances = [collect_provenance(seeds_of(s)) for s in run_specs]
     for prov in provenances:
         prov["ensemble_size"] = B
+    poller = _Poller(list(checkpoints) if checkpoints is not None else [None] * B, [{}] * B,
+                     checkpoint_every)
     records: list[RunRecord | None] = [None] * B
     member_warnings: list[list] = [[] for _ in range(B)]
     trajectories: dict[int, Trajectory] = {}
@@ -219,7 +333,7 @@ def iter_ensemble(run_specs, run_ids):
     shared_warnings: list = []
     try:
         # a stop request from before (set-up, the claim) raises at once; one during raises there
-        with interrupt.stoppable(), control.polling(_poll_computation), one_blas_thread(), \
+        with interrupt.stoppable(), control.polling(poller), one_blas_thread(), \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             first = run_specs[0]
@@ -238,6 +352,7 @@ def iter_ensemble(run_specs, run_ids):
                         problems.append(problem)
                     theta0[b] = build_init(spec.init, model)[0]
                     problem_of[b] = by_data[key]
+                    _resume(poller, b, run_ids[b], _spec_text(spec), provenances[b])
                 except StopRequested:
                     raise
                 except Exception as err:  # noqa: BLE001 - this member fails, the others go on
@@ -257,9 +372,11 @@ def iter_ensemble(run_specs, run_ids):
                 else:
                     problem = ProblemEnsemble(problems, [problem_of[b] for b in members])
                 dynamics = DYNAMICS[first.dynamics.kind]
-                trajs = dynamics.run_members(problem, theta0[members],
-                                             [run_specs[b].record for b in members],
-                                             [run_specs[b].dynamics.options for b in members])
+                # a stop request raises at the dynamics' next poll, where its state is saved
+                with interrupt.deferred(), control.members(members):
+                    trajs = dynamics.run_members(problem, theta0[members],
+                                                 [run_specs[b].record for b in members],
+                                                 [run_specs[b].dynamics.options for b in members])
                 trajectories = dict(zip(members, trajs))
             shared_warnings = list(caught[start:])
     except StopRequested as err:
@@ -361,17 +478,33 @@ def _finish(run_spec, run_id, model: Model, problem, traj: Trajectory, provenanc
                        final_attrs, diagnostics, attrs)
 
 
-def run_to_file(run_spec, run_id: str, path: Path) -> RunRecord:
-    """Execute and write atomically to ``path``; returns the record."""
-    record = execute(run_spec, run_id)
-    write_run(path, record)
+def run_to_file(run_spec, run_id: str, path: Path, checkpoint_every: float | None = None) -> RunRecord:
+    """Execute and write atomically to ``path``; returns the record. The run resumes from its
+    checkpoint beside ``path`` and keeps one while it computes (see :func:`ensemble_to_files`)."""
+    record = None
+    for _, _, _, record in _to_files([run_spec], [run_id], [path], checkpoint_every):
+        pass
     return record
 
 
-def ensemble_to_files(run_specs, run_ids, paths):
+def ensemble_to_files(run_specs, run_ids, paths, checkpoint_every: float | None = None):
     """Compute an ensemble and write each member's record atomically to its path as soon as it is
     made (then let it go: memory holds the compact core results and one record); yields
-    ``(index, record status, message)`` per member, in order."""
-    for i, (record, path) in enumerate(zip(iter_ensemble(run_specs, run_ids), paths)):
+    ``(index, record status, message)`` per member, in order.
+
+    Each member resumes from its checkpoint beside its path (``store.checkpoint.checkpoint_path``)
+    if there is a matching one, keeps one every ``checkpoint_every`` seconds (default
+    :func:`checkpoint_every_default`) and on SIGTERM; a ``stopped`` run keeps its checkpoint, a
+    run that ended otherwise removes it once its run file is written."""
+    for i, status, message, _ in _to_files(run_specs, run_ids, paths, checkpoint_every):
+        yield i, status, message
+
+
+def _to_files(run_specs, run_ids, paths, checkpoint_every):
+    every = checkpoint_every_default() if checkpoint_every is None else checkpoint_every
+    checkpoints = [checkpoint_path(p) for p in paths]
+    for i, (record, path) in enumerate(zip(iter_ensemble(run_specs, run_ids, checkpoints, every), paths)):
         write_run(path, record)
-        yield i, record.status, str(record.attrs.get("message", "") or "")
+        if record.status != STOPPED:
+            remove_checkpoint(checkpoints[i])
+        yield i, record.status, str(record.attrs.get("message", "") or ""), record

@@ -365,7 +365,9 @@ def submissions(folder: Path) -> list[dict]:
 
 
 def hidden_files(folder: Path) -> list[str]:
-    return sorted(n for n in os.listdir(folder / "runs") if n.startswith("."))
+    """Temporaries and claims under runs/ (not the checkpoints of stopped runs)."""
+    return sorted(n for n in os.listdir(folder / "runs")
+                  if n.startswith(".") and not n.endswith(".checkpoint.npz"))
 
 
 @pytest.mark.slurm
@@ -494,6 +496,7 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
     path = folder / "runs" / f"{slow_id}.h5"
     assert not hidden_files(folder)
     assert read_run_status(path) == "stopped"
+    assert (folder / "runs" / f".{slow_id}.checkpoint.npz").exists()  # its state, to resume from
     assert read_run(path).attrs["message"] == "stopped: received SIGTERM"
     assert "CANCELLED" in (folder / "slurm" / f"{job}_1.out").read_text()
     assert status_json(folder)["counts"] == {"completed": 1, "stopped": 1}

@@ -75,8 +75,15 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 
 
 def leftovers(xdir: ExperimentDir) -> list[str]:
-    """Hidden files in runs/ (temporaries, claim files)."""
-    return sorted(n for n in os.listdir(xdir.runs_dir) if n.startswith("."))
+    """Hidden files in runs/ (temporaries, claim files), not the checkpoints of stopped runs."""
+    return sorted(n for n in os.listdir(xdir.runs_dir)
+                  if n.startswith(".") and not n.endswith(".checkpoint.npz"))
+
+
+def checkpointed(xdir: ExperimentDir) -> list[str]:
+    """Ids of the runs with a checkpoint (``runs/.<run_id>.checkpoint.npz``)."""
+    return sorted(n[1:-len(".checkpoint.npz")] for n in os.listdir(xdir.runs_dir)
+                  if n.startswith(".") and n.endswith(".checkpoint.npz"))
 
 
 def run_ids(xdir: ExperimentDir) -> list[str]:
@@ -308,12 +315,15 @@ def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code):
     assert leftovers(xdir) == []
     states = [read_run_status(xdir.run_path(rid)) for rid in run_ids(xdir)]
     assert states == ([] if signum == signal.SIGINT else ["stopped"] * 4)
+    # SIGTERM: each stopped run keeps its state (Ctrl-C abandons the computation)
+    assert checkpointed(xdir) == ([] if signum == signal.SIGINT else run_ids(xdir))
     for rid in run_ids(xdir):  # whole files, with no trajectory: nothing was computed
         assert read_run(xdir.run_path(rid)).attrs["message"] == "stopped: received SIGTERM"
     rc, out = finish(lcnrun("sweep", spec, "-j", "1", "--results", results))
     assert rc == 0, out
     assert ran_now(out) == 4
     assert {read_run_status(xdir.run_path(i)) for i in manifest_ids(xdir)} == {"completed"}
+    assert checkpointed(xdir) == []  # completed runs remove their checkpoints
 
 
 @pytest.mark.parametrize("phase, left", [("started", []), ("claimed", ["stopped"] * 4),

@@ -1,6 +1,7 @@
 """``lcnrun validate SPEC`` and ``lcnrun run SPEC [--index I]``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -10,6 +11,23 @@ from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, 
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+
+CheckpointEveryOption = typer.Option(
+    None, "--checkpoint-every", metavar="SECONDS",
+    help="save a run's state this often while it computes (default 300; 0: at every step "
+         "boundary); a SIGTERM always saves it, and the next run of the point resumes from it")
+
+
+def set_checkpoint_every(seconds: float | None) -> None:
+    """Pass ``--checkpoint-every`` to the runs of this process and of those it starts."""
+    if seconds is None:
+        return
+    if not seconds >= 0:
+        raise UsageError(f"--checkpoint-every {seconds}: must be a number of seconds >= 0")
+    from ..runner import CHECKPOINT_EVERY_VARIABLE  # noqa: PLC0415
+
+    os.environ[CHECKPOINT_EVERY_VARIABLE] = repr(float(seconds))
 
 
 @app.command()
@@ -44,9 +62,12 @@ def run(
                                                 "the memory one ensemble may use, e.g. 2G [half "
                                                 "of a Slurm task's memory, or of this machine's]",
                                                 show_default=False),
+    checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run a spec with no sweep, one point of a sweep (--index I), or several (--indices 0-99)."""
     from .. import interrupt
+
+    set_checkpoint_every(checkpoint_every)
 
     # from here on a SIGTERM (Slurm's time limit, scancel) is never lost: a run that has not
     # started its computation yet stops as soon as it would, and writes a 'stopped' run file

@@ -12,6 +12,7 @@ from ..policy import should_run
 from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
+from .run import CheckpointEveryOption, set_checkpoint_every
 from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
@@ -218,6 +219,7 @@ def sweep(
     ensemble: int = typer.Option(512, "--ensemble", "-e", help="at most this many points that differ "
                                  "only in init, data, step size ... are computed together as one "
                                  "ensemble (1: every point alone)", min=1),
+    checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run every point of a spec's sweep in N local worker processes (one BLAS thread each).
 
@@ -227,6 +229,7 @@ def sweep(
     from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
     from ..spec import format_overrides  # noqa: PLC0415
 
+    set_checkpoint_every(checkpoint_every)  # the workers inherit it
     exp = workflow.load(spec)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")

@@ -64,8 +64,9 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_replace(final: Path, fsync: bool = True) -> Iterator[Path]:
-    """Yield a temporary path; on a clean exit it replaces ``final`` atomically.
+def atomic_replace(final: Path, fsync: bool = True, named_as: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path; on a clean exit it replaces ``final`` atomically (the temporary is
+    named as that of ``named_as`` if given: a hidden file's temporary then carries a run's stem).
 
     The body must write and *close* the temporary. Then: fsync the temporary, ``os.replace`` it
     onto ``final``, fsync the folder. If the body (or any of these steps) raises, including
@@ -75,7 +76,7 @@ def atomic_replace(final: Path, fsync: bool = True) -> Iterator[Path]:
     wins and ``final`` is always one whole file.
     """
     final = Path(final)
-    tmp = temporary_path(final)
+    tmp = temporary_path(final if named_as is None else named_as)
     try:
         yield tmp
         if fsync:

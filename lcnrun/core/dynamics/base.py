@@ -15,6 +15,12 @@ A new dynamics is one file that
 3. declares ``models`` (the model kinds it is defined for) and ``keeps_end_to_end`` if it moves
    along a fiber, and overrides ``check_model`` for finer conditions;
 
+4. if it has a loop of its own (not one of the shared ones, which do this already): applies the
+   stopping rules through :class:`~.stopping.StopRules`, calls
+   :func:`lcnrun.core.control.poll` ``(state)`` between two steps with a function returning its
+   resumable state, and continues members from :func:`lcnrun.core.control.start_states` (so
+   that a stopped run resumes from its checkpoint);
+
 plus one line in ``DYNAMICS`` (``lcnrun/core/dynamics/__init__.py``). Per-dynamics series go to
 ``Trajectory.series`` (each ``(T, ...)``, aligned with ``t``), scalars to ``Trajectory.attrs``;
 each module's docstring lists its own.
@@ -26,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import control
 from ..options import OptionError, option
 from ..problem import Problem
 from ..recording import RecordOptions
@@ -35,7 +42,7 @@ COMPLETED, DIVERGED, FAILED, STOPPED = "completed", "diverged", "failed", "stopp
 
 @dataclass(frozen=True, kw_only=True)
 class StoppingOptions:
-    """Stopping rules shared by every dynamics."""
+    """Stopping rules shared by every dynamics (applied by :class:`~.stopping.StopRules`)."""
 
     loss_below: float | None = option(None, kind="float", check="nonnegative", nullable=True,
                                       doc="stop (completed) once the loss is at most this")
@@ -86,19 +93,6 @@ class Event:
     message: str = ""
 
 
-def divergence_threshold(options: StoppingOptions, loss0: np.ndarray) -> np.ndarray:
-    return options.divergence_factor * np.maximum(loss0, 1.0)
-
-
-def stop_reason(options: StoppingOptions, loss: float, grad_norm: float) -> str | None:
-    """Which stopping rule (if any) a state satisfies."""
-    if options.loss_below is not None and loss <= options.loss_below:
-        return "loss_below"
-    if options.grad_norm_below is not None and grad_norm <= options.grad_norm_below:
-        return "grad_norm_below"
-    return None
-
-
 class Dynamics:
     """Base class of every dynamics."""
 
@@ -144,5 +138,8 @@ class Dynamics:
     def run_members(cls, problem, theta0: np.ndarray, records: list, options: list) -> list[Trajectory]:
         """An ensemble: member ``b`` from ``theta0[b]`` with its own ``records[b]`` and ``options[b]``
         on ``problem.member(b)``. Here: each member alone; dynamics that batch override it."""
-        return [cls(o).run(problem.member(b), theta0[b: b + 1], r)[0]
-                for b, (r, o) in enumerate(zip(records, options))]
+        out = []
+        for b, (r, o) in enumerate(zip(records, options)):
+            with control.members([b]):  # its polls and start state are member b's
+                out.append(cls(o).run(problem.member(b), theta0[b: b + 1], r)[0])
+        return out

@@ -32,6 +32,7 @@ from scipy.integrate import DOP853, RK23, RK45
 from scipy.optimize import brentq
 
 from .. import control
+from .stopping import RULES, StopRules
 
 EPS = np.finfo(float).eps
 # scipy's step size controller constants (scipy/integrate/_ivp/rk.py, unchanged since scipy 1.0): a
@@ -163,183 +164,240 @@ class _Dense:
         return y + self.y_old[rows]
 
 
-def integrate_ensemble(evaluate, y0, t_end, t_evals, rtol, atol, tab: Tableau, *, threshold,
-                       loss_below, grad_norm_below, stall_window: int, stall_fraction: float):
+class _EnsembleRun:
+    """Every member's integrator state between two steps: ``t (B,)``, ``y (B, n)``, the last
+    derivative ``f (B, n)``, the next step size ``h_abs (B,)``, whether the last attempt was
+    rejected (the controller's state), the rules' values at the last accepted step ``g_prev (B, 3)``,
+    the next stored time ``next_eval``, the stall reference time ``stall_t``, the counts, whether
+    it runs, and its :class:`MemberOutcome` so far. A member's :meth:`state` given back to
+    :meth:`resume` continues bitwise where it was."""
+
+    ARRAYS = ("t", "y", "f", "h_abs", "rejected", "g_prev", "next_eval", "stall_t", "nfev", "n_steps",
+              "running")
+
+    def __init__(self, y0, f0, h_abs, g0, t_evals):
+        B = len(y0)
+        self.t_evals = t_evals
+        self.t, self.y, self.f, self.h_abs, self.g_prev = np.zeros(B), y0, f0, h_abs, g0
+        self.rejected = np.zeros(B, dtype=bool)
+        self.next_eval = np.zeros(B, dtype=np.int64)  # index into t_evals[b] of the next time to store
+        self.stall_t = np.zeros(B)
+        self.nfev = np.full(B, 2, dtype=np.int64)
+        self.n_steps = np.zeros(B, dtype=np.int64)
+        self.running = np.ones(B, dtype=bool)
+        self.out = [MemberOutcome() for _ in range(B)]
+        for b in range(B):  # t = 0 is stored as it is (dense output at x = 0 is y_old exactly)
+            if len(t_evals[b]) and t_evals[b][0] == 0.0:
+                self.out[b].t.append(0.0)
+                self.out[b].y.append(y0[b].copy())
+                self.next_eval[b] = 1
+        self.next_time = np.array([self._next(b) for b in range(B)])
+
+    def _next(self, b) -> float:
+        te, i = self.t_evals[b], self.next_eval[b]
+        return float(te[i]) if i < len(te) else np.inf
+
+    def state(self) -> dict[int, dict]:
+        out = {}
+        for b, o in enumerate(self.out):
+            s = {name: getattr(self, name)[b].copy() for name in self.ARRAYS}
+            s["t"] = float(self.t[b])
+            s["out"] = {"t": np.asarray(o.t, dtype=float),
+                        "y": np.asarray(o.y, dtype=float).reshape(len(o.t), self.y.shape[1]),
+                        "status": o.status, "t_stop": o.t_stop, "message": o.message}
+            out[b] = s
+        return out
+
+    def resume(self, starts) -> None:
+        for b, s in enumerate(starts):
+            if s is None:
+                continue
+            for name in self.ARRAYS:
+                getattr(self, name)[b] = s[name]
+            o = s["out"]
+            self.out[b] = MemberOutcome(t=[float(v) for v in o["t"]], y=list(o["y"]), status=o["status"],
+                                        t_stop=float(o["t_stop"]), message=o["message"])
+            self.next_time[b] = self._next(b)
+
+    def fail(self, b, status, message="") -> None:
+        self.out[b].status, self.out[b].t_stop, self.out[b].message = status, float(self.t[b]), message
+        self.running[b] = False
+
+
+def integrate_ensemble(evaluate, y0, t_end, t_evals, rtol, atol, tab: Tableau, *, rules: StopRules,
+                       stall_window: int, stall_fraction: float):
     """Integrate ``dy/dt = -grad L(y)`` for every member (rows of ``y0 (B, n)``).
 
     ``evaluate(y (m, n), members (m,)) -> (L (m,), grad (m, n))`` evaluates members ``members``.
     Per member: ``t_end[b]``, stored times ``t_evals[b]`` (increasing, in ``[0, t_end[b]]``,
-    starting at 0), ``rtol[b]``, ``atol[b]``, divergence ``threshold[b]``, ``loss_below[b]`` and
-    ``grad_norm_below[b]`` (NaN: no rule). Returns one :class:`MemberOutcome` per member with its
-    stored ``t`` and ``y`` (the stop state appended after a terminal event).
+    starting at 0), ``rtol[b]``, ``atol[b]`` and its stopping ``rules`` (member ``b`` of a
+    :class:`~.stopping.StopRules`). Returns one :class:`MemberOutcome` per member with its stored
+    ``t`` and ``y`` (the stop state appended after a terminal event). Members given a start
+    state (:func:`lcnrun.core.control.start_states`) continue where it was taken.
     """
     y = np.array(y0, dtype=float)
-    B, n = y.shape
-    out = [MemberOutcome() for _ in range(B)]
-    everyone = np.arange(B)
-    rtol, atol = np.asarray(rtol, float), np.asarray(atol, float)
-    t_end = np.asarray(t_end, float)
-    threshold = np.asarray(threshold, float)
-    loss_below, grad_norm_below = np.asarray(loss_below, float), np.asarray(grad_norm_below, float)
-    loss, grad = evaluate(y, everyone)
-    f = -grad
+    B = len(y)
+    rtol, atol, t_end = np.asarray(rtol, float), np.asarray(atol, float), np.asarray(t_end, float)
+    loss, grad = evaluate(y, np.arange(B))
     gnorm = np.sqrt(np.einsum("bn,bn->b", grad, grad))
+    h_abs = _initial_step(evaluate, y, -grad, t_end, rtol, atol, tab)
+    run = _EnsembleRun(y, -grad, h_abs, rules.values(loss, gnorm), t_evals)
+    run.resume(control.start_states(B))
+    tol = (rtol, atol, t_end)
+    while run.running.any():
+        control.poll(run.state)
+        attempt = _attempt(evaluate, run, tab, tol)
+        if attempt is not None:
+            _accept(evaluate, run, tab, rules, t_end, attempt)
+            _check_stall(run, attempt[0][attempt[1]], t_end, stall_window, stall_fraction)
+    for b in range(B):
+        run.out[b].nfev, run.out[b].n_steps = int(run.nfev[b]), int(run.n_steps[b])
+    return run.out
 
-    # initial step: scipy's select_initial_step, per member
+
+def _initial_step(evaluate, y, f, t_end, rtol, atol, tab):
+    """scipy's ``select_initial_step`` (Hairer, Norsett & Wanner II.4), per member: ``h_abs (B,)``."""
     scale = atol[:, None] + np.abs(y) * rtol[:, None]
     d0, d1 = _rms(y / scale), _rms(f / scale)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
         h0 = np.where(h0 < t_end, h0, t_end)
-        f1 = -evaluate(y + h0[:, None] * f, everyone)[1]
+        f1 = -evaluate(y + h0[:, None] * f, np.arange(len(y)))[1]
         d2 = _rms((f1 - f) / scale) / h0
         dmax = np.where(d2 > d1, d2, d1)
         h1 = np.where((d1 <= 1e-15) & (d2 <= 1e-15), np.where(h0 * 1e-3 > 1e-6, h0 * 1e-3, 1e-6),
                       (0.01 / dmax) ** (1.0 / (tab.error_estimator_order + 1)))
     h_abs = 100 * h0
     h_abs = np.where(h1 < h_abs, h1, h_abs)
-    h_abs = np.where(t_end < h_abs, t_end, h_abs)
-    nfev = np.full(B, 2, dtype=np.int64)
-    n_steps = np.zeros(B, dtype=np.int64)
-
-    S = tab.n_stages
-    exponent = -1.0 / (tab.error_estimator_order + 1)
-    t = np.zeros(B)
-    g_prev = _event_values(loss, gnorm, threshold, loss_below, grad_norm_below)
-    next_eval = np.zeros(B, dtype=np.int64)  # index into t_evals[b] of the next time to store
-    for b in range(B):  # t = 0 is stored as it is (dense output at x = 0 is y_old exactly)
-        if len(t_evals[b]) and t_evals[b][0] == 0.0:
-            out[b].t.append(0.0)
-            out[b].y.append(y[b].copy())
-            next_eval[b] = 1
-    next_time = np.array([te[i] if i < len(te) else np.inf for te, i in zip(t_evals, next_eval)])
-    rejected = np.zeros(B, dtype=bool)
-    checkpoint_t = np.zeros(B)
-    running = np.ones(B, dtype=bool)
-    while running.any():
-        control.poll()
-        idx = np.flatnonzero(running)
-        tb, hb = t[idx], h_abs[idx]
-        min_step = 10 * np.abs(np.nextafter(tb, np.inf) - tb)
-        fresh = ~rejected[idx]
-        hb = np.where(fresh & (hb < min_step), min_step, hb)
-        too_small = ~fresh & (hb < min_step)
-        if too_small.any():
-            for b in idx[too_small]:
-                out[b].status, out[b].t_stop = "failed", float(t[b])
-                out[b].message = "Required step size is less than spacing between numbers."
-            running[idx[too_small]] = False
-            keep = ~too_small
-            idx, tb, hb = idx[keep], tb[keep], hb[keep]
-            if not len(idx):
-                continue
-        m = len(idx)
-        yb, fb = y[idx], f[idx]
-        t_new = tb + hb
-        t_new = np.where(t_new > t_end[idx], t_end[idx], t_new)
-        h = t_new - tb
-        K = np.empty((S + 1, m, n))
-        K[0] = fb
-        for s in range(1, S):
-            K[s] = -evaluate(yb + _combine(K, tab.A[s], s, h), idx)[1]
-        y_new = yb + _combine(K, tab.B, S, h)
-        loss_new, grad_new = evaluate(y_new, idx)
-        f_new = -grad_new
-        K[S] = f_new
-        nfev[idx] += S
-        sc = atol[idx, None] + np.maximum(np.abs(yb), np.abs(y_new)) * rtol[idx, None]
-        with np.errstate(all="ignore"):
-            if tab.E is not None:
-                err = _rms(_combine(K, tab.E, S + 1, h) / sc)
-            else:
-                e5 = _combine(K, tab.E5, S + 1) / sc
-                e3 = _combine(K, tab.E3, S + 1) / sc
-                n5 = np.einsum("bn,bn->b", e5, e5)
-                n3 = np.einsum("bn,bn->b", e3, e3)
-                err = np.where((n5 == 0) & (n3 == 0), 0.0, np.abs(h) * n5 / np.sqrt((n5 + 0.01 * n3) * n))
-            grow = SAFETY * err ** exponent
-        accept = err < 1
-        factor_ok = np.where(err == 0, MAX_FACTOR, np.where(grow < MAX_FACTOR, grow, MAX_FACTOR))
-        factor_ok = np.where(rejected[idx] & (factor_ok > 1), 1.0, factor_ok)
-        factor_bad = np.where(grow > MIN_FACTOR, grow, MIN_FACTOR)  # a NaN error gives MIN_FACTOR
-        h_abs[idx] = np.where(accept, h * factor_ok, h * factor_bad)
-        rejected[idx] = ~accept
-        if not accept.any():
-            continue
-        # -- accepted steps --------------------------------------------------------------------
-        a = np.flatnonzero(accept)
-        ia = idx[a]
-        t_old_a, y_old_a, f_old_a, h_a = tb[a], yb[a], fb[a], h[a]
-        t_new_a = t_new[a]
-        t[ia], y[ia], f[ia] = t_new_a, y_new[a], f_new[a]
-        n_steps[ia] += 1
-        gnorm_a = np.sqrt(np.einsum("bn,bn->b", grad_new[a], grad_new[a]))
-        g_new = _event_values(loss_new[a], gnorm_a, threshold[ia], loss_below[ia], grad_norm_below[ia])
-        g_old = g_prev[ia]
-        fired = ((g_old <= 0) & (g_new >= 0)) | ((g_old >= 0) & (g_new <= 0))
-        g_prev[ia] = g_new
-        any_fired = fired.any(axis=1)
-        need_dense = any_fired | (next_time[ia] <= t_new_a)
-        if need_dense.any():
-            rows = np.flatnonzero(need_dense)
-            Kd = K[:, a[rows]]
-            extra = None
-            if tab.P is None:  # DOP853: three more stages for its 7th order interpolant
-                extra = np.empty((S + 1 + len(tab.C_extra), len(rows), n))
-                extra[: S + 1] = Kd
-                for s, arow in enumerate(tab.A_extra, start=S + 1):
-                    extra[s] = -evaluate(y_old_a[rows] + _combine(extra, arow, s, h_a[rows]), ia[rows])[1]
-                nfev[ia[rows]] += len(tab.C_extra)
-            dense = _Dense(tab, t_old_a[rows], h_a[rows], y_old_a[rows], y_new[a[rows]], f_old_a[rows],
-                           f_new[a[rows]], Kd, extra)
-            for k, j in enumerate(rows):
-                b = int(ia[j])
-                cut, kind = float(t_new_a[j]), None
-                if any_fired[j]:
-                    roots = [(_locate(evaluate, dense, k, b, e, t_old_a[j], t_new_a[j], threshold[b],
-                                      loss_below[b], grad_norm_below[b]), int(e))
-                             for e in np.flatnonzero(fired[j])]
-                    cut, e = min(roots)
-                    kind = ("diverged", "loss_below", "grad_norm_below")[e]
-                te = t_evals[b]
-                while next_eval[b] < len(te) and te[next_eval[b]] <= cut:
-                    tt = float(te[next_eval[b]])
-                    out[b].t.append(tt)
-                    out[b].y.append(dense(np.array([k]), np.array([tt]))[0])
-                    next_eval[b] += 1
-                next_time[b] = te[next_eval[b]] if next_eval[b] < len(te) else np.inf
-                if kind is not None:
-                    if not out[b].t or cut > out[b].t[-1]:
-                        out[b].t.append(cut)
-                        out[b].y.append(dense(np.array([k]), np.array([cut]))[0])
-                    out[b].status, out[b].t_stop = kind, cut
-                    running[b] = False
-        done = running[ia] & (t_new_a >= t_end[ia])
-        for b in ia[done]:
-            out[b].status, out[b].t_stop = "completed", float(t[b])
-        running[ia[done]] = False
-        check = running[ia] & (n_steps[ia] % stall_window == 0)
-        for b in ia[check]:
-            if t[b] - checkpoint_t[b] < stall_fraction * (t_end[b] - checkpoint_t[b]):
-                out[b].status, out[b].t_stop = "stalled", float(t[b])
-                out[b].message = f"its last {stall_window} steps advanced t by {t[b] - checkpoint_t[b]:.3g} in all"
-                running[b] = False
-            checkpoint_t[b] = t[b]
-    for b in range(B):
-        out[b].nfev, out[b].n_steps = int(nfev[b]), int(n_steps[b])
-    return out
+    return np.where(t_end < h_abs, t_end, h_abs)
 
 
-def _event_values(loss, gnorm, threshold, loss_below, grad_norm_below):
-    """``(m, 3)``: divergence ``threshold - L`` (-1 if not finite), ``L - loss_below``,
-    ``|grad| - grad_norm_below`` (NaN, i.e. never active, for a rule that is not set)."""
-    with np.errstate(invalid="ignore"):
-        div = np.where(np.isfinite(loss), threshold - loss, -1.0)
-        return np.stack([div, loss - loss_below, gnorm - grad_norm_below], axis=1)
+def _attempt(evaluate, run: _EnsembleRun, tab: Tableau, tol):
+    """One step attempt of every running member: the stages, the error norm, the controller's
+    next step size. Returns ``(idx, a, K, tb, yb, fb, h, t_new, y_new, loss_new, grad_new)``
+    (members ``idx``, of which ``a`` were accepted) or None if none was."""
+    rtol, atol, t_end = tol
+    idx = np.flatnonzero(run.running)
+    tb, hb = run.t[idx], run.h_abs[idx]
+    min_step = 10 * np.abs(np.nextafter(tb, np.inf) - tb)
+    fresh = ~run.rejected[idx]
+    hb = np.where(fresh & (hb < min_step), min_step, hb)
+    too_small = ~fresh & (hb < min_step)
+    if too_small.any():
+        for b in idx[too_small]:
+            run.fail(b, "failed", "Required step size is less than spacing between numbers.")
+        keep = ~too_small
+        idx, tb, hb = idx[keep], tb[keep], hb[keep]
+        if not len(idx):
+            return None
+    S, n = tab.n_stages, run.y.shape[1]
+    yb, fb = run.y[idx], run.f[idx]
+    t_new = tb + hb
+    t_new = np.where(t_new > t_end[idx], t_end[idx], t_new)
+    h = t_new - tb
+    K = np.empty((S + 1, len(idx), n))
+    K[0] = fb
+    for s in range(1, S):
+        K[s] = -evaluate(yb + _combine(K, tab.A[s], s, h), idx)[1]
+    y_new = yb + _combine(K, tab.B, S, h)
+    loss_new, grad_new = evaluate(y_new, idx)
+    K[S] = -grad_new
+    run.nfev[idx] += S
+    sc = atol[idx, None] + np.maximum(np.abs(yb), np.abs(y_new)) * rtol[idx, None]
+    with np.errstate(all="ignore"):
+        if tab.E is not None:
+            err = _rms(_combine(K, tab.E, S + 1, h) / sc)
+        else:
+            e5 = _combine(K, tab.E5, S + 1) / sc
+            e3 = _combine(K, tab.E3, S + 1) / sc
+            n5 = np.einsum("bn,bn->b", e5, e5)
+            n3 = np.einsum("bn,bn->b", e3, e3)
+            err = np.where((n5 == 0) & (n3 == 0), 0.0, np.abs(h) * n5 / np.sqrt((n5 + 0.01 * n3) * n))
+        grow = SAFETY * err ** (-1.0 / (tab.error_estimator_order + 1))
+    accept = err < 1
+    factor_ok = np.where(err == 0, MAX_FACTOR, np.where(grow < MAX_FACTOR, grow, MAX_FACTOR))
+    factor_ok = np.where(run.rejected[idx] & (factor_ok > 1), 1.0, factor_ok)
+    factor_bad = np.where(grow > MIN_FACTOR, grow, MIN_FACTOR)  # a NaN error gives MIN_FACTOR
+    run.h_abs[idx] = np.where(accept, h * factor_ok, h * factor_bad)
+    run.rejected[idx] = ~accept
+    if not accept.any():
+        return None
+    return idx, np.flatnonzero(accept), K, tb, yb, fb, h, t_new, y_new, loss_new, grad_new
 
 
-def _locate(evaluate, dense, k, b, e, t_old, t_new, threshold, loss_below, grad_norm_below):
-    """Time of event ``e`` of member ``b`` in ``[t_old, t_new]`` (brentq on the dense output)."""
+def _accept(evaluate, run: _EnsembleRun, tab: Tableau, rules: StopRules, t_end, attempt) -> None:
+    """The accepted steps: new states, the rules (located on the dense output where one fired),
+    the stored times they passed, the members that reached their end."""
+    idx, a, K, tb, yb, fb, h, t_new, y_new, loss_new, grad_new = attempt
+    S, n = tab.n_stages, run.y.shape[1]
+    ia = idx[a]
+    t_old_a, y_old_a, f_old_a, h_a = tb[a], yb[a], fb[a], h[a]
+    t_new_a = t_new[a]
+    run.t[ia], run.y[ia], run.f[ia] = t_new_a, y_new[a], -grad_new[a]
+    run.n_steps[ia] += 1
+    gnorm_a = np.sqrt(np.einsum("bn,bn->b", grad_new[a], grad_new[a]))
+    g_new = rules.values(loss_new[a], gnorm_a, ia)
+    g_old = run.g_prev[ia]
+    fired = ((g_old <= 0) & (g_new >= 0)) | ((g_old >= 0) & (g_new <= 0))
+    run.g_prev[ia] = g_new
+    any_fired = fired.any(axis=1)
+    need_dense = any_fired | (run.next_time[ia] <= t_new_a)
+    if need_dense.any():
+        rows = np.flatnonzero(need_dense)
+        extra = None
+        if tab.P is None:  # DOP853: three more stages for its 7th order interpolant
+            extra = np.empty((S + 1 + len(tab.C_extra), len(rows), n))
+            extra[: S + 1] = K[:, a[rows]]
+            for s, arow in enumerate(tab.A_extra, start=S + 1):
+                extra[s] = -evaluate(y_old_a[rows] + _combine(extra, arow, s, h_a[rows]), ia[rows])[1]
+            run.nfev[ia[rows]] += len(tab.C_extra)
+        dense = _Dense(tab, t_old_a[rows], h_a[rows], y_old_a[rows], y_new[a[rows]], f_old_a[rows],
+                       -grad_new[a[rows]], K[:, a[rows]], extra)
+        for k, j in enumerate(rows):
+            b = int(ia[j])
+            cut, kind = float(t_new_a[j]), None
+            if any_fired[j]:
+                cut, e = min((_locate(evaluate, dense, k, b, e, t_old_a[j], t_new_a[j], rules), int(e))
+                             for e in np.flatnonzero(fired[j]))
+                kind = RULES[e]
+            _store_passed(run, dense, k, b, cut)
+            if kind is not None:
+                out = run.out[b]
+                if not out.t or cut > out.t[-1]:
+                    out.t.append(cut)
+                    out.y.append(dense(np.array([k]), np.array([cut]))[0])
+                out.status, out.t_stop = kind, cut
+                run.running[b] = False
+    done = run.running[ia] & (t_new_a >= t_end[ia])
+    for b in ia[done]:
+        run.fail(b, "completed")
+
+
+def _store_passed(run: _EnsembleRun, dense, k, b, cut) -> None:
+    """Store member ``b``'s times up to ``cut`` from the dense output (row ``k``)."""
+    te, out = run.t_evals[b], run.out[b]
+    while run.next_eval[b] < len(te) and te[run.next_eval[b]] <= cut:
+        tt = float(te[run.next_eval[b]])
+        out.t.append(tt)
+        out.y.append(dense(np.array([k]), np.array([tt]))[0])
+        run.next_eval[b] += 1
+    run.next_time[b] = run._next(b)
+
+
+def _check_stall(run: _EnsembleRun, idx, t_end, stall_window, stall_fraction) -> None:
+    """Members ``idx`` (those that just took a step), every ``stall_window`` accepted steps of
+    each: stalled if they advanced it by less
+    than ``stall_fraction`` of the time it had left."""
+    check = run.running[idx] & (run.n_steps[idx] % stall_window == 0)
+    for b in idx[check]:
+        advanced = run.t[b] - run.stall_t[b]
+        if advanced < stall_fraction * (t_end[b] - run.stall_t[b]):
+            run.fail(b, "stalled", f"its last {stall_window} steps advanced t by {advanced:.3g} in all")
+        run.stall_t[b] = run.t[b]
+
+
+def _locate(evaluate, dense, k, b, e, t_old, t_new, rules: StopRules):
+    """Time of rule ``e`` of member ``b`` in ``[t_old, t_new]`` (brentq on the dense output)."""
     member = np.array([b])
 
     def g(tt):
@@ -347,6 +405,5 @@ def _locate(evaluate, dense, k, b, e, t_old, t_new, threshold, loss_below, grad_
         with np.errstate(all="ignore"):
             loss, grad = evaluate(yy, member)
             gn = np.sqrt(np.einsum("bn,bn->b", grad, grad))
-        return float(_event_values(loss, gn, np.array([threshold]), np.array([loss_below]),
-                                   np.array([grad_norm_below]))[0, e])
+        return float(rules.values(loss, gn, member)[0, e])
     return brentq(g, t_old, t_new, xtol=4 * EPS, rtol=4 * EPS)

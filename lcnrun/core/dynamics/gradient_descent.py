@@ -13,7 +13,8 @@ import numpy as np
 from .. import control
 from ..options import option
 from ..recording import record_steps
-from .base import COMPLETED, DIVERGED, Dynamics, Event, StoppingOptions, Trajectory, divergence_threshold, stop_reason
+from .base import COMPLETED, Dynamics, Event, StoppingOptions, Trajectory
+from .stopping import StopRules
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,11 +77,55 @@ def _stored_steps(records, opts) -> list[np.ndarray]:
     return out
 
 
-def _stop_message(code: str, k: int, lr: float, loss: float, threshold: float) -> str:
-    if code == "diverged":
-        return (f"loss {loss:.6g} exceeded {threshold:.6g} at step {k} (t = {k * lr:.6g})"
-                if np.isfinite(loss) else f"loss became non-finite at step {k} (t = {k * lr:.6g})")
-    return f"stopped by {code} at step {k} (t = {k * lr:.6g})"
+#: the compiled kernel's status codes of a stopped member, by rule
+def _kernel_rules(kernels) -> dict[int, str]:
+    return {kernels.DIVERGED_CODE: "diverged", kernels.LOSS_BELOW: "loss_below",
+            kernels.GRAD_NORM_BELOW: "grad_norm_below"}
+
+
+class _KernelRun:
+    """The compiled descent's arrays of ``B`` members (``theta (B, P)``, stored states ``(B, R, ...)``,
+    per member the next step, the position in its record grid, its divergence threshold and its
+    status): everything a member needs to continue, so that a member's :meth:`state` taken between
+    two kernel calls and given back to :meth:`resume` continues bitwise where it was."""
+
+    KEYS = ("k_next", "rec_pos", "threshold", "status")
+
+    def __init__(self, theta0, lr, R: int):
+        B, P = theta0.shape
+        self.lr = lr
+        self.theta = np.ascontiguousarray(theta0)
+        self.out_theta = np.empty((B, R, P))
+        self.out_loss = np.empty((B, R))
+        self.out_gnorm = np.empty((B, R))
+        self.out_k = np.empty((B, R), dtype=np.int64)
+        self.n_out = np.zeros(B, dtype=np.int64)
+        self.k_next = np.zeros(B, dtype=np.int64)
+        self.rec_pos = np.zeros(B, dtype=np.int64)
+        self.threshold = np.full(B, float("nan"))
+        self.status = np.zeros(B, dtype=np.int64)
+
+    def state(self) -> dict[int, dict]:
+        out = {}
+        for b in range(len(self.theta)):
+            m = int(self.n_out[b])
+            out[b] = {"t": float(self.k_next[b] * self.lr[b]), "step": int(self.k_next[b]),
+                      "theta": self.theta[b].copy(), "out_theta": self.out_theta[b, :m].copy(),
+                      "out_loss": self.out_loss[b, :m].copy(), "out_gnorm": self.out_gnorm[b, :m].copy(),
+                      "out_k": self.out_k[b, :m].copy(), **{k: getattr(self, k)[b].item() for k in self.KEYS}}
+        return out
+
+    def resume(self, starts) -> None:
+        for b, s in enumerate(starts):
+            if s is None:
+                continue
+            m = len(s["out_k"])
+            self.theta[b] = s["theta"]
+            for name in ("out_theta", "out_loss", "out_gnorm", "out_k"):
+                getattr(self, name)[b, :m] = s[name]
+            self.n_out[b] = m
+            for k in self.KEYS:
+                getattr(self, k)[b] = s[k]
 
 
 def _descend_compiled(compiled, theta0, records, opts) -> list[Trajectory]:
@@ -90,10 +135,7 @@ def _descend_compiled(compiled, theta0, records, opts) -> list[Trajectory]:
     B, P = theta0.shape
     lr = np.array([o.lr for o in opts], dtype=float)
     steps = np.array([o.steps for o in opts], dtype=np.int64)
-    nan = float("nan")
-    loss_below = np.array([nan if o.loss_below is None else o.loss_below for o in opts], dtype=float)
-    gnorm_below = np.array([nan if o.grad_norm_below is None else o.grad_norm_below for o in opts], dtype=float)
-    factor = np.array([o.divergence_factor for o in opts], dtype=float)
+    loss_below, gnorm_below, factor = StopRules.levels(opts)
     grids = _stored_steps(records, opts)
     R = max(len(g) for g in grids)
     rec = np.full((B, R), -1, dtype=np.int64)
@@ -101,16 +143,8 @@ def _descend_compiled(compiled, theta0, records, opts) -> list[Trajectory]:
     for b, g in enumerate(grids):
         rec[b, : len(g)] = g
         n_rec[b] = len(g)
-    theta = np.ascontiguousarray(theta0)
-    out_theta = np.empty((B, R, P))
-    out_loss = np.empty((B, R))
-    out_gnorm = np.empty((B, R))
-    out_k = np.empty((B, R), dtype=np.int64)
-    n_out = np.zeros(B, dtype=np.int64)
-    k_next = np.zeros(B, dtype=np.int64)
-    rec_pos = np.zeros(B, dtype=np.int64)
-    threshold = np.full(B, nan)
-    status = np.zeros(B, dtype=np.int64)
+    run = _KernelRun(theta0, lr, R)
+    run.resume(control.start_states(B))
     kernel = kernels.compiled_descend()
     prog = kernels.program_arrays(program)
     S, e_min, l_min, index, l2 = kernels.form_arrays(forms)
@@ -119,113 +153,153 @@ def _descend_compiled(compiled, theta0, records, opts) -> list[Trajectory]:
     for lo in range(0, B, block):
         sl = slice(lo, min(B, lo + block))
         window = max(1, KERNEL_CHUNK // (sl.stop - sl.start))
-        k_limit = window - 1
-        while np.any(status[sl] == kernels.RUNNING):
-            control.poll()
-            kernel(theta[sl], lr[sl], steps[sl], loss_below[sl], gnorm_below[sl], factor[sl], rec[sl],
-                   n_rec[sl], *prog, S, e_min, l_min, index[sl], l2, k_next[sl], rec_pos[sl],
-                   threshold[sl], status[sl], k_limit, out_theta[sl], out_loss[sl], out_gnorm[sl],
-                   out_k[sl], n_out[sl])
+        running = run.status[sl] == kernels.RUNNING
+        # a resumed block goes on where its running members were
+        k_limit = (int(run.k_next[sl][running].min()) if running.any() else 0) + window - 1
+        while np.any(run.status[sl] == kernels.RUNNING):
+            control.poll(run.state)
+            kernel(run.theta[sl], lr[sl], steps[sl], loss_below[sl], gnorm_below[sl], factor[sl], rec[sl],
+                   n_rec[sl], *prog, S, e_min, l_min, index[sl], l2, run.k_next[sl], run.rec_pos[sl],
+                   run.threshold[sl], run.status[sl], k_limit, run.out_theta[sl], run.out_loss[sl],
+                   run.out_gnorm[sl], run.out_k[sl], run.n_out[sl])
             k_limit += window
-    codes = {kernels.DIVERGED_CODE: "diverged", kernels.LOSS_BELOW: "loss_below",
-             kernels.GRAD_NORM_BELOW: "grad_norm_below"}
+    rules = StopRules(run.threshold, loss_below, gnorm_below)
+    by_code = _kernel_rules(kernels)
     trajectories = []
     for b in range(B):
-        m = int(n_out[b])
-        kk = out_k[b, :m]
-        code = codes.get(int(status[b]))
-        k = int(k_next[b])
+        m = int(run.n_out[b])
+        kk = run.out_k[b, :m]
+        rule = by_code.get(int(run.status[b]))
+        k = int(run.k_next[b])
         state, message, reason = COMPLETED, "", ""
-        if code is not None:
-            message = _stop_message(code, k, float(lr[b]), float(out_loss[b, m - 1]), float(threshold[b]))
-            if code == "diverged":
-                state = DIVERGED
-            else:
-                reason = code
+        if rule is not None:
+            state, reason, message = rules.outcome(rule, b, t=k * float(lr[b]), step=k,
+                                                   loss=float(run.out_loss[b, m - 1]))
         trajectories.append(Trajectory(
-            t=kk * lr[b], theta=out_theta[b, :m], loss=out_loss[b, :m], grad_norm=out_gnorm[b, :m],
-            status=state, message=message, series={"step": kk},
+            t=kk * lr[b], theta=run.out_theta[b, :m], loss=run.out_loss[b, :m],
+            grad_norm=run.out_gnorm[b, :m], status=state, message=message, series={"step": kk},
             attrs={"n_steps": k, "stop_reason": reason}))
     return trajectories
 
 
+class _NumpyRun:
+    """The step-by-step descent's state of ``B`` members: ``theta (B, P)``, per member the next
+    step ``k[b]`` (``k[b] > k`` of the loop: a member resumed further on waits), its stored
+    records, status, message, stop reason, event times, whether it is still active."""
+
+    def __init__(self, theta0, lr, events):
+        B = theta0.shape[0]
+        self.lr = lr
+        self.theta = theta0.copy()
+        self.k = np.zeros(B, dtype=np.int64)
+        self.out = [dict(k=[], theta=[], loss=[], grad_norm=[]) for _ in range(B)]
+        self.status = [COMPLETED] * B
+        self.message = [""] * B
+        self.reason = [""] * B
+        self.first = [{ev.name: float("nan") for ev in events} for _ in range(B)]
+        self.active = np.ones(B, dtype=bool)
+        self.loss0 = np.full(B, float("nan"))  # L(0): the divergence threshold's base
+
+    def state(self) -> dict[int, dict]:
+        return {b: {"t": float(self.k[b] * self.lr[b]), "step": int(self.k[b]),
+                    "theta": self.theta[b].copy(), "active": bool(self.active[b]),
+                    "loss0": float(self.loss0[b]), "status": self.status[b], "message": self.message[b],
+                    "reason": self.reason[b], "first": dict(self.first[b]),
+                    "out": {"k": np.asarray(self.out[b]["k"], dtype=np.int64),
+                            "theta": np.asarray(self.out[b]["theta"], dtype=float).reshape(
+                                len(self.out[b]["k"]), self.theta.shape[1]),
+                            "loss": np.asarray(self.out[b]["loss"], dtype=float),
+                            "grad_norm": np.asarray(self.out[b]["grad_norm"], dtype=float)}}
+                for b in range(len(self.theta))}
+
+    def resume(self, starts) -> None:
+        for b, s in enumerate(starts):
+            if s is None:
+                continue
+            self.theta[b], self.k[b], self.active[b] = s["theta"], s["step"], s["active"]
+            self.loss0[b], self.status[b], self.message[b] = s["loss0"], s["status"], s["message"]
+            self.reason[b] = s["reason"]
+            self.first[b].update(s["first"])
+            self.out[b] = {"k": [int(v) for v in s["out"]["k"]], "theta": list(s["out"]["theta"]),
+                           "loss": list(s["out"]["loss"]), "grad_norm": list(s["out"]["grad_norm"])}
+
+    def store(self, b, k, loss, gnorm) -> None:
+        rec = self.out[b]
+        rec["k"].append(k)
+        rec["theta"].append(self.theta[b].copy())
+        rec["loss"].append(loss)
+        rec["grad_norm"].append(gnorm)
+
+    def stop(self, b, status, reason, message) -> None:
+        self.active[b] = False
+        self.status[b], self.reason[b], self.message[b] = status, reason, message
+
+
 def _descend_numpy(problem, theta0, records, opts, transform, events) -> list[Trajectory]:
-    theta = theta0.copy()
-    B = theta.shape[0]
+    B = theta0.shape[0]
     lr = np.array([o.lr for o in opts], dtype=float)
     steps = np.array([o.steps for o in opts], dtype=np.int64)
     grids = _stored_steps(records, opts)
-    out = [dict(k=[], theta=[], loss=[], grad_norm=[]) for _ in range(B)]
-    status = [COMPLETED] * B
-    message = [""] * B
-    reason = [None] * B
-    first = [{ev.name: float("nan") for ev in events} for _ in range(B)]
-    active = np.ones(B, dtype=bool)
-    threshold = None
-    last_step = steps.copy()
-    for k in range(int(steps.max()) + 1 if B else 0):
-        control.poll()
-        loss, grad = problem.value_and_grad(theta)
-        gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
-        if threshold is None:
-            threshold = np.array([divergence_threshold(o, loss[b]) for b, o in enumerate(opts)])
-        bad = active & ~(loss <= threshold)  # catches nan too
-        for b in np.flatnonzero(active):
-            lr_b, steps_b = float(lr[b]), int(steps[b])
-            why = "diverged" if bad[b] else stop_reason(opts[b], loss[b], gnorm[b])
-            failed = None
-            if not bad[b]:
-                for ev in events:
-                    if np.isnan(first[b][ev.name]) and (k < steps_b or not ev.terminal):
-                        with np.errstate(all="ignore"):
-                            holds = not ev.fun(theta[b], float(loss[b])) > 0
-                        if holds:
-                            first[b][ev.name] = k * lr_b
-                            if ev.terminal and why is None and failed is None:
-                                failed = ev
-            stored = grids[b]
-            pos = np.searchsorted(stored, k)
-            if (pos < len(stored) and stored[pos] == k) or why is not None or failed is not None:
-                rec = out[b]
-                rec["k"].append(k)
-                rec["theta"].append(theta[b].copy())
-                rec["loss"].append(loss[b])
-                rec["grad_norm"].append(gnorm[b])
-            if why is not None:
-                active[b] = False
-                last_step[b] = k
-                if bad[b]:
-                    status[b] = DIVERGED
-                else:
-                    reason[b] = why
-                message[b] = _stop_message(why, k, lr_b, float(loss[b]), float(threshold[b]))
-            elif failed is not None:
-                active[b] = False
-                last_step[b] = k
-                status[b] = failed.status
-                message[b] = f"{failed.message} at step {k} (t = {k * lr_b:.6g})"
-                if failed.status == COMPLETED:
-                    reason[b] = failed.name
-            elif k == steps_b:
-                active[b] = False
-        if not active.any():
+    run = _NumpyRun(theta0, lr, events)
+    run.resume(control.start_states(B))
+    rules = None
+    for k in range(int(run.k[run.active].min()) if run.active.any() else 0, int(steps.max()) + 1):
+        control.poll(run.state)
+        live = run.active & (run.k == k)
+        if not live.any():
             break
+        loss, grad = problem.value_and_grad(run.theta)
+        gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
+        if k == 0:
+            run.loss0[live] = loss[live]
+        if rules is None:
+            rules = StopRules.of(opts, run.loss0)
+        for b, why in zip(np.flatnonzero(live), rules.check(loss[live], gnorm[live], live)):
+            _step_rules(run, rules, b, k, float(lr[b]), int(steps[b]), grids[b], why, float(loss[b]),
+                        float(gnorm[b]), events)
+        live &= run.active
+        run.k[live] += 1
         if transform is None:
-            theta[active] -= lr[active, None] * grad[active]
+            run.theta[live] -= lr[live, None] * grad[live]
         else:
-            idx = np.flatnonzero(active)
-            theta[idx] -= lr[idx, None] * np.stack([transform(theta[b], grad[b]) for b in idx])
+            idx = np.flatnonzero(live)
+            if len(idx):
+                run.theta[idx] -= lr[idx, None] * np.stack([transform(run.theta[b], grad[b]) for b in idx])
     trajectories = []
     for b in range(B):
-        rec = out[b]
+        rec = run.out[b]
         kk = np.asarray(rec["k"], dtype=np.int64)
-        attrs = {"n_steps": int(last_step[b]), "stop_reason": reason[b] or ""}
-        attrs.update(first[b])
+        attrs = {"n_steps": int(run.k[b]), "stop_reason": run.reason[b]}
+        attrs.update(run.first[b])
         trajectories.append(Trajectory(
             t=kk * lr[b], theta=np.asarray(rec["theta"]), loss=np.asarray(rec["loss"]),
-            grad_norm=np.asarray(rec["grad_norm"]), status=status[b], message=message[b],
+            grad_norm=np.asarray(rec["grad_norm"]), status=run.status[b], message=run.message[b],
             series={"step": kk}, attrs=attrs))
     return trajectories
+
+
+def _step_rules(run, rules, b, k, lr_b, steps_b, stored, why, loss, gnorm, events) -> None:
+    """Member ``b`` at step ``k``: its events, its record, and whether it ends here (see :func:`descend`)."""
+    failed = None
+    if why != "diverged":
+        for ev in events:
+            if np.isnan(run.first[b][ev.name]) and (k < steps_b or not ev.terminal):
+                with np.errstate(all="ignore"):
+                    holds = not ev.fun(run.theta[b], loss) > 0
+                if holds:
+                    run.first[b][ev.name] = k * lr_b
+                    if ev.terminal and why is None and failed is None:
+                        failed = ev
+    pos = np.searchsorted(stored, k)
+    if (pos < len(stored) and stored[pos] == k) or why is not None or failed is not None:
+        run.store(b, k, loss, gnorm)
+    if why is not None:
+        run.stop(b, *rules.outcome(why, b, t=k * lr_b, step=k, loss=loss))
+    elif failed is not None:
+        run.stop(b, failed.status, failed.name if failed.status == COMPLETED else "",
+                 f"{failed.message} at step {k} (t = {k * lr_b:.6g})")
+    elif k == steps_b:
+        run.active[b] = False
 
 
 class GradientDescent(Dynamics):

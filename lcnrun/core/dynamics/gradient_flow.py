@@ -20,8 +20,8 @@ import numpy as np
 from .. import control
 from ..options import option
 from ..recording import record_times
-from .base import (COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory,
-                   divergence_threshold, stop_reason)
+from .base import COMPLETED, DIVERGED, FAILED, Dynamics, Event, StoppingOptions, Trajectory
+from .stopping import RULES, StopRules, stall_message
 
 METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 #: a flow has *stalled* when its last STALL_WINDOW accepted steps together advanced less than
@@ -102,139 +102,147 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
                      store_last: bool = False) -> FlowResult:
     """Integrate ``dy/dt = velocity(y)`` over ``[0, options.t_max]`` and store it at the record times.
 
-    ``measure(y) -> (loss, grad_norm)`` drives the shared rules (memoise it: events re-evaluate
-    it): divergence once ``loss > divergence_factor * max(L(0), 1)`` or not finite (terminal,
-    ``diverged``), ``loss_below`` / ``grad_norm_below`` (terminal, ``completed`` with a stop
-    reason), then each :class:`Event` (see there). A rule or terminal event that already holds at
-    ``t = 0`` gives a one-point run. A run that stalls (``STALL_WINDOW`` steps advancing less than
-    ``STALL_FRACTION`` of the time to go) ends ``failed`` at the stall. When the integrator gives up,
-    the run is ``diverged`` if the loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
+    ``measure(y) -> (loss, grad_norm)`` drives the shared rules (:class:`~.stopping.StopRules`;
+    memoise it: events re-evaluate it): divergence (terminal, ``diverged``), ``loss_below`` /
+    ``grad_norm_below`` (terminal, ``completed`` with a stop reason), then each :class:`Event`
+    (see there). A rule or terminal event that already holds at ``t = 0`` gives a one-point run.
+    A run that stalls (``STALL_WINDOW`` steps advancing less than ``STALL_FRACTION`` of the time to
+    go) ends ``failed`` at the stall. When the integrator gives up, the run is ``diverged`` if the
+    loss blew up and ``failed`` otherwise; with ``store_last`` the last accepted state is then
     stored as the last point (gradient flow does not, to keep its stored times on the grid).
+
+    The loop is ``solve_ivp``'s (:class:`~.solver_loop.SolverRun`, the same numbers); it polls
+    :func:`lcnrun.core.control.poll` before every step with its state, and continues from a start
+    state (:func:`lcnrun.core.control.start_states`).
     """
     opts = options
-    t_eval = record_times(opts.t_max, record, 1e-4 * opts.t_max)
+    y0 = np.asarray(y0, dtype=float)
     loss0, gnorm0 = measure(y0)
-    threshold = float(divergence_threshold(opts, np.array([loss0]))[0])
+    rules = StopRules.of([opts], [loss0])
+    at_start, first_times = _at_start(y0, loss0, gnorm0, rules, events)
+    if at_start is not None:
+        return at_start
+    # an event that already holds at t = 0 has happened: it is not watched
+    from .solver_loop import SolverRun  # noqa: PLC0415  (scipy on use: see _tableaux)
 
-    reached = [0.0, y0]  # last accepted (t, y): solve_ivp evaluates events after each accepted step
+    flow = _FlowEvents(rules, measure, [ev for ev in events if first_times[ev.name] != 0.0], opts.t_max)
+    run = SolverRun(lambda t, y: velocity(y), y0, opts.t_max, record_times(opts.t_max, record, 1e-4 * opts.t_max),
+                    flow.fns, method=opts.method, rtol=opts.rtol, atol=opts.atol)
+    start = control.start_states(1)[0]
+    if start is not None:
+        run.resume(start)
+        flow.window.clear()
+        flow.window.extend(start["stall_window"])
+        flow.stall_at = float(start["stall_at"])
 
-    def diverging(t, y):
-        control.poll()  # after every accepted step (and while an event is located)
-        if t >= reached[0]:
-            reached[0], reached[1] = t, y.copy()
-        loss = measure(y)[0]
-        return threshold - loss if np.isfinite(loss) else -1.0
-    diverging.terminal = True
+    def state():
+        return {0: run.state({"stall_window": list(flow.window), "stall_at": flow.stall_at})}
 
-    window: deque = deque(maxlen=STALL_WINDOW)  # times of the last accepted steps
-    stall_at = [float("inf")]
+    with np.errstate(all="ignore"):
+        while run.status is None:
+            control.poll(state)
+            run.step()
+    return _flow_result(run, flow, rules, measure, y0, store_last, first_times)
 
-    def stalled(t, y):
+
+def _at_start(y0, loss0, gnorm0, rules: StopRules, events) -> tuple[FlowResult | None, dict]:
+    """The one-point result of a run whose terminal event or stopping rule holds at t = 0 (else
+    None), and each event's first time so far (0: it holds at t = 0; NaN)."""
+    first_times = {}
+    failed = None
+    for ev in events:
+        with np.errstate(all="ignore"):
+            holds = not ev.fun(y0, loss0) > 0  # NaN counts as holding
+        first_times[ev.name] = 0.0 if holds else float("nan")
+        if holds and ev.terminal and failed is None:
+            failed = ev
+    status, message, reason = COMPLETED, "", ""
+    if failed is not None:  # the dynamics is not defined at the initial point
+        status, message = failed.status, f"{failed.message} at t = 0"
+    else:
+        rule = rules.check([loss0], [gnorm0], divergence=False)[0]
+        if rule is None:
+            return None, first_times
+        status, reason, message = rules.outcome(rule, 0, t=0.0)
+    return FlowResult(t=np.array([0.0]), states=y0[None], loss=np.array([loss0]), grad_norm=np.array([gnorm0]),
+                      status=status, message=message, attrs={"stop_reason": reason},
+                      first_times=first_times, t_reached=0.0, y_reached=y0), first_times
+
+
+class _FlowEvents:
+    """The events of a flow, in the solver's order: divergence, the stall, the stopping rules,
+    then the :class:`Event` s (``user[i]``: the Event behind event ``i``, None for a shared rule)."""
+
+    def __init__(self, rules: StopRules, measure, events, t_max: float):
+        self.window: deque = deque(maxlen=STALL_WINDOW)  # times of the last accepted steps
+        self.stall_at = float("inf")
+        self.t_max = t_max
+        diverging, *completing = rules.events(measure)
+        self.fns = [diverging, self.stalled, *completing]
+        self.names = ["diverged", "stalled", *(fn.rule for fn in completing)]
+        self.user: list[Event | None] = [None] * len(self.fns)
+        for ev in events:
+            def fun(t, y, ev=ev):
+                return ev.fun(y, measure(y)[0])
+            fun.terminal = ev.terminal
+            fun.direction = -1.0
+            self.fns.append(fun)
+            self.names.append(ev.name)
+            self.user.append(ev)
+
+    def stalled(self, t, y):
         # events are evaluated at each accepted step (t increasing) and, to locate a crossing, at
         # earlier times: only the former move the window; a function of t alone for the latter
+        window = self.window
         if not window or t > window[-1]:
             window.append(t)
             if (len(window) == STALL_WINDOW
-                    and window[-1] - window[0] < STALL_FRACTION * (opts.t_max - window[0])):
-                stall_at[0] = min(stall_at[0], t)
-        return -1.0 if t >= stall_at[0] else 1.0
+                    and window[-1] - window[0] < STALL_FRACTION * (self.t_max - window[0])):
+                self.stall_at = min(self.stall_at, t)
+        return -1.0 if t >= self.stall_at else 1.0
     stalled.terminal = True
 
-    fns = [diverging, stalled]
-    names = ["diverged", "stalled"]
-    user: list[Event | None] = [None, None]  # the Event behind each solve_ivp event (None: a shared rule)
-    # the stopping rules: measure(y) = (loss, |grad|), the rule on component `which`
-    rules = (("loss_below", 0, opts.loss_below), ("grad_norm_below", 1, opts.grad_norm_below))
-    for name, which, level in rules:
-        if level is None:
-            continue
 
-        def rule(t, y, which=which, level=level):
-            return measure(y)[which] - level
-        rule.terminal = True
-        fns.append(rule)
-        names.append(name)
-        user.append(None)
-
-    first_times: dict[str, float] = {}
-    failed_at_start = None
-    for ev in events:
-        with np.errstate(all="ignore"):
-            v0 = ev.fun(y0, loss0)
-        if not v0 > 0:  # holds at t = 0 (NaN counts as holding)
-            first_times[ev.name] = 0.0
-            if ev.terminal and failed_at_start is None:
-                failed_at_start = ev
-            continue
-        first_times[ev.name] = float("nan")
-
-        def fun(t, y, ev=ev):
-            return ev.fun(y, measure(y)[0])
-        fun.terminal = ev.terminal
-        fun.direction = -1.0
-        fns.append(fun)
-        names.append(ev.name)
-        user.append(ev)
-
+def _flow_result(run: SolverRun, flow: _FlowEvents, rules: StopRules, measure, y0, store_last,
+                 first_times) -> FlowResult:
+    """The :class:`FlowResult` of a finished :class:`SolverRun`."""
+    t = np.asarray(run.ts, dtype=float)
+    Y = np.asarray(run.ys, dtype=float).reshape(len(t), len(y0))
+    first_times = dict(first_times)
+    for i, ev in enumerate(flow.user):
+        if ev is not None and run.t_events[i]:
+            first_times[ev.name] = float(run.t_events[i][0])
     status, message, reason = COMPLETED, "", ""
-    early = stop_reason(opts, loss0, gnorm0)
-    sol = None
-    if failed_at_start is not None:  # the dynamics is not defined at the initial point
-        t, Y = np.array([0.0]), y0[None]
-        status, message = failed_at_start.status, f"{failed_at_start.message} at t = 0"
-    elif early is not None:  # the rule holds at t = 0: nothing to integrate
-        t, Y = np.array([0.0]), y0[None]
-        reason, message = early, f"stopped by {early} at t = 0"
-    else:
-        from scipy.integrate import solve_ivp  # noqa: PLC0415  (scipy on use: see _tableaux)
-
-        with np.errstate(all="ignore"):
-            sol = solve_ivp(lambda t, y: velocity(y), (0.0, opts.t_max), y0, method=opts.method,
-                            t_eval=t_eval, rtol=opts.rtol, atol=opts.atol, events=list(fns) or None)
-        t, Y = sol.t, sol.y.T
-        for i, ev in enumerate(user):
-            if ev is not None and len(sol.t_events[i]):
-                first_times[ev.name] = float(sol.t_events[i][0])
-        if sol.status == 1:  # a terminal event ended the run: store its state as the last point
-            i = next(i for i, te in enumerate(sol.t_events)
-                     if len(te) and getattr(fns[i], "terminal", False))
-            te, ye = sol.t_events[i][0], sol.y_events[i][0]
-            if not len(t) or te > t[-1]:
-                t, Y = np.append(t, te), np.vstack([Y, ye[None]])
-            if names[i] == "diverged":
-                status = DIVERGED
-                message = f"loss exceeded {threshold:.6g} at t = {te:.6g}"
-            elif names[i] == "stalled":
-                status = FAILED
-                message = (f"solve_ivp stalled: its last {STALL_WINDOW} steps advanced t by "
-                           f"{window[-1] - window[0]:.3g} in all, at t = {te:.6g} (a velocity that is "
-                           f"singular or discontinuous there)")
-            elif user[i] is not None:
-                status = user[i].status
-                message = f"{user[i].message} at t = {te:.6g}"
-                if status == COMPLETED:
-                    reason = names[i]
-            else:
-                reason = names[i]
-                message = f"stopped by {reason} at t = {te:.6g}"
-        elif sol.status == -1:
-            # the integrator gave up; a blown-up state is divergence, anything else a failure
-            y_last = sol.y[:, -1] if sol.y.shape[1] else y0
-            loss_last = measure(y_last)[0]
-            status = DIVERGED if not (np.isfinite(loss_last) and loss_last <= threshold) else FAILED
-            message = f"solve_ivp: {sol.message}"
-            if store_last and (not len(t) or reached[0] > t[-1]):
-                t, Y = np.append(t, reached[0]), np.vstack([Y, reached[1][None]])
+    if run.status == 1:  # a terminal event ended the run: store its state as the last point
+        i = run.terminated_by
+        te, ye = run.t_events[i][0], run.y_events[i][0]
+        if not len(t) or te > t[-1]:
+            t, Y = np.append(t, te), np.vstack([Y, ye[None]])
+        name = flow.names[i]
+        if name == "stalled":
+            w = flow.window
+            status, message = FAILED, stall_message("solve_ivp", STALL_WINDOW, w[-1] - w[0], te)
+        elif flow.user[i] is not None:
+            status, message = flow.user[i].status, f"{flow.user[i].message} at t = {te:.6g}"
+            reason = name if status == COMPLETED else ""
+        else:
+            status, reason, message = rules.outcome(name, 0, t=te, loss=measure(ye)[0])
+    elif run.status == -1:
+        # the integrator gave up; a blown-up state is divergence, anything else a failure
+        loss_last = measure(Y[-1] if len(Y) else y0)[0]
+        status = DIVERGED if not (np.isfinite(loss_last) and loss_last <= rules.threshold[0]) else FAILED
+        message = f"solve_ivp: {run.message}"
+        s = run.solver
+        if store_last and (not len(t) or s.t > t[-1]):
+            t, Y = np.append(t, s.t), np.vstack([Y, s.y[None]])
     loss = np.empty(len(t))
     gnorm = np.empty(len(t))
     for i, y in enumerate(Y):
         loss[i], gnorm[i] = measure(y)
-    attrs = {"stop_reason": reason}
-    if sol is not None:
-        attrs.update(nfev=int(sol.nfev), njev=int(sol.njev), nlu=int(sol.nlu))
+    nfev, njev, nlu = (int(v) for v in run.counts)
     return FlowResult(t=t, states=Y, loss=loss, grad_norm=gnorm, status=status, message=message,
-                      attrs=attrs, first_times=first_times, t_reached=float(reached[0]),
-                      y_reached=reached[1])
+                      attrs={"stop_reason": reason, "nfev": nfev, "njev": njev, "nlu": nlu},
+                      first_times=first_times, t_reached=float(run.solver.t), y_reached=run.solver.y.copy())
 
 
 def flow_trajectory(problem, theta0: np.ndarray, record, options: FlowOptions, *,
@@ -295,10 +303,12 @@ class GradientFlow(Dynamics):
             if o.method in _tableaux():
                 by_method.setdefault(o.method, []).append(b)
             else:
-                out[b] = flow_trajectory(problem.member(b), theta0[b], records[b], o)[0]
+                with control.members([b]):
+                    out[b] = flow_trajectory(problem.member(b), theta0[b], records[b], o)[0]
         for method, members in by_method.items():
-            trajs = flow_ensemble(problem, theta0[members], members, [records[b] for b in members],
-                                  [options[b] for b in members], _tableaux()[method])
+            with control.members(members):
+                trajs = flow_ensemble(problem, theta0[members], members, [records[b] for b in members],
+                                      [options[b] for b in members], _tableaux()[method])
             for b, traj in zip(members, trajs):
                 out[b] = traj
         return out
@@ -318,53 +328,52 @@ def flow_ensemble(problem, theta0, members, records, options, tableau) -> list[T
     m = len(members)
     loss0, grad0 = evaluate(theta0, np.arange(m))
     gnorm0 = np.sqrt(np.einsum("bp,bp->b", grad0, grad0))
-    nan = float("nan")
+    rules = StopRules.of(options, loss0)
     out: list = [None] * m
-    run = []
-    for i, o in enumerate(options):
-        early = stop_reason(o, loss0[i], gnorm0[i])
-        if early is not None:  # the rule holds at t = 0: nothing to integrate
+    early = rules.check(loss0, gnorm0, divergence=False)
+    for i, rule in enumerate(early):
+        if rule is not None:  # the rule holds at t = 0: nothing to integrate
+            _, reason, message = rules.outcome(rule, i, t=0.0)
             out[i] = Trajectory(t=np.array([0.0]), theta=theta0[i: i + 1].copy(), loss=loss0[i: i + 1].copy(),
-                                grad_norm=gnorm0[i: i + 1].copy(), message=f"stopped by {early} at t = 0",
-                                attrs={"stop_reason": early})
-        else:
-            run.append(i)
-    if run:
-        sub = np.asarray(run)
-        opts = [options[i] for i in run]
-        threshold = np.array([float(divergence_threshold(o, np.array([loss0[i]]))[0]) for i, o in zip(run, opts)])
+                                grad_norm=gnorm0[i: i + 1].copy(), message=message,
+                                attrs={"stop_reason": reason})
+    run = [i for i, rule in enumerate(early) if rule is None]
+    if not run:
+        return out
+    sub = np.asarray(run)
+    opts = [options[i] for i in run]
+    with control.members(sub):
         results = integrate_ensemble(
-            lambda y, rows: evaluate(y, sub[rows]), theta0[sub],
-            t_end=[o.t_max for o in opts],
+            lambda y, rows: evaluate(y, sub[rows]), theta0[sub], t_end=[o.t_max for o in opts],
             t_evals=[record_times(o.t_max, records[i], 1e-4 * o.t_max) for i, o in zip(run, opts)],
-            rtol=[o.rtol for o in opts], atol=[o.atol for o in opts], tab=tableau, threshold=threshold,
-            loss_below=[nan if o.loss_below is None else o.loss_below for o in opts],
-            grad_norm_below=[nan if o.grad_norm_below is None else o.grad_norm_below for o in opts],
-            stall_window=STALL_WINDOW, stall_fraction=STALL_FRACTION)
-        # the losses and gradient norms of every stored state, in one evaluation
-        counts = [len(r.t) for r in results]
-        Y = np.concatenate([np.asarray(r.y).reshape(len(r.t), -1) for r in results])
-        rows = np.repeat(sub, counts)
-        loss, grad = evaluate(Y, rows)
-        gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for k, (i, o, r) in enumerate(zip(run, opts, results)):
-            lo, hi = starts[k], starts[k + 1]
-            status, message, reason = COMPLETED, "", ""
-            if r.status in ("loss_below", "grad_norm_below"):
-                reason, message = r.status, f"stopped by {r.status} at t = {r.t_stop:.6g}"
-            elif r.status == "diverged":
-                status, message = DIVERGED, f"loss exceeded {threshold[k]:.6g} at t = {r.t_stop:.6g}"
-            elif r.status == "stalled":
-                status = FAILED
-                message = (f"{tableau.name} stalled: {r.message}, at t = {r.t_stop:.6g} (a velocity that is "
-                           f"singular or discontinuous there)")
-            elif r.status == "failed":
-                last = loss[hi - 1] if hi > lo else loss0[i]
-                status = DIVERGED if not (np.isfinite(last) and last <= threshold[k]) else FAILED
-                message = f"{tableau.name}: {r.message} (at t = {r.t_stop:.6g})"
-            out[i] = Trajectory(t=np.asarray(r.t, dtype=float), theta=Y[lo:hi], loss=loss[lo:hi],
-                                grad_norm=gnorm[lo:hi], status=status, message=message,
-                                attrs={"stop_reason": reason, "nfev": r.nfev, "njev": 0, "nlu": 0,
-                                       "n_steps": r.n_steps})
+            rtol=[o.rtol for o in opts], atol=[o.atol for o in opts], tab=tableau,
+            rules=StopRules.of(opts, loss0[sub]), stall_window=STALL_WINDOW, stall_fraction=STALL_FRACTION)
+    # the losses and gradient norms of every stored state, in one evaluation
+    counts = [len(r.t) for r in results]
+    Y = np.concatenate([np.asarray(r.y).reshape(len(r.t), -1) for r in results])
+    loss, grad = evaluate(Y, np.repeat(sub, counts))
+    gnorm = np.sqrt(np.einsum("bp,bp->b", grad, grad))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for k, (i, r) in enumerate(zip(run, results)):
+        lo, hi = starts[k], starts[k + 1]
+        status, message, reason = _ensemble_outcome(r, rules, i, tableau.name,
+                                                    loss[hi - 1] if hi > lo else loss0[i])
+        out[i] = Trajectory(t=np.asarray(r.t, dtype=float), theta=Y[lo:hi], loss=loss[lo:hi],
+                            grad_norm=gnorm[lo:hi], status=status, message=message,
+                            attrs={"stop_reason": reason, "nfev": r.nfev, "njev": 0, "nlu": 0,
+                                   "n_steps": r.n_steps})
     return out
+
+
+def _ensemble_outcome(r, rules: StopRules, i: int, solver: str, last_loss: float) -> tuple[str, str, str]:
+    """``(status, message, stop reason)`` of member ``i`` whose integration ended as ``r``."""
+    if r.status in RULES:
+        status, reason, message = rules.outcome(r.status, i, t=r.t_stop, loss=float(last_loss))
+        return status, message, reason
+    if r.status == "stalled":
+        return FAILED, f"{solver} stalled: {r.message}, at t = {r.t_stop:.6g} (a velocity that is " \
+                       f"singular or discontinuous there)", ""
+    if r.status == "failed":
+        blown = not (np.isfinite(last_loss) and last_loss <= rules.threshold[i])
+        return DIVERGED if blown else FAILED, f"{solver}: {r.message} (at t = {r.t_stop:.6g})", ""
+    return COMPLETED, "", ""
