@@ -28,7 +28,7 @@ test: $(STAMP)
 		echo "make test: scripts/slurm_up.sh failed with exit code $$rc" >&2; exit $$rc; \
 	fi
 	@bash scripts/browser_up.sh || [ "$${CI:-}" != "true" ] # Chromium for the report's browser test (it skips without, outside CI)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmarks.py

@@ -108,6 +108,19 @@ def table_rows(output: str) -> list[list[str]]:
             for line in output.splitlines() if line.strip().startswith("│")]
 
 
+FOUR = "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n"  # two ensembles of 2 points with -j 2
+
+
+def paused_sweep(tmp_path: Path, phase: str, *args, **kwargs):
+    """A sweep of :data:`FOUR` with ``-j 2`` whose two workers wait at barrier ``phase``:
+    ``(spec, results, xdir, barrier, sweep process, worker pids)``."""
+    spec = write_spec(tmp_path, FOUR)
+    results = tmp_path / "results"
+    barrier = Barrier(tmp_path, phase)
+    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, *args, env=barrier.env, **kwargs)
+    return spec, results, ExperimentDir(results / "demo"), barrier, proc, barrier.wait(2, proc)
+
+
 def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0, every: float = 0.02) -> None:
     """Poll ``condition`` while ``proc`` (a sweep) runs; fail with its output if it ends first."""
     deadline = time.monotonic() + timeout
@@ -301,12 +314,7 @@ def test_interrupted_sweep_ends_cleanly_and_resumes(tmp_path, signum, code):
     """Ctrl-C abandons the runs in progress (no file: pending); SIGTERM lets them write
     'stopped' run files, which the next sweep runs again. The 4 points form two ensembles of 2,
     one per worker; the signal reaches both workers inside their computation (a barrier)."""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
-    results = tmp_path / "results"
-    xdir = ExperimentDir(results / "demo")
-    barrier = Barrier(tmp_path, "computing")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
-    workers = barrier.wait(2, proc)
+    spec, results, xdir, barrier, proc, workers = paused_sweep(tmp_path, "computing")
     os.killpg(proc.pid, signum)
     rc, out = finish(proc, timeout=120)
     assert rc == code, out
@@ -334,12 +342,7 @@ def test_sigterm_at_every_phase_leaves_whole_files(tmp_path, phase, left):
     after the claim (provenance, set-up) and during the computation every point of the task is
     'stopped' (never computed to the end: the bug this guards against); while a file is being
     written, the computation is done and every file is written whole."""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
-    results = tmp_path / "results"
-    xdir = ExperimentDir(results / "demo")
-    barrier = Barrier(tmp_path, phase)
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
-    workers = barrier.wait(2, proc)
+    spec, results, xdir, barrier, proc, workers = paused_sweep(tmp_path, phase)
     os.killpg(proc.pid, signal.SIGTERM)
     rc, out = finish(proc, timeout=120)
     assert rc == 143, out
@@ -371,13 +374,8 @@ def test_sigterm_to_lcnrun_run_at_every_phase(tmp_path, phase, left):
 def test_a_sweep_that_ignores_sigint_has_workers_that_ignore_it(tmp_path):
     """A sweep started with SIGINT ignored (``cmd &`` in a script): a SIGINT to its process
     group must not kill the workers behind its back (their points would be 'lost')."""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
-    results = tmp_path / "results"
-    xdir = ExperimentDir(results / "demo")
-    barrier = Barrier(tmp_path, "computing")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env,
-                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    barrier.wait(2, proc)
+    spec, results, xdir, barrier, proc, _ = paused_sweep(
+        tmp_path, "computing", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     os.killpg(proc.pid, signal.SIGINT)
     barrier.release()
     rc, out = finish(proc)
@@ -388,12 +386,7 @@ def test_a_sweep_that_ignores_sigint_has_workers_that_ignore_it(tmp_path):
 def test_workers_of_a_killed_sweep_stop_and_release_their_claims(tmp_path):
     """kill -9 of the sweep process alone: its workers (inside their computation) are told by
     the kernel, write 'stopped' files for their whole ensembles, release the claims and exit."""
-    spec = write_spec(tmp_path, "sweep:\n  grid: {init.seed: [0, 1, 2, 3]}\n")
-    results = tmp_path / "results"
-    xdir = ExperimentDir(results / "demo")
-    barrier = Barrier(tmp_path, "computing")
-    proc = lcnrun("sweep", spec, "-j", "2", "--results", results, env=barrier.env)
-    workers = barrier.wait(2, proc)
+    spec, results, xdir, barrier, proc, workers = paused_sweep(tmp_path, "computing")
     os.kill(proc.pid, signal.SIGKILL)  # the sweep only, not its process group
     finish(proc)
     wait_gone(workers)
