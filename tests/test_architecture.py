@@ -46,7 +46,7 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
 MODELS_PACKAGE = "lcnrun.core.models"
 
 #: figure modules that still compare a model kind with a family name (being rewritten elsewhere)
-FAMILY_NAME_EXCEPTIONS = {"lcnrun.figures.balancing"}
+FAMILY_NAME_EXCEPTIONS: set[str] = set()
 
 
 def module_name(path: Path) -> str:

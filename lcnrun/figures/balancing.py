@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.models import MODELS
 from ._flows import arch_label, colors, fro, slope
 from .base import Claim, Figure, FigureResult
 
@@ -51,9 +52,15 @@ SCHATTEN_TOL = 1e-7  # |S_p(t_max) / (N (sum sigma^(p/N))^(1/p)) - 1| (G ~ 1e-10
 L2_RATE = 2.0       # Theorem 1.2: G(t) = G(0) e^{-2t}
 
 
+def gl_fibers(kind: str) -> bool:
+    """Whether the fibers of model kind ``kind`` are orbits of the GL action on the hidden layers
+    (the paper's deep-linear-network statements then apply; otherwise rescaling orbits: LCNs)."""
+    return MODELS[kind].symmetry_group == "GL"
+
+
 def r_min(kind: str, X0: np.ndarray, norms0: np.ndarray) -> float:
     """Minimum of ``sum |W_p|^2`` on the fiber (DLN) / rescaling orbit (LCN) of the initial point."""
-    if kind == "dense":
+    if gl_fibers(kind):
         N = len(norms0)
         return float(N * np.sum(np.linalg.svd(X0, compute_uv=False) ** (2.0 / N)))
     L = len(norms0)
@@ -63,7 +70,7 @@ def r_min(kind: str, X0: np.ndarray, norms0: np.ndarray) -> float:
 def kirwan_ness_rate(kind: str, widths, X0: np.ndarray, norms0: np.ndarray) -> float:
     """Linearized rate (derived here) of the Kirwan-Ness flow at its balanced limit (module docstring); NaN when a
     hidden DLN layer is wider than ``rank X``."""
-    if kind == "dense":
+    if gl_fibers(kind):
         N = len(widths) - 1
         s = np.linalg.svd(X0, compute_uv=False)
         if len(set(widths)) != 1 or s.min() <= 0:
@@ -128,15 +135,16 @@ class Balancing(Figure):
             norms = np.asarray(traj["layer_norms_sq"], dtype=float)
             phi = fro(traj["phi_norms"], axes=1)
             R = np.asarray(traj["sum_sq_norms"], dtype=float)
-            widths = list(spec.model.options.widths) if kind == "dense" else None
+            gl = gl_fibers(kind)
+            widths = list(spec.model.options.widths) if gl else None
             Rmin = r_min(kind, e[0], norms[0])
             drift = fro(e - e[:1], axes=tuple(range(1, e.ndim))) / fro(e[0], axes=tuple(range(e[0].ndim)))
             x = {"label": label, "variant": variant, "seed": spec.init.options.seed, "t": t, "phi": phi,
                  "R": R, "Rmin": Rmin, "drift": drift, "status": r.status, "kind": kind}
             x["pred"] = kirwan_ness_rate(kind, widths, e[0], norms[0]) if variant == "kirwan_ness" else L2_RATE
-            x["k"] = extra_directions(widths, e[0]) if kind == "dense" else 0
-            x["wide"] = variant == "kirwan_ness" and kind == "dense" and not np.isfinite(x["pred"])
-            if kind == "dense" and not x["wide"] and f"params/layer_{len(widths) - 2}" in traj:
+            x["k"] = extra_directions(widths, e[0]) if gl else 0
+            x["wide"] = variant == "kirwan_ness" and gl and not np.isfinite(x["pred"])
+            if gl and not x["wide"] and f"params/layer_{len(widths) - 2}" in traj:
                 x["schatten"] = schatten_check(traj, len(widths) - 1, e[0])
             rel = phi / phi[0]
             upper = 1.0 if variant == "l2" else 1e-4
@@ -269,7 +277,7 @@ class Balancing(Figure):
         # (c) wide hidden layer
         ax = axes[0, 2]
         for x in runs:
-            if x["kind"] == "dense" and x["k"] > 0:
+            if gl_fibers(x["kind"]) and x["k"] > 0:
                 c = col[x["label"]]
                 m = x["t"] > 0
                 if x["variant"] == "kirwan_ness":
