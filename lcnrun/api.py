@@ -258,7 +258,7 @@ class Experiment:
         """Write the HTML report ``lcnrun report`` writes (default ``<folder>/report.html``);
         returns its path."""
         from .report.html import write_report  # noqa: PLC0415
-        from .schedule.slurm import slurm_states  # noqa: PLC0415
+        from .schedule.slurm.probe import slurm_states  # noqa: PLC0415
 
         return write_report(self.source, out, probes=[slurm_states])
 
