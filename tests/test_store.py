@@ -227,7 +227,7 @@ def run_child(script: str, *args: str, **kwargs) -> subprocess.Popen:
 
 
 KILLED_WRITER = """
-    import sys, time
+    import sys
     import numpy as np
     from lcnrun.store import runfile
     path = sys.argv[1]
@@ -239,7 +239,7 @@ KILLED_WRITER = """
         fh.write(image[: len(image) // 2])
         fh.flush()
         print("writing", flush=True)
-        time.sleep(120)
+        sys.stdin.read()  # a barrier that is never released: the test kills the writer here
     runfile._write_image = stall
     runfile.write_run(path, record(2.0))
 """
@@ -247,7 +247,7 @@ KILLED_WRITER = """
 
 def test_sigkill_mid_write_keeps_the_whole_file_and_leaves_a_cleanable_temporary(tmp_path):
     path = tmp_path / "killme.h5"
-    child = run_child(KILLED_WRITER, path)
+    child = run_child(KILLED_WRITER, path, stdin=subprocess.PIPE)
     try:
         assert child.stdout.readline().strip() == "writing"
         left = temporaries(tmp_path)
@@ -258,6 +258,7 @@ def test_sigkill_mid_write_keeps_the_whole_file_and_leaves_a_cleanable_temporary
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
+        child.stdin.close()
     data = read_run(path)
     assert np.all(data.trajectory["t"] == 1.0) and data.trajectory["t"].shape == (300_000,)
     assert clean_stale_temporaries(tmp_path, older_than_seconds=3600) == []  # too recent
@@ -465,8 +466,7 @@ def test_lock_is_exclusive(tmp_path):
 
         waiter = threading.Thread(target=wait_for_lock)
         waiter.start()
-        time.sleep(0.2)
-        assert got == []  # still waiting for the lock held here
+        assert got == []  # the lock is held here: the waiter cannot have it
     waiter.join(timeout=30)
     assert got == ["locked"]
 
