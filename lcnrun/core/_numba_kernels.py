@@ -10,6 +10,11 @@ computed in the order written here whatever the vector width, and a member's num
 depend on the other members or on how the work is split. Every inner loop is elementwise (an
 AXPY over contiguous memory), which LLVM vectorises without reordering any sum; reductions are
 kept out of inner loops (or run over short vectors, sequentially).
+
+Hot loops are written inline over views indexed from 0, not as calls: a call with array
+arguments costs reference counting per call (measured: a 64-long product as a call ran 5x
+slower than the same loop inline), and an index ``lo + i`` that LLVM cannot prove non-negative
+keeps numba's wrap-around select in the loop, which stops vectorisation.
 """
 import math
 
@@ -30,13 +35,6 @@ def axpy(y, a, x):
     """``y += a x`` elementwise (views from 0: LLVM sees non-negative indices and vectorises)."""
     for i in range(y.shape[0]):
         y[i] += a * x[i]
-
-
-@jit
-def add_product(y, u, v):
-    """``y += u v`` elementwise."""
-    for i in range(y.shape[0]):
-        y[i] += u[i] * v[i]
 
 
 @jit
@@ -222,50 +220,58 @@ def descend(theta, lr, steps, loss_below, gnorm_below, factor, rec, n_rec,
 
 # -- separable losses: the pass over the samples ---------------------------------------------------
 @jit
-def residual_loss(kind, param, pred, Y, yo, lo, n, lacc, g):
-    """At positions ``lo .. lo+n-1``: ``r = pred - Y[yo + .]``, ``lacc += loss(r)`` and ``g = loss'(r)``
-    elementwise (see :mod:`lcnrun.core.losses` for the formulas)."""
+def residual_loss(kind, param, pred, Y, lacc, g, t):
+    """``r = pred - Y``, ``lacc += loss(r)`` and ``g = loss'(r)`` elementwise over views of one
+    length (see :mod:`lcnrun.core.losses` for the formulas); ``t``: work space of that length.
+    Views indexed from 0 and loop bodies without branches where there is no library call, so that
+    LLVM vectorises them (without reordering any operation)."""
+    n = pred.shape[0]
     if kind == PSEUDO_HUBER:
         dd = param * param
-        for m in range(lo, lo + n):
-            r = pred[m] - Y[yo + m]
+        for i in range(n):
+            r = pred[i] - Y[i]
             s = r / param
             s2 = s * s
             q = np.sqrt(1.0 + s2)
-            lacc[m] += dd * s2 / (q + 1.0)
-            g[m] = r / q
+            lacc[i] += dd * s2 / (q + 1.0)
+            g[i] = r / q
     elif kind == LOG_COSH:
         log2 = math.log(2.0)
-        for m in range(lo, lo + n):
-            r = pred[m] - Y[yo + m]
+        for i in range(n):
+            r = pred[i] - Y[i]
             a = abs(r)
             if a < 1.0:
                 # E = e^a - 1: cosh a - 1 = E^2 / (2 (1 + E)), tanh a = E (E + 2) / (E (E + 2) + 2)
                 em = math.expm1(a)
                 u = em * (em + 2.0)
-                lacc[m] += math.log1p(em * em / (2.0 * (1.0 + em)))
-                t = u / (u + 2.0)
+                lacc[i] += math.log1p(em * em / (2.0 * (1.0 + em)))
+                tt = u / (u + 2.0)
             else:
                 # E = e^{-2a} - 1: log cosh a = a + log1p(E + 1) - log 2, tanh a = -E / (2 + E)
                 em = math.expm1(-2.0 * a)
-                lacc[m] += a + math.log1p(em + 1.0) - log2
-                t = -em / (2.0 + em)
-            g[m] = t if r >= 0.0 else -t
+                lacc[i] += a + math.log1p(em + 1.0) - log2
+                tt = -em / (2.0 + em)
+            g[i] = tt if r >= 0.0 else -tt
     else:  # LP
         p = param
         ip = int(p)
-        integer = p == ip and ip <= 8
-        for m in range(lo, lo + n):
-            r = pred[m] - Y[yo + m]
-            a = abs(r)
-            if integer:
-                q = 1.0
-                for _ in range(ip - 1):
-                    q *= a
-            else:
-                q = a ** (p - 1.0)
-            lacc[m] += q * a / p
-            g[m] = q if r > 0.0 else (-q if r < 0.0 else 0.0)
+        for i in range(n):
+            t[i] = abs(pred[i] - Y[i])
+        if p == ip and ip <= 8:
+            # |r|^{p-1} by repeated products, one pass per factor
+            for i in range(n):
+                g[i] = 1.0
+            for _ in range(ip - 1):
+                for i in range(n):
+                    g[i] *= t[i]
+        else:
+            for i in range(n):
+                g[i] = t[i] ** (p - 1.0)
+        for i in range(n):
+            r = pred[i] - Y[i]
+            q = g[i]
+            lacc[i] += q * t[i] / p
+            g[i] = q if r > 0.0 else (-q if r < 0.0 else 0.0)
 
 
 @jit
@@ -277,8 +283,9 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
     Per block and member: ``pred[ch, m] = sum_k e[ch, k] Z[base + off[k] + m]`` (k ascending, an
     AXPY of length ``R`` per tap), ``r = pred - Y`` at the valid positions (``run_start/run_len``
     within each ``period``; ``g = 0`` elsewhere); ``dl/de[ch, k]`` is accumulated elementwise into
-    ``fold`` lanes and summed over the lanes once at the end, so that each member's sums run in
-    one fixed order.
+    ``fold`` lanes (blocks, then pieces of ``fold`` positions, ascending) and summed over the lanes
+    once at the end, so that each member's sums run in one fixed order whatever the group.
+    Members of a group read each tap's piece of ``Z`` in turn while it is in L1.
     """
     B, P = theta.shape
     L = po.shape[0] - 1
@@ -289,45 +296,84 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
     bufs = np.empty((B, nbuf))
     for b in range(B):
         chain_forward(theta[b], po, xo, to, out, inp, tap, mm, bufs[b])
+    G = min(B, MEMBER_GROUP)
     acc = np.zeros((B, E * fold))
     lacc = np.zeros((B, c * R))
-    pred = np.empty(c * R)
-    g = np.empty(c * R)
+    pred = np.empty((G, c * R))
+    g = np.empty((G, c * R))
+    t = np.empty(R)
     n_periods = R // period
     n_folds = R // fold
     # members in groups of MEMBER_GROUP: a group's accumulators stay in cache while it passes over
     # the data (all members per block would push them out of L2 for large ensembles)
     for g0 in range(0, B, MEMBER_GROUP):
+        nb = min(B, g0 + MEMBER_GROUP) - g0
         for blk in range(base.shape[0]):
             zb = base[blk]
             yo = blk * c * R
-            for b in range(g0, min(B, g0 + MEMBER_GROUP)):
-                buf = bufs[b]
-                accb = acc[b]
-                laccb = lacc[b]
+            for j in range(nb):
+                pj = pred[j]
+                gj = g[j]
                 for p in range(c * R):
-                    pred[p] = 0.0
-                    g[p] = 0.0
+                    pj[p] = 0.0
+                    gj[p] = 0.0
+            # pred += e[k] Z[. + off[k]], k ascending, four taps per pass over pred (the same
+            # additions in the same order as one AXPY per tap, a quarter of the loads and stores)
+            for j in range(nb):
+                ej = bufs[g0 + j]
                 for ch in range(c):
-                    o = ch * R
-                    pch = pred[o: o + R]
-                    for k in range(K):
-                        zo = zb + off[k]
-                        axpy(pch, buf[be + ch * K + k], Z[zo: zo + R])
+                    pj = pred[j, ch * R: ch * R + R]
+                    q0 = be + ch * K
+                    k = 0
+                    while k + 4 <= K:
+                        z0 = Z[zb + off[k]: zb + off[k] + R]
+                        z1 = Z[zb + off[k + 1]: zb + off[k + 1] + R]
+                        z2 = Z[zb + off[k + 2]: zb + off[k + 2] + R]
+                        z3 = Z[zb + off[k + 3]: zb + off[k + 3] + R]
+                        w0, w1, w2, w3 = ej[q0 + k], ej[q0 + k + 1], ej[q0 + k + 2], ej[q0 + k + 3]
+                        for i in range(R):
+                            pj[i] = (((pj[i] + w0 * z0[i]) + w1 * z1[i]) + w2 * z2[i]) + w3 * z3[i]
+                        k += 4
+                    while k < K:
+                        z0 = Z[zb + off[k]: zb + off[k] + R]
+                        w0 = ej[q0 + k]
+                        for i in range(R):
+                            pj[i] += w0 * z0[i]
+                        k += 1
+            for j in range(nb):
                 for ch in range(c):
                     for s in range(n_periods):
                         for u in range(run_start.shape[0]):
                             lo = ch * R + s * period + run_start[u]
-                            residual_loss(kind, param, pred, Y, yo, lo, run_len[u], laccb, g)
+                            hi = lo + run_len[u]
+                            residual_loss(kind, param, pred[j, lo: hi], Y[yo + lo: yo + hi],
+                                          lacc[g0 + j, lo: hi], g[j, lo: hi], t)
+            # acc[q, lane] += g[f fold + lane] Z[. + off[k] + f fold + lane], pieces f ascending,
+            # four pieces per pass over the lanes (the order of one update per piece)
+            for j in range(nb):
                 for ch in range(c):
-                    o = ch * R
+                    gj = g[j, ch * R: ch * R + R]
                     for k in range(K):
-                        zo = zb + off[k]
+                        zk = Z[zb + off[k]: zb + off[k] + R]
                         ao = (ch * K + k) * fold
-                        ak = accb[ao: ao + fold]
-                        for f in range(n_folds):
-                            fo = f * fold
-                            add_product(ak, g[o + fo: o + fo + fold], Z[zo + fo: zo + fo + fold])
+                        ak = acc[g0 + j, ao: ao + fold]
+                        f = 0
+                        while f + 4 <= n_folds:
+                            h0 = f * fold
+                            h1, h2, h3 = h0 + fold, h0 + 2 * fold, h0 + 3 * fold
+                            u0, v0 = gj[h0: h1], zk[h0: h1]
+                            u1, v1 = gj[h1: h2], zk[h1: h2]
+                            u2, v2 = gj[h2: h3], zk[h2: h3]
+                            u3, v3 = gj[h3: h3 + fold], zk[h3: h3 + fold]
+                            for i in range(fold):
+                                ak[i] = (((ak[i] + u0[i] * v0[i]) + u1[i] * v1[i]) + u2[i] * v2[i]) + u3[i] * v3[i]
+                            f += 4
+                        while f < n_folds:
+                            h0 = f * fold
+                            u0, v0 = gj[h0: h0 + fold], zk[h0: h0 + fold]
+                            for i in range(fold):
+                                ak[i] += u0[i] * v0[i]
+                            f += 1
     gbuf = np.empty(nbuf)
     gnext = np.empty(nbuf)
     for b in range(B):
@@ -335,9 +381,9 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
         for p in range(c * R):
             s += lacc[b, p]
         for q in range(E):
-            t = 0.0
+            tq = 0.0
             for m in range(fold):
-                t += acc[b, q * fold + m]
-            gbuf[q] = t / n_samples
+                tq += acc[b, q * fold + m]
+            gbuf[q] = tq / n_samples
         chain_backward(theta[b], po, xo, to, out, inp, tap, mm, bufs[b], gbuf, gnext, grad[b])
         loss[b], _ = add_penalty_and_norm(theta[b], grad[b], s / n_samples, l2)
