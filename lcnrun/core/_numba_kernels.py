@@ -285,7 +285,8 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
     within each ``period``; ``g = 0`` elsewhere); ``dl/de[ch, k]`` is accumulated elementwise into
     ``fold`` lanes (blocks, then pieces of ``fold`` positions, ascending) and summed over the lanes
     once at the end, so that each member's sums run in one fixed order whatever the group.
-    Members of a group read each tap's piece of ``Z`` in turn while it is in L1.
+    The members of a group work through a block in turn while it is in cache (one read of the
+    block from memory per group).
     """
     B, P = theta.shape
     L = po.shape[0] - 1
