@@ -294,3 +294,67 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_run(tmp_path):
     plain = execute(point.run_spec, point.run_id)
     for key, value in plain.trajectory.items():
         assert np.asarray(record.trajectory[key]).tobytes() == np.asarray(value).tobytes(), key
+
+
+def test_the_code_version_of_a_checkpoint_is_the_package_source(tmp_path):
+    """The hash that ties a checkpoint to its code: the same for a copy of the package elsewhere
+    (relative paths), changed by a one-character edit of any module or figure spec, blind to
+    compiled caches; and a checkpoint written by other sources is not used."""
+    import shutil  # noqa: PLC0415
+
+    from lcnrun import provenance  # noqa: PLC0415
+
+    copy = tmp_path / "copy" / "lcnrun"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert provenance.source_sha256(copy) == provenance.source_sha256()
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert provenance.source_sha256.__wrapped__(copy) == provenance.source_sha256()
+    for name in ("core/losses.py", "figures/specs/invariants.yaml"):
+        edited = tmp_path / name.replace("/", "_")
+        shutil.copytree(copy, edited, ignore=shutil.ignore_patterns("__pycache__"))
+        target = edited / name
+        target.write_text(target.read_text() + " ")
+        assert provenance.source_sha256(edited) != provenance.source_sha256()
+    ref = only_run(uninterrupted(tmp_path, DOP853).parent)
+    spec = write_spec(tmp_path / "work", DOP853)
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 30, "run", spec, "--results", results)
+    ck = checkpoint_path(only_run(results))
+    found, _ = read_checkpoint(ck)
+    assert found.meta["code"]["source_sha256"] == provenance.source_sha256()
+    found.meta["code"] = dict(found.meta["code"], source_sha256="0" * 64)
+    write_checkpoint(ck, found)
+    data = resume_to_the_end(spec, results, ref)
+    assert "resumed_from" not in data.provenance
+    assert "another code version (source_sha256" in data.provenance["checkpoint_ignored"]
+
+
+def test_the_spec_key_sets_the_checkpoint_interval_and_not_the_run_id(tmp_path):
+    """``record: {checkpoint_every: 0}`` in the spec: a checkpoint at every poll, so a ``kill -9``
+    (no chance to save anything) leaves the state of the poll before, as ``--checkpoint-every 0``
+    does; the run id is that of the spec without the key (it says how the run is kept, not what it
+    computes), and the resumed run's numbers are bitwise the run without the key."""
+    ref = only_run(uninterrupted(tmp_path, DOP853).parent)
+    spec = write_spec(tmp_path / "work", DOP853)
+    spec.write_text(spec.read_text().replace("record: {points: 30}",
+                                             "record: {points: 30, checkpoint_every: 0}"))
+    results = tmp_path / "work" / "results"
+    stop_at(tmp_path, 0, 40, "run", spec, "--results", results, signum=signal.SIGKILL)
+    runs = results / "ck" / "runs"
+    assert not list(runs.glob("*.h5"))
+    cks = list(runs.glob(".*.checkpoint.npz"))
+    assert [c.name for c in cks] == [f".{ref.stem}.checkpoint.npz"]  # the run id without the key
+    found, why = read_checkpoint(cks[0])
+    assert found is not None and found.state["t"] > 0, why
+    data = resume_to_the_end(spec, results, ref)
+    assert data.provenance["resumed_from"][0]["t"] == found.state["t"]
+    assert "checkpoint_every: 0" in data.spec_text
+
+
+def test_a_negative_checkpoint_interval_is_a_spec_error(tmp_path):
+    spec = write_spec(tmp_path, DOP853)
+    spec.write_text(spec.read_text().replace("record: {points: 30}",
+                                             "record: {points: 30, checkpoint_every: -1}"))
+    r = runner.invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2 and "record.checkpoint_every" in r.output and "non-negative" in r.output

@@ -112,3 +112,28 @@ def test_run_indices_cuts_its_ensembles_to_the_memory_budget(exp, tmp_path):
     assert sizes == [2] * 6
     r = CliRunner().invoke(app, ["run", str(exp.path), "--index", "0", "--memory-budget", "1G"])
     assert r.exit_code == 2 and "--indices" in r.output
+
+
+def test_sweep_cuts_its_ensembles_to_the_memory_budget(exp, tmp_path):
+    """``lcnrun sweep --memory-budget``: the workers' ensembles hold at most what the budget
+    allows (the estimate's own arithmetic, not a measured RSS); a budget that is not a size is one
+    message and exit code 2."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from lcnrun.cli import app  # noqa: PLC0415
+    from lcnrun.store import read_run  # noqa: PLC0415
+
+    specs = [p.run_spec for p in exp.points]
+    est = member_memory(specs[0])
+    budget = est.ensemble(3, 2) + est.per_member // 2  # room for 3 members on the 2 data sets
+    results = tmp_path / "results"
+    r = CliRunner().invoke(app, ["sweep", str(exp.path), "-j", "1", "--results", str(results),
+                                 "--memory-budget", str(budget), "-q"])
+    assert r.exit_code == 0, r.output
+    sizes = [read_run(results / "sized" / "runs" / f"{p.run_id}.h5").provenance["ensemble_size"]
+             for p in exp.points]
+    assert sizes == [3] * 12
+    r = CliRunner().invoke(app, ["sweep", str(exp.path), "--results", str(tmp_path / "other"),
+                                 "--memory-budget", "lots"])
+    assert r.exit_code == 2 and "--memory-budget" in r.output
+    assert not (tmp_path / "other").exists()
