@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
-from ..report.source import SourceError, open_experiment
-from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, label, summary_table
-from ..schedule.slurm.probe import slurm_states
+from ..report.tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
-if TYPE_CHECKING:  # rich is imported by the functions that draw (start-up)
+if TYPE_CHECKING:  # the report layer and rich are imported by the verbs that use them (start-up)
     from rich.table import Table
+
+    from ..report.diff import DiffReport
+    from ..report.summary import SummaryTable
 
 
 def _is_report_error(err: BaseException) -> bool:
@@ -33,8 +32,19 @@ def _is_report_error(err: BaseException) -> bool:
             return True
     return False
 
-#: what `lcnrun status` asks about live work beyond the claims: the Slurm array tasks
-STATUS_PROBES = [slurm_states]
+def __getattr__(name: str) -> Any:
+    """``STATUS_PROBES``: what `lcnrun status` asks about live work beyond the claims (the Slurm
+    array tasks), made on first use (the Slurm probe is not imported at start-up)."""
+    if name == "STATUS_PROBES":
+        from ..schedule.slurm.probe import slurm_states  # noqa: PLC0415
+        globals()[name] = [slurm_states]
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def status_probes() -> list:
+    """:data:`STATUS_PROBES` (a test may have replaced it)."""
+    return sys.modules[__name__].STATUS_PROBES
 
 
 def report_errors(fn):
@@ -134,6 +144,8 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
 
 def cell(value: Any, digits: int = 6) -> str:
     """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
+    from ..report.summary import label  # noqa: PLC0415
+
     return label(value, digits, missing="")
 
 
@@ -177,7 +189,7 @@ def status(
     from ..report.status import experiment_status, failure_messages, scheduler_states  # noqa: PLC0415
 
     source = open_experiment(dir, results)
-    live, problems = scheduler_states(source, STATUS_PROBES)
+    live, problems = scheduler_states(source, status_probes())
     st = experiment_status(source, scheduler=live)
     counts = st.counts()
     listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []
@@ -250,6 +262,9 @@ def summary(
     """A table with one row per run: the spec values that vary, status and final figures."""
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
+    from ..report.source import open_experiment  # noqa: PLC0415
+    from ..report.summary import summary_table  # noqa: PLC0415
+
     source = open_experiment(dir, results)
     table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
                           group_by=_split(group_by), columns=_split(columns) or None,

@@ -42,9 +42,7 @@ import yaml
 from ..provenance import available_cores
 from ..store.runfile import RunData, RunFileError, read_run
 from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
-
-DEFAULT_RTOL = 1e-9
-DEFAULT_ATOL = 1e-12
+from .tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 SPEC_IGNORED = ("name", "description")
 ATTRS_IGNORED = ("lcnrun_version", "name")
 PARALLEL_PAIRS = 400
