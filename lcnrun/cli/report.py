@@ -118,9 +118,13 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
     columns = [[h, *col] for h, col in zip(headers, zip(*rows))] if rows else [[h] for h in headers]
     if any("\n" in c for col in columns for c in col) or (title is not None and "\n" in title):
         return None
-    widths = [max(map(width, col)) for col in columns]
+    ascii_only = all(c.isascii() for col in columns for c in col)
+    widths = [max(map(len if ascii_only else width, col)) for col in columns]
 
     def line(cells, bar: str) -> str:
+        if ascii_only:  # one character, one column: str.rjust / ljust pad exactly (100,000 rows)
+            out = [" " + (c.rjust(w) if r else c.ljust(w)) + " " for c, w, r in zip(cells, widths, right)]
+            return bar + bar.join(out) + bar + "\n"
         out = []
         for c, w, r in zip(cells, widths, right):
             pad = " " * (w - width(c))
