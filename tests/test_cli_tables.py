@@ -46,6 +46,15 @@ def test_plain_table_of_a_rich_table_is_rich_output():
     assert plain_table(table) == out.getvalue()
 
 
+@pytest.mark.parametrize("title", ["a title far wider than the table itself",
+                                   "sweep: 100000 points -> /tmp/lcnrun-bench-cli-x1y2z3/results-dry/bench-cli",
+                                   "/a/path/without/any/space/that/is/much/longer/than/the/table/is/wide"])
+def test_a_title_wider_than_the_table_is_wrapped_as_rich_wraps_it(title):
+    rows = ASCII[:3]
+    headers, right = ["index", "run id"], [True, False]
+    rows = [r[:2] for r in rows]
+    assert plain_grid(title, headers, right, rows) == rich_text(title, headers, right, rows)
+
+
 def test_plain_grid_declines_what_it_cannot_draw():
     assert plain_grid(None, ["a"], [False], [("two\nlines",)]) is None
-    assert plain_grid("a title far wider than the table itself", ["a"], [False], [("x",)]) is None

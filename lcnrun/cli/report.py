@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import sys
@@ -109,7 +110,7 @@ def plain_table(table: Table) -> str | None:
 
 def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: list) -> str | None:
     """:func:`plain_table` of rows of strings (no rich Table built: 100,000 rows in a second);
-    ``None`` if a cell or the title has a line break or the title is wider than the table."""
+    ``None`` if a cell or the title has a line break."""
     from rich.cells import cell_len  # noqa: PLC0415
 
     def width(c: str) -> int:
@@ -137,9 +138,14 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
     total = sum(widths) + 3 * len(widths) + 1
     parts = []
     if title is not None:
-        if width(title) > total:
-            return None
-        parts.append(title + " " * (total - width(title)) + "\n")
+        if width(title) <= total:
+            parts.append(title + " " * (total - width(title)) + "\n")
+        else:  # rich wraps a title wider than its table to the table's width: let it do that
+            from rich.console import Console  # noqa: PLC0415
+
+            out = io.StringIO()
+            Console(file=out, width=total, color_system=None, highlight=False).print(title, justify="left")
+            parts.append(out.getvalue())
     parts += [rule("┏", "┳", "┓", "━"), line(headers, "┃"), rule("┡", "╇", "┩", "━")]
     parts += [line(r, "│") for r in rows]
     parts.append(rule("└", "┴", "┘", "─"))
