@@ -279,13 +279,19 @@ def point_spec(raw: dict, overrides: dict[str, Any], ctx: Context, parts: dict |
 
 
 def _point_problems(raw: dict, row: _Row, ctx: Context, spec_path,
-                    parts: dict | None = None) -> tuple[RunSpec | None, list]:
-    """Validate one point; its problems as ``(problem, related override or None)``."""
+                    parts: dict | None = None, pctx: Context | None = None) -> tuple[RunSpec | None, list]:
+    """Validate one point; its problems as ``(problem, related override or None)``. ``pctx``: a
+    context of ``ctx``'s file to validate it in (it is left without problems: the caller may pass
+    it for the next point)."""
     overrides, _ = row
-    pctx = Context(ctx.file, ctx.lines, ctx.base_dir, ctx.check_files, memo=ctx.memo)
+    if pctx is None:
+        pctx = Context(ctx.file, ctx.lines, ctx.base_dir, ctx.check_files, memo=ctx.memo)
     point_raw = point_spec(raw, overrides, pctx, parts)
     run = validate_run(point_raw, pctx, spec_path=spec_path) if not pctx.problems else None
-    return run, [(p, _related(p.key, overrides)) for p in pctx.problems]
+    if not pctx.problems:
+        return run, []
+    problems, pctx.problems = pctx.problems, []
+    return run, [(p, _related(p.key, overrides)) for p in problems]
 
 
 def _by_line(problems: list[Problem]) -> list[Problem]:
@@ -323,7 +329,8 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
 
     chosen = range(len(rows)) if only is None else [only] if 0 <= only < len(rows) else []
     parts: dict = {}
-    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts) for i in chosen]
+    pctx = Context(file, lines, base_dir, memo=ctx.memo)  # one for all points (each leaves it empty)
+    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts, pctx) for i in chosen]
     del parts
     # A problem is the sweep's if it concerns an overridden key, or if the base spec does not have
     # it (a combination of overrides): it gets the sweep's line. A problem shared by every point is
@@ -352,8 +359,8 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
     texts: dict = {}  # each distinct section is written as run-id text once per load
     # each point carries the content its id names (the file hashes): the runner refuses other content
     ids = [compute_run_id(run, file_hashes=hashes, texts=texts) for run, _ in results]
-    paths: dict = {}  # and its paths found once
-    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes, paths), rid)
+    paths: dict = {}  # and its paths found once; no file hashed: no point has a path option
+    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes, paths) if hashes else run, rid)
                    for i, (run, _), rid in zip(chosen, results, ids))
     del results, texts, paths
     first: dict[str, SweepPoint] = {}
