@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,27 @@ class _LazyConsole:
 
     def __getattr__(self, name: str):
         return getattr(self._get(), name)
+
+    def styled(self, *parts: str | tuple[str, str]) -> None:
+        """One line of ``parts`` (texts, or ``(text, style)`` pairs). Where rich would print no
+        colour anyway (not a terminal, no forced colour) and has not been loaded yet, the text is
+        written directly: a verb that prints one line (``validate``) does not import rich for it
+        (~0.1 s). Never wrapped there (a log stays greppable)."""
+        stream = sys.stderr if self._stderr else sys.stdout
+        if self._console is None and not _colour_wanted(stream):
+            stream.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+            return
+        from rich.text import Text  # noqa: PLC0415
+        self._get().print(Text.assemble(*parts), highlight=False)
+
+
+#: environment variables with which rich colours output that is not a terminal
+_FORCE_COLOUR = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _colour_wanted(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool((isatty is not None and isatty()) or any(os.environ.get(v) for v in _FORCE_COLOUR))
 
 
 console = _LazyConsole(stderr=False)

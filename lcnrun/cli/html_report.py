@@ -23,10 +23,10 @@ def report(
     from ..report.html import write_report
     from ..report.source import SourceError, open_experiment
     from ..report.summary import QueryError
-    from .report import STATUS_PROBES, fail_line
+    from .report import fail_line, status_probes
 
     try:
-        path = write_report(open_experiment(dir, results), out, processes=jobs, probes=STATUS_PROBES)
+        path = write_report(open_experiment(dir, results), out, processes=jobs, probes=status_probes())
     except (SourceError, QueryError) as err:
         fail_line(str(err), EXIT_USAGE)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import math
 import sys
@@ -12,16 +13,15 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from ..report.diff import DEFAULT_ATOL, DEFAULT_RTOL, DiffReport, diff_paths
-from ..report.source import SourceError, open_experiment
-from ..report.status import experiment_status, failure_messages, scheduler_states
-from ..report.summary import QueryError, SummaryTable, label, summary_table
-from ..schedule.slurm.probe import slurm_states
+from ..report.tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 from .app import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
-if TYPE_CHECKING:  # rich is imported by the functions that draw (start-up)
+if TYPE_CHECKING:  # the report layer and rich are imported by the verbs that use them (start-up)
     from rich.table import Table
+
+    from ..report.diff import DiffReport
+    from ..report.summary import SummaryTable
 
 
 def _is_report_error(err: BaseException) -> bool:
@@ -33,8 +33,19 @@ def _is_report_error(err: BaseException) -> bool:
             return True
     return False
 
-#: what `lcnrun status` asks about live work beyond the claims: the Slurm array tasks
-STATUS_PROBES = [slurm_states]
+def __getattr__(name: str) -> Any:
+    """``STATUS_PROBES``: what `lcnrun status` asks about live work beyond the claims (the Slurm
+    array tasks), made on first use (the Slurm probe is not imported at start-up)."""
+    if name == "STATUS_PROBES":
+        from ..schedule.slurm.probe import slurm_states  # noqa: PLC0415
+        globals()[name] = [slurm_states]
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def status_probes() -> list:
+    """:data:`STATUS_PROBES` (a test may have replaced it)."""
+    return sys.modules[__name__].STATUS_PROBES
 
 
 def report_errors(fn):
@@ -99,7 +110,7 @@ def plain_table(table: Table) -> str | None:
 
 def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: list) -> str | None:
     """:func:`plain_table` of rows of strings (no rich Table built: 100,000 rows in a second);
-    ``None`` if a cell or the title has a line break or the title is wider than the table."""
+    ``None`` if a cell or the title has a line break."""
     from rich.cells import cell_len  # noqa: PLC0415
 
     def width(c: str) -> int:
@@ -108,9 +119,13 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
     columns = [[h, *col] for h, col in zip(headers, zip(*rows))] if rows else [[h] for h in headers]
     if any("\n" in c for col in columns for c in col) or (title is not None and "\n" in title):
         return None
-    widths = [max(map(width, col)) for col in columns]
+    ascii_only = all(c.isascii() for col in columns for c in col)
+    widths = [max(map(len if ascii_only else width, col)) for col in columns]
 
     def line(cells, bar: str) -> str:
+        if ascii_only:  # one character, one column: str.rjust / ljust pad exactly (100,000 rows)
+            out = [" " + (c.rjust(w) if r else c.ljust(w)) + " " for c, w, r in zip(cells, widths, right)]
+            return bar + bar.join(out) + bar + "\n"
         out = []
         for c, w, r in zip(cells, widths, right):
             pad = " " * (w - width(c))
@@ -123,9 +138,14 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
     total = sum(widths) + 3 * len(widths) + 1
     parts = []
     if title is not None:
-        if width(title) > total:
-            return None
-        parts.append(title + " " * (total - width(title)) + "\n")
+        if width(title) <= total:
+            parts.append(title + " " * (total - width(title)) + "\n")
+        else:  # rich wraps a title wider than its table to the table's width: let it do that
+            from rich.console import Console  # noqa: PLC0415
+
+            out = io.StringIO()
+            Console(file=out, width=total, color_system=None, highlight=False).print(title, justify="left")
+            parts.append(out.getvalue())
     parts += [rule("┏", "┳", "┓", "━"), line(headers, "┃"), rule("┡", "╇", "┩", "━")]
     parts += [line(r, "│") for r in rows]
     parts.append(rule("└", "┴", "┘", "─"))
@@ -134,6 +154,8 @@ def plain_grid(title: str | None, headers: list[str], right: list[bool], rows: l
 
 def cell(value: Any, digits: int = 6) -> str:
     """A value for a human: floats with ``digits`` significant digits, lists as compact JSON."""
+    from ..report.summary import label  # noqa: PLC0415
+
     return label(value, digits, missing="")
 
 
@@ -177,7 +199,7 @@ def status(
     from ..report.status import experiment_status, failure_messages, scheduler_states  # noqa: PLC0415
 
     source = open_experiment(dir, results)
-    live, problems = scheduler_states(source, STATUS_PROBES)
+    live, problems = scheduler_states(source, status_probes())
     st = experiment_status(source, scheduler=live)
     counts = st.counts()
     listed = [s for s in st.states if s.state != "completed"] if list_runs or as_json else []
@@ -250,6 +272,9 @@ def summary(
     """A table with one row per run: the spec values that vary, status and final figures."""
     if sum([as_csv, as_md, as_json]) > 1:
         fail_line("give at most one of --csv, --md, --json", EXIT_USAGE)
+    from ..report.source import open_experiment  # noqa: PLC0415
+    from ..report.summary import summary_table  # noqa: PLC0415
+
     source = open_experiment(dir, results)
     table = summary_table(source, filters=filters or [], sort=_split(sort), reverse=reverse,
                           group_by=_split(group_by), columns=_split(columns) or None,

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from .app import EXIT_FAILED, EXIT_OK, ResultsOption, UsageError, app, console, handle_errors
 
@@ -25,6 +24,7 @@ def reproduce(
     """Reproduce every paper figure (finished runs are skipped) and write a report of every claim.
     Exit code 1 if a claim does not hold or a figure could not be produced."""
     import matplotlib
+    from rich.table import Table  # noqa: PLC0415  (imported on use: start-up)
     matplotlib.use("Agg")
     from ..figures.driver import FigureError
     from ..figures.reproduction import by_paper, reproduce as run_all, write_report

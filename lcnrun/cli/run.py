@@ -38,8 +38,8 @@ def validate(spec: Path = typer.Argument(..., help="experiment spec (YAML)")) ->
 
     exp = load_experiment(spec)
     n = len(exp.points)
-    console.print(f"[green]ok[/]: {spec} is valid: experiment [bold]{exp.name}[/], "
-                  f"{n} run{'s' if n != 1 else ''}", highlight=False)
+    console.styled(("ok", "green"), f": {spec} is valid: experiment ", (exp.name, "bold"),
+                   f", {n} run{'s' if n != 1 else ''}")
 
 
 @app.command()

@@ -8,20 +8,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from ..schedule.slurm.commands import SlurmError
-from ..schedule.slurm.pending import prepare_submission
-from ..schedule.slurm.plan import SubmitOptions
-from ..schedule.slurm.script import script_text
-from ..schedule.slurm.submit import SubmitError
-from ..schedule.slurm.submit import submit as submit_plan
 from .app import (EXIT_OK, EXIT_USAGE, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
                   handle_errors)
 
 
 def _say(text: str, quiet: bool) -> None:
+    from rich.text import Text  # noqa: PLC0415  (rich and the Slurm package: imported on use)
+
     if not quiet:
         console.print(Text(text), soft_wrap=True)
 
@@ -79,6 +73,14 @@ def submit(
     command again (or with --rerun-failed) to submit what is left, e.g. the points a task killed at
     its time limit did not finish.
     """
+    from rich.text import Text  # noqa: PLC0415
+
+    from ..schedule.slurm.commands import SlurmError  # noqa: PLC0415
+    from ..schedule.slurm.pending import prepare_submission  # noqa: PLC0415
+    from ..schedule.slurm.plan import SubmitOptions  # noqa: PLC0415
+    from ..schedule.slurm.submit import SubmitError  # noqa: PLC0415
+    from ..schedule.slurm.submit import submit as submit_plan  # noqa: PLC0415
+
     options = SubmitOptions(partition=partition, time=time, mem=mem, cpus_per_task=cpus_per_task,
                             max_parallel=max_parallel, requeue=requeue, job_name=job_name,
                             sbatch_args=tuple(sbatch_args or ()), points_per_task=points_per_task,
@@ -143,6 +145,10 @@ def _counts_line(name: str, total: int, sel, rerun_failed: bool) -> str:
 
 
 def _print_dry_run(prepared) -> None:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from ..schedule.slurm.script import script_text  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
     from .report import print_table  # noqa: PLC0415
 
@@ -169,6 +175,8 @@ def _print_dry_run(prepared) -> None:
 
 
 def _print_submitted(prepared, record: dict, shown_root: Path) -> None:
+    from rich.text import Text  # noqa: PLC0415
+
     plan = prepared.plan
     arrays = record["arrays"]
     throttle = plan.options.max_parallel

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..policy import should_run
-from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
-from ..store.experiment import ExperimentDir, ManifestRow
 from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
 from .run import CheckpointEveryOption, parse_memory_budget, set_checkpoint_every
 from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
@@ -19,157 +15,9 @@ from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, 
 LIST_AT_MOST = 20
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
-
-
-def _to_run(to_run: int, workers: int) -> str:
-    if not to_run:
-        return "nothing to run"
-    return f"{to_run} to run in {workers} worker process{'es' if workers != 1 else ''}"
-
-
-class _Counter(SweepObserver):
-    """Counts what happened (shared by the renderers)."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.total = self.done = self.failed = self.ran = 0
-        self.started = time.monotonic()
-
-    def planned(self, total, to_run, skipped, workers):
-        self.total, self.workers, self.to_run = total, workers, to_run
-        self.done = sum(1 for r in skipped if r.ok)
-        self.failed = sum(1 for r in skipped if not r.ok)
-        self.started = time.monotonic()
-
-    def result(self, result: PointResult):
-        if result.ok:
-            self.done += 1
-        else:
-            self.failed += 1
-        self.ran += 1
-
-    @property
-    def remaining(self) -> int:
-        return self.total - self.done - self.failed
-
-    def rate(self) -> float | None:
-        elapsed = time.monotonic() - self.started
-        return self.ran / elapsed if self.ran and elapsed > 0 else None
-
-    def eta(self) -> float | None:
-        rate = self.rate()
-        return self.remaining / rate if rate else None
-
-    def failure_line(self, r: PointResult, overrides: str) -> str:
-        where = f"#{r.index} {r.run_id}" + (f" ({overrides})" if overrides else "")
-        return f"{r.status}: {where}: {r.message}" if r.message else f"{r.status}: {where}"
-
-
-class PlainProgress(_Counter):
-    """One line now and then (a log file, a batch job), and one line per failed run."""
-
-    def __init__(self, name: str, overrides: dict[int, str], every: float):
-        super().__init__(name)
-        self.overrides, self.every = overrides, every
-        self.last = 0.0
-
-    def _print(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"[{stamp}] {text}", flush=True)
-
-    def planned(self, total, to_run, skipped, workers):
-        super().planned(total, to_run, skipped, workers)
-        before = f"{self.done} completed and {self.failed} not completed before, " if skipped else ""
-        self._print(f"sweep {self.name}: {total} points, {before}{_to_run(to_run, workers)}")
-        self.last = time.monotonic()
-
-    def result(self, result):
-        super().result(result)
-        if not result.ok:
-            self._print(self.failure_line(result, self.overrides.get(result.index, "")))
-
-    def line(self) -> str:
-        rate = self.rate()
-        return (f"{self.done + self.failed}/{self.total}: {self.done} done, {self.failed} failed, "
-                f"{self.remaining} remaining, "
-                f"{(f'{rate:.3g}' if rate else '?')} runs/s, ETA {_duration(self.eta())}")
-
-    def tick(self):
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            self._print(self.line())
-
-    def interrupting(self, signal_name):
-        self._print(f"{signal_name}: stopping the workers ...")
-
-
-class RichProgress(_Counter):
-    """A progress bar on a terminal; failed runs printed above it."""
-
-    def __init__(self, name: str, overrides: dict[int, str]):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-
-        super().__init__(name)
-        self.overrides = overrides
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] "
-                       "{task.fields[remaining]} remaining"),
-            TextColumn("{task.fields[rate]} runs/s"), TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(), console=console.real(), transient=False, refresh_per_second=4)
-        self.task = None
-
-    def planned(self, total, to_run, skipped, workers):
-        super().planned(total, to_run, skipped, workers)
-        before = f", {self.done + self.failed} kept from earlier sweeps" if skipped else ""
-        console.print(f"sweep [bold]{escape(self.name)}[/]: {total} points{before}, "
-                      f"{_to_run(to_run, workers)}", highlight=False, soft_wrap=True)
-        self.task = self.progress.add_task(self.name, total=total, done=self.done, failed=self.failed,
-                                           remaining=self.remaining, rate="?", eta="?")
-        self.progress.start()
-        self._update()
-
-    def _update(self):
-        rate = self.rate()
-        self.progress.update(self.task, completed=self.done + self.failed, done=self.done,
-                             failed=self.failed, remaining=self.remaining,
-                             rate=f"{rate:.3g}" if rate else "?", eta=_duration(self.eta()))
-
-    def result(self, result):
-        from rich.text import Text  # noqa: PLC0415
-
-        super().result(result)
-        if not result.ok:
-            line = self.failure_line(result, self.overrides.get(result.index, ""))
-            self.progress.console.print(Text(line, style="red" if result.status != "stopped" else "yellow"), soft_wrap=True)
-        self._update()
-
-    def tick(self):
-        if self.task is not None:
-            self._update()
-
-    def interrupting(self, signal_name):
-        self.progress.console.print(f"{signal_name}: stopping the workers ...", highlight=False, soft_wrap=True)
-
-    def stop(self):
-        if self.task is not None:
-            self._update()
-        self.progress.stop()
-
-
-class QuietProgress(_Counter):
-    pass
-
-
 def _dry_run(exp, results: Path, force: bool, rerun_failed: bool) -> None:
+    from ..policy import should_run  # noqa: PLC0415
+    from ..store.experiment import ExperimentDir, ManifestRow  # noqa: PLC0415
     from ..report.source import ExperimentSource  # noqa: PLC0415
     from ..report.status import experiment_status  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
@@ -231,7 +79,9 @@ def sweep(
     and diverged ones are kept unless --rerun-failed. Exit code 1 if any point did not complete.
     """
     from .. import workflow  # noqa: PLC0415  (numpy, scipy: only for this verb)
+    from ..schedule.local import SweepError, available_cores, run_sweep  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
+    from .progress import PlainProgress, QuietProgress, RichProgress, SweepProgress  # noqa: PLC0415
 
     set_checkpoint_every(checkpoint_every)  # the workers inherit it
     budget = parse_memory_budget(memory_budget)
@@ -244,7 +94,7 @@ def sweep(
     xdir = workflow.prepare(exp, results)
     overrides = {p.index: format_overrides(p.overrides) for p in exp.points}
     if quiet:
-        observer: _Counter = QuietProgress(exp.name)
+        observer: SweepProgress = QuietProgress(exp.name)
     elif is_terminal():
         observer = RichProgress(exp.name, overrides)
     else:

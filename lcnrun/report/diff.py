@@ -44,9 +44,8 @@ from ..provenance import available_cores
 from ..spec import RUN_SETTINGS
 from ..store.runfile import RunData, RunFileError, read_run
 from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
+from .tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 
-DEFAULT_RTOL = 1e-9
-DEFAULT_ATOL = 1e-12
 #: spec keys that do not decide a result: names and the run settings (how a run is kept)
 SPEC_IGNORED = ("name", "description", *(f"{section}.{option}" for section, option in RUN_SETTINGS))
 ATTRS_IGNORED = ("lcnrun_version", "name")

@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +209,8 @@ def reader_context():
     """Start method for processes that only read run files: ``fork`` where there is one (a worker
     starts at once, with everything imported; this process runs no other threads and holds no
     open HDF5 file when it forks), else ``spawn`` (a worker re-imports lcnrun, ~0.5-1 s)."""
+    from multiprocessing import get_context  # noqa: PLC0415  (start-up of status and summary)
+
     try:
         return get_context("fork")
     except ValueError:
@@ -236,5 +236,7 @@ def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
         return _read_chunk(items)
     size = math.ceil(len(items) / (processes * 4))
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415  (start-up of status, summary)
+
     with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
         return [info for part in pool.map(_read_chunk, chunks) for info in part]

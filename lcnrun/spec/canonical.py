@@ -77,6 +77,12 @@ def _entries(run_spec: RunSpec) -> list[tuple[str, Any, Callable]]:
             ("diagnostics", run_spec.diagnostics, _plain_diagnostics)]
 
 
+#: the top-level keys of the resolved dict, in its order (that of :func:`_entries`)
+_ALL_KEYS = ("name", "description", *SECTIONS, "diagnostics")
+#: the top-level keys of the run-id text in the order it writes them (sorted; no name, description)
+_ID_KEYS = tuple(sorted(key for key in _ALL_KEYS if key not in ("name", "description")))
+
+
 def _resolved(run_spec: RunSpec, on_path: Callable[[str], Any]) -> dict[str, Any]:
     return {key: make(value, on_path) for key, value, make in _entries(run_spec)}
 
@@ -90,16 +96,32 @@ def _key_text(key: str) -> str:
     return _dumps(key) + ":"
 
 
-def file_paths(run_spec: RunSpec) -> list[str]:
-    """Every ``path`` option of the run (data and init files), in spec order."""
-    paths: list[str] = []
-    _resolved(run_spec, lambda p: paths.append(p) or p)
+def file_paths(run_spec: RunSpec, memo: dict[int, tuple[Any, list[str]]] | None = None) -> list[str]:
+    """Every ``path`` option of the run (data and init files), in spec order. ``memo`` (a dict
+    the caller keeps for many runs, as :func:`canonical_json`'s ``texts``) remembers each
+    top-level value's paths by the identity of the value: a sweep's points share their sections."""
+    if memo is None:
+        paths: list[str] = []
+        _resolved(run_spec, lambda p: paths.append(p) or p)
+        return paths
+    paths = []
+    for key in _ALL_KEYS:
+        value = getattr(run_spec, key)
+        hit = memo.get(id(value))
+        if hit is None or hit[0] is not value:  # the entry keeps ``value`` alive: its id stays its own
+            found: list[str] = []
+            (_plain_diagnostics if key == "diagnostics" else _plain)(value, lambda p: found.append(p) or p)
+            hit = memo[id(value)] = (value, found)
+        if hit[1]:
+            paths += hit[1]
     return paths
 
 
-def with_file_hashes(run_spec: RunSpec, file_hashes: dict[str, str]) -> RunSpec:
-    """``run_spec`` carrying the hashes (``path -> hex``, as :func:`run_id` used them) of its files."""
-    paths = file_paths(run_spec)
+def with_file_hashes(run_spec: RunSpec, file_hashes: dict[str, str],
+                     memo: dict[int, tuple[Any, list[str]]] | None = None) -> RunSpec:
+    """``run_spec`` carrying the hashes (``path -> hex``, as :func:`run_id` used them) of its files
+    (``memo``: see :func:`file_paths`)."""
+    paths = file_paths(run_spec, memo)
     if not paths:
         return run_spec
     return dataclasses.replace(run_spec, file_hashes=tuple((p, file_hashes[p]) for p in paths))
@@ -155,11 +177,11 @@ def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = No
 
     texts = {} if texts is None else texts
     parts = []
-    for key, value, make in sorted(_entries(run_spec), key=lambda kv: kv[0]):
-        if key in ("name", "description"):
-            continue
+    for key in _ID_KEYS:
+        value = getattr(run_spec, key)
         hit = texts.get(id(value))
         if hit is None or hit[0] is not value:  # the entry keeps ``value`` alive: its id stays its own
+            make = _plain_diagnostics if key == "diagnostics" else _plain
             hit = texts[id(value)] = (value, _dumps(_without_run_settings(key, make)(value, hash_path)))
         parts.append(_key_text(key) + hit[1])
     return "{" + ",".join(parts) + "}"

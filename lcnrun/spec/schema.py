@@ -457,6 +457,24 @@ def validate_diagnostics(raw: Any, ctx: Context) -> tuple[Section, ...]:
     return tuple(out)
 
 
+_ABSENT = object()
+
+
+def _run_section(sec: str, value: Any, present: bool, sections: dict[str, Any], ctx: Context) -> None:
+    """Validate top-level section ``sec`` of a run spec (``value``; ``present``: the key is
+    written) into ``sections[sec]`` (left out if it is required and missing)."""
+    registry, default_kind = SECTIONS[sec]
+    if isinstance(registry, dict):
+        if value is None and default_kind is None and not present:
+            ctx.add(sec, f"is required (a mapping with a 'kind' key: one of {', '.join(registry)})")
+            return
+        sections[sec] = validate_section(value, sec, registry, default_kind, ctx)
+    elif value is None or isinstance(value, dict):
+        sections[sec] = validate_options(registry, value or {}, sec, ctx)
+    else:
+        ctx.add(sec, f"must be a mapping, not {_show(value)}")
+
+
 def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> RunSpec | None:
     """A :class:`RunSpec` from a spec mapping without ``sweep``; ``None`` if ctx got problems."""
     start = len(ctx.problems)
@@ -479,17 +497,26 @@ def validate_run(raw: dict, ctx: Context, *, spec_path: str | None = None) -> Ru
     if not isinstance(description, str):
         ctx.add("description", f"must be a string, not {_show(description)}")
     sections: dict[str, Any] = {}
-    for sec, (registry, default_kind) in SECTIONS.items():
+    memo = ctx.memo
+    for sec in SECTIONS:
         value = raw.get(sec)
-        if isinstance(registry, dict):
-            if value is None and default_kind is None and sec not in raw:
-                ctx.add(sec, f"is required (a mapping with a 'kind' key: one of {', '.join(registry)})")
-                continue
-            sections[sec] = validate_section(value, sec, registry, default_kind, ctx)
-        elif value is None or isinstance(value, dict):
-            sections[sec] = validate_options(registry, value or {}, sec, ctx)
-        else:
-            ctx.add(sec, f"must be a mapping, not {_show(value)}")
+        if memo is None:
+            _run_section(sec, value, sec in raw, sections, ctx)
+            continue
+        # a sweep's points share the mappings of the sections their overrides leave alone (and
+        # equal overrides share theirs): a section object seen before gives what it gave then
+        # (the memoized steps would too, after writing out its key)
+        key = (_run_section, sec, id(value), sec in raw)
+        hit = memo.get(key)
+        if hit is None or hit[0] is not value:
+            start_sec = len(ctx.problems)
+            _run_section(sec, value, sec in raw, sections, ctx)
+            memo[key] = (value, sections.get(sec, _ABSENT), tuple(ctx.problems[start_sec:]))
+            continue
+        if hit[1] is not _ABSENT:
+            sections[sec] = hit[1]
+        if hit[2]:
+            ctx.problems.extend(hit[2])
     diagnostics = validate_diagnostics(raw.get("diagnostics") or [], ctx)
     if len(ctx.problems) > start or any(s is None for s in sections.values()):
         return None

@@ -21,6 +21,7 @@ id's text per section object (:func:`lcnrun.spec.canonical.canonical_json`).
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import math
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from .canonical import run_id as compute_run_id
-from .canonical import with_file_hashes
 from .canonical import with_file_hashes
 from .errors import Problem, SpecError
 from .schema import SECTIONS, Context, RunSpec, did_you_mean, validate_run
@@ -235,6 +235,12 @@ def _copy_path(raw: dict, key: str, copied: set[int]) -> None:
         cur = child
 
 
+@functools.lru_cache(maxsize=4096)
+def _head(key: str) -> str:
+    """The top-level key a dotted key starts with (``model.strides[1]`` -> ``model``)."""
+    return TOKEN_RE.match(key).group(1) if KEY_RE.match(key) else key
+
+
 def point_spec(raw: dict, overrides: dict[str, Any], ctx: Context, parts: dict | None = None) -> dict:
     """``raw`` with ``overrides`` applied, sharing what they do not change; an override that cannot
     be applied is a problem in ``ctx``.
@@ -246,7 +252,7 @@ def point_spec(raw: dict, overrides: dict[str, Any], ctx: Context, parts: dict |
     point_raw = dict(raw)
     by_head: dict[str, list[tuple[str, Any]]] = {}
     for key, value in overrides.items():
-        by_head.setdefault(TOKEN_RE.match(key).group(1) if KEY_RE.match(key) else key, []).append((key, value))
+        by_head.setdefault(_head(key), []).append((key, value))
     for head, items in by_head.items():
         key = (head, repr(items))
         hit = parts.get(key) if parts is not None else None
@@ -273,13 +279,19 @@ def point_spec(raw: dict, overrides: dict[str, Any], ctx: Context, parts: dict |
 
 
 def _point_problems(raw: dict, row: _Row, ctx: Context, spec_path,
-                    parts: dict | None = None) -> tuple[RunSpec | None, list]:
-    """Validate one point; its problems as ``(problem, related override or None)``."""
+                    parts: dict | None = None, pctx: Context | None = None) -> tuple[RunSpec | None, list]:
+    """Validate one point; its problems as ``(problem, related override or None)``. ``pctx``: a
+    context of ``ctx``'s file to validate it in (it is left without problems: the caller may pass
+    it for the next point)."""
     overrides, _ = row
-    pctx = Context(ctx.file, ctx.lines, ctx.base_dir, ctx.check_files, memo=ctx.memo)
+    if pctx is None:
+        pctx = Context(ctx.file, ctx.lines, ctx.base_dir, ctx.check_files, memo=ctx.memo)
     point_raw = point_spec(raw, overrides, pctx, parts)
     run = validate_run(point_raw, pctx, spec_path=spec_path) if not pctx.problems else None
-    return run, [(p, _related(p.key, overrides)) for p in pctx.problems]
+    if not pctx.problems:
+        return run, []
+    problems, pctx.problems = pctx.problems, []
+    return run, [(p, _related(p.key, overrides)) for p in problems]
 
 
 def _by_line(problems: list[Problem]) -> list[Problem]:
@@ -317,7 +329,8 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
 
     chosen = range(len(rows)) if only is None else [only] if 0 <= only < len(rows) else []
     parts: dict = {}
-    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts) for i in chosen]
+    pctx = Context(file, lines, base_dir, memo=ctx.memo)  # one for all points (each leaves it empty)
+    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts, pctx) for i in chosen]
     del parts
     # A problem is the sweep's if it concerns an overridden key, or if the base spec does not have
     # it (a combination of overrides): it gets the sweep's line. A problem shared by every point is
@@ -346,9 +359,10 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
     texts: dict = {}  # each distinct section is written as run-id text once per load
     # each point carries the content its id names (the file hashes): the runner refuses other content
     ids = [compute_run_id(run, file_hashes=hashes, texts=texts) for run, _ in results]
-    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes), rid)
+    paths: dict = {}  # and its paths found once; no file hashed: no point has a path option
+    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes, paths) if hashes else run, rid)
                    for i, (run, _), rid in zip(chosen, results, ids))
-    del results, texts
+    del results, texts, paths
     first: dict[str, SweepPoint] = {}
     for p in points:
         q = first.setdefault(p.run_id, p)
