@@ -267,14 +267,83 @@ def _double_root_conditions(n: int, phi: np.ndarray) -> np.ndarray:
     return np.stack([fz, ft], axis=-2)
 
 
-def _squared_distance_to_double_root_at(w: np.ndarray, phi) -> np.ndarray:
-    """``d(phi)^2 = r^T (A A^T)^{-1} r``; analytic in ``phi`` (plain transposes, no conjugation), so
-    a complex ``phi`` gives complex-step derivatives."""
-    A = _double_root_conditions(len(w) - 1, np.atleast_1d(phi))
-    r = A @ w
-    AAt = A @ np.swapaxes(A, -1, -2)
-    x = np.linalg.solve(AAt, r[..., None])[..., 0]
-    return np.sum(r * x, axis=-1)
+def _squared_distance_to_double_root_at(W: np.ndarray, phi) -> np.ndarray:
+    """``d(phi)^2 = r^T (A A^T)^{-1} r`` with ``r = A w``, for filters ``W (..., n+1)`` and angles
+    ``phi`` broadcast against ``W``'s leading axes; analytic in ``phi`` (plain transposes, no
+    conjugation), so a complex ``phi`` gives complex-step derivatives."""
+    W = np.asarray(W)
+    A = _double_root_conditions(W.shape[-1] - 1, np.asarray(phi))
+    r = (A @ W[..., :, None])[..., 0]
+    fz, ft = A[..., 0, :], A[..., 1, :]
+    # A A^T = [[p, q], [q, s]] (symmetric, also for complex phi): Cramer's rule, a 2 x 2 system
+    p, q, s = np.sum(fz * fz, axis=-1), np.sum(fz * ft, axis=-1), np.sum(ft * ft, axis=-1)
+    r0, r1 = r[..., 0], r[..., 1]
+    return (s * r0 * r0 - 2 * q * r0 * r1 + p * r1 * r1) / (p * s - q * q)
+
+
+#: the bisection below halves a bracket of width 2 pi / grid this many times at most: below the
+#: spacing of floating-point numbers near pi for any grid >= 8 (2 pi / 8 / 2^56 < eps)
+_BISECTIONS = 56
+
+
+def distances_to_real_discriminant(W, *, grid: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distance_to_real_discriminant` of every row of ``W (m, n+1)`` at once: the distances
+    ``(m,)`` and the angles ``phi (m,)`` of the nearest double roots ``[cos phi : sin phi]``
+    (``nan`` for ``n <= 1``).
+
+    The same algorithm as the single filter's, vectorised over filters and candidate minima: ``d^2``
+    on the common grid of angles, the three best local grid minima of each filter, and the zero of
+    ``(d^2)'`` (complex-step derivative) in each bracket ``[phi_i - pi/grid, phi_i + pi/grid]`` whose
+    ends have the signs of a minimum, located by bisection of all brackets together down to
+    adjacent floating-point numbers (as Brent's method with ``xtol = 1e-17, rtol = 4 eps`` does,
+    the root agrees to a few ulps).
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    m, n = W.shape[0], W.shape[1] - 1
+    if n <= 1:
+        return np.linalg.norm(W, axis=1), np.full(m, np.nan)
+    phis = np.pi * np.arange(grid) / grid
+    d2 = _squared_distance_to_double_root_at(W[:, None, :], phis[None, :]).real  # (m, grid)
+    best_i = np.argmin(d2, axis=1)
+    best_d2 = d2[np.arange(m), best_i].copy()
+    best_phi = phis[best_i].copy()
+    is_min = (d2 <= np.roll(d2, 1, axis=1)) & (d2 <= np.roll(d2, -1, axis=1))
+    rows, cols = [], []
+    for k in range(m):  # the three smallest local minima of each filter, smallest first
+        c = np.flatnonzero(is_min[k])
+        c = c[np.argsort(d2[k, c], kind="stable")][:3]
+        rows.extend([k] * len(c))
+        cols.extend(c)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    if rows.size:
+        step, h = np.pi / grid, 1e-30
+        Wc = W[rows]
+
+        def slope(p):
+            return _squared_distance_to_double_root_at(Wc, p + 1j * h).imag / h
+
+        lo, hi = phis[cols] - step, phis[cols] + step
+        s_lo, s_hi = slope(lo), slope(hi)
+        ok = (s_lo < 0) & (0 < s_hi)
+        lo, hi, s_lo, s_hi = lo[ok], hi[ok], s_lo[ok], s_hi[ok]
+        rows, Wc = rows[ok], Wc[ok]
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            open_ = (mid > lo) & (mid < hi)
+            if not open_.any():
+                break
+            s_mid = slope(mid)
+            neg = s_mid < 0
+            lo = np.where(open_ & neg, mid, lo)
+            hi = np.where(open_ & ~neg, mid, hi)
+        # the end whose slope is nearer zero (both are adjacent floats by now)
+        s_lo, s_hi = slope(lo), slope(hi)
+        root = np.where(np.abs(s_lo) <= np.abs(s_hi), lo, hi)
+        v = _squared_distance_to_double_root_at(Wc, root).real
+        for k, vk, pk in zip(rows, v, root):  # candidates in the single filter's order
+            if vk < best_d2[k]:
+                best_d2[k], best_phi[k] = vk, pk
+    return np.sqrt(np.maximum(best_d2, 0.0)), best_phi
 
 
 def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.ndarray | None]:
@@ -285,35 +354,15 @@ def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.nda
     subspace ``{F_z(a, b) = F_t(a, b) = 0}`` (codimension 2), so the distance is
     ``d(x) = sqrt(r^T (A A^T)^{-1} r)`` with ``A`` the two functionals and ``r = A w``; the result is
     ``min_x d(x)``: ``d^2`` on a grid of ``grid`` angles ``x = [cos phi : sin phi]``, then around the
-    three best grid minima the zero of ``(d^2)'`` (complex-step derivative) by Brent's method, to
-    machine precision in ``phi``. Size ``<= 2`` filters (``n <= 1``): ``|w|``.
+    three best grid minima the zero of ``(d^2)'`` (complex-step derivative), to machine precision in
+    ``phi`` (:func:`distances_to_real_discriminant`, which does many filters at once). Size ``<= 2``
+    filters (``n <= 1``): ``|w|``.
     """
     w = np.asarray(w, dtype=float)
-    n = len(w) - 1
-    if n <= 1:
+    if len(w) - 1 <= 1:
         return float(np.linalg.norm(w)), None
-    phis = np.pi * np.arange(grid) / grid
-    d2 = _squared_distance_to_double_root_at(w, phis).real
-    is_min = (d2 <= np.roll(d2, 1)) & (d2 <= np.roll(d2, -1))
-    candidates = np.flatnonzero(is_min)
-    candidates = candidates[np.argsort(d2[candidates])][:3]
-    step = np.pi / grid
-    h = 1e-30
-
-    def slope(p):
-        return float(_squared_distance_to_double_root_at(w, p + 1j * h)[0].imag / h)
-
-    best_d2, best_phi = float(np.min(d2)), float(phis[int(np.argmin(d2))])
-    for i in candidates:
-        lo, hi = phis[i] - step, phis[i] + step
-        if slope(lo) < 0 < slope(hi):
-            from scipy.optimize import brentq  # noqa: PLC0415  (scipy on use: spec validation imports this module)
-
-            p = brentq(slope, lo, hi, xtol=1e-17, rtol=4 * np.finfo(float).eps, maxiter=200)
-            v = float(_squared_distance_to_double_root_at(w, p)[0].real)
-            if v < best_d2:
-                best_d2, best_phi = v, p
-    return float(np.sqrt(max(best_d2, 0.0))), normalize_points(np.cos(best_phi), np.sin(best_phi))
+    d, phi = distances_to_real_discriminant(w[None], grid=grid)
+    return float(d[0]), normalize_points(np.cos(phi[0]), np.sin(phi[0]))
 
 
 # -- re-distributing roots among layers -------------------------------------------------------------
