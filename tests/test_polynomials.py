@@ -83,6 +83,26 @@ def test_random_roots_round_trip(pairs, n_real, n_inf):
     assert match_distance(poly.form_roots(poly.form_from_roots(h_true)), h_true) < 1e-8
 
 
+def test_batched_roots_are_the_roots_of_each_row_bit_for_bit(rng):
+    """forms_roots (one batched eigvals over the identity-chart rows) against form_roots row by
+    row, with rows that take form_roots' other paths: exact zero end coefficients (roots at 0 and
+    infinity), a tiny leading coefficient (a rotated chart), the zero form; and the roots' product
+    against the filter's coefficients (Vieta, through form_from_roots)."""
+    for n in range(1, 8):
+        W = rng.normal(size=(60, n + 1))
+        W[::7, 0] = 0.0
+        W[::11, -1] = 0.0
+        W[::13, -1] *= 1e-9
+        W[5] = 0.0
+        H = poly.forms_roots(W)
+        assert H.shape == (60, n, 2)
+        for k, w in enumerate(W):
+            np.testing.assert_array_equal(H[k].view(float), poly.form_roots(w).view(float))
+            if np.any(w):  # the zero form has no roots to multiply out
+                f = poly.form_from_roots(H[k])
+                assert abs(abs(f @ w) / np.linalg.norm(w) - 1.0) < 1e-6
+
+
 def test_real_roots_are_real_and_pairs_conjugate():
     w = P.polyfromroots([1.0, -0.5, 2 + 1j, 2 - 1j]).real
     h = poly.form_roots(w)

@@ -128,6 +128,46 @@ def form_roots(w, *, grid: int = 64) -> np.ndarray:
     return np.concatenate(special + [normalize_points(z, t)])
 
 
+def forms_roots(W, *, grid: int = 64) -> np.ndarray:
+    """:func:`form_roots` of every row of ``W (m, n+1)``: ``(m, n, 2)``, the same numbers.
+
+    The rows :func:`form_roots` solves in the identity chart (no exactly vanishing end
+    coefficient, ``|G(1, 0)|`` at least a quarter of the grid maximum) have their companion
+    matrices (``np.roots``' own) solved in one batched ``eigvals``; the others go through
+    :func:`form_roots` one by one. A trajectory's stored filters are mostly the former.
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    m, n = W.shape[0], W.shape[1] - 1
+    out = np.empty((m, max(n, 0), 2), dtype=complex)
+    if n <= 0 or m == 0:
+        return out
+    phis = np.pi * np.arange(grid) / grid
+    j = np.arange(n + 1)
+    basis = np.cos(phis)[:, None] ** j * np.sin(phis)[:, None] ** (n - j)
+    batch = []
+    for k in range(m):
+        w = W[k]
+        if w[0] != 0 and w[n] != 0:
+            vals = np.abs(basis @ w)  # form_roots' chart test, the same product
+            if vals[0] >= 0.25 * vals[int(np.argmax(vals))]:
+                batch.append(k)
+                continue
+        out[k] = form_roots(w, grid=grid)
+    if batch:
+        P = W[batch][:, ::-1]  # np.roots' descending coefficients, leading one nonzero
+        A = np.zeros((len(batch), n, n))
+        A[:, np.arange(1, n), np.arange(n - 1)] = 1.0
+        A[:, 0, :] = -P[:, 1:] / P[:, :1]
+        r = np.linalg.eigvals(A)
+        c, s = np.cos(0.0), np.sin(0.0)
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(r)
+            z = np.where(finite, c * r - s, c)
+            t = np.where(finite, s * r + c, s)
+        out[batch] = normalize_points(z, t)
+    return out
+
+
 def form_from_roots(h: np.ndarray, *, real: bool = True) -> np.ndarray:
     """Coefficients (ascending, formal degree ``len(h)``) of ``prod_r (t_r z - z_r t)``, unit norm.
 
