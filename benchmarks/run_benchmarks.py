@@ -7,7 +7,8 @@ Scripts: bench_torch.py (single-run gradient descent against the PyTorch peer), 
 numpy BLAS peer: descent, flow, ensembles, the memory-bandwidth limit), bench_ensemble.py
 (ensembles, gradient flow), bench_sweep.py (sweep overhead, reading 10,000 run files),
 bench_analysis.py (plot, report and the Python API over 10,000 run files), bench_cli.py (start-up,
-sweep --dry-run of 100,000 points, run --index, status/summary over 100,000 run files). Every row
+sweep --dry-run of 100,000 points, run --index, status/summary over 100,000 run files),
+bench_flows.py (the repeated-filters figure's long-horizon LSODA runs, CPU per run against before). Every row
 of the targets table carries the peak RSS of the process(es) it was measured in where the script
 records it (ours / peer's). ``--quick`` passes ``--quick`` to the
 scripts that have it.
@@ -23,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_losses.py", "bench_ensemble.py", "bench_sweep.py",
-           "bench_analysis.py", "bench_cli.py"]
+           "bench_analysis.py", "bench_cli.py", "bench_flows.py"]
 QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_losses.py", "bench_analysis.py", "bench_cli.py"}
 #: single-run DLN 5x20 square-loss descent before the compiled DLN kernel (issue 13: "today")
 DLN_BEFORE = 19_000
@@ -106,6 +107,11 @@ def targets() -> list[tuple[str, str, str, bool | None, str]]:
                      f"lines {plots['plot_lines_seconds']:.1f} s, heatmap {plots['plot_heatmap_seconds']:.1f} s",
                      worst < plots["target_seconds"], "-"))
     rows += cli_targets(load("bench_cli.json"))
+    flows = load("bench_flows.json")
+    if flows and flows.get("before_ms"):
+        x = flows["before_ms"] / flows["per_run_ms"]
+        rows.append(("(13) repeated-filters runs (LSODA to 1e5) vs before", ">= 3x",
+                     f"{flows['per_run_ms']:.0f} vs {flows['before_ms']:.0f} ms CPU per run = {x:.2f}x", x >= 3, "-"))
     return rows
 
 

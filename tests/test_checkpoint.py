@@ -252,22 +252,26 @@ def test_solver_loop_is_solve_ivp_bit_for_bit(method):
         return y[0]
     crossing.direction = 0.0
 
+    def rising(t, y):  # non-terminal, upward crossings only: y_1 becomes positive
+        return y[1]
+    rising.direction = 1.0
+
     def small(t, y):  # terminal: |y| falls below 0.05
         return float(np.linalg.norm(y)) - 0.05
     small.terminal = True
     small.direction = -1.0
 
     y0, t_eval = np.array([1.0, 0.5, -0.3]), np.linspace(0.0, 10.0, 41)
-    ref = solve_ivp(fun, (0.0, 10.0), y0, method=method, t_eval=t_eval, events=[crossing, small],
+    ref = solve_ivp(fun, (0.0, 10.0), y0, method=method, t_eval=t_eval, events=[crossing, rising, small],
                     rtol=1e-8, atol=1e-10)
 
     def solve(resume_at=None):
-        run = SolverRun(fun, y0, 10.0, t_eval, [crossing, small], method=method, rtol=1e-8, atol=1e-10)
+        run = SolverRun(fun, y0, 10.0, t_eval, [crossing, rising, small], method=method, rtol=1e-8, atol=1e-10)
         steps = 0
         while run.status is None:
             if steps == resume_at:
                 saved = run.state()
-                run = SolverRun(fun, y0, 10.0, t_eval, [crossing, small], method=method, rtol=1e-8,
+                run = SolverRun(fun, y0, 10.0, t_eval, [crossing, rising, small], method=method, rtol=1e-8,
                                 atol=1e-10)
                 run.resume(saved)
             run.step()
@@ -275,19 +279,21 @@ def test_solver_loop_is_solve_ivp_bit_for_bit(method):
         return run
 
     run = solve()
-    assert ref.status == run.status == 1 and run.terminated_by == 1
+    assert ref.status == run.status == 1 and run.terminated_by == 2
     assert np.asarray(run.ts).tobytes() == ref.t.tobytes()
     assert np.asarray(run.ys).tobytes() == ref.y.T.tobytes()
-    for e in range(2):
+    for e in range(3):
         assert np.asarray(run.t_events[e]).tobytes() == ref.t_events[e].tobytes()
         assert np.asarray(run.y_events[e]).tobytes() == ref.y_events[e].tobytes()
-    assert len(run.t_events[0]) >= 2
+    assert len(run.t_events[0]) >= 2 and len(run.t_events[1]) >= 1
+    # the upward event saw only the upward crossings of y_1 (the state just after each is rising)
+    assert all(fun(0.0, y)[1] > 0 for y in run.y_events[1])
     assert tuple(run.counts) == (ref.nfev, ref.njev, ref.nlu)
     if method in ("RK23", "RK45", "DOP853"):
         again = solve(resume_at=7)
         assert np.asarray(again.ts).tobytes() == ref.t.tobytes()
         assert np.asarray(again.ys).tobytes() == ref.y.T.tobytes()
-        assert np.asarray(again.t_events[1]).tobytes() == ref.t_events[1].tobytes()
+        assert np.asarray(again.t_events[2]).tobytes() == ref.t_events[2].tobytes()
         assert tuple(again.counts) == (ref.nfev, ref.njev, ref.nlu)
 
 

@@ -357,3 +357,21 @@ def test_runs_are_deterministic(kind, arch, make_model, make_problem):
         assert a.status == b.status and a.message == b.message
         np.testing.assert_equal(a.attrs, b.attrs)  # (NaN == NaN here)
         np.testing.assert_equal(a.series, b.series)
+
+
+def test_solve_ivp_stopping_events_equal_the_rules_values_bit_for_bit():
+    """``StopRules.events`` (one member, on floats: what LSODA/Radau/BDF evaluate at every step)
+    against :meth:`StopRules.values` (the arrays the ensemble integrator uses), for every rule and
+    member, finite and non-finite losses: the same numbers, bit for bit."""
+    from lcnrun.core.dynamics.stopping import RULES, StopRules
+
+    rules = StopRules(threshold=np.array([3.0, 1e10]), loss_below=np.array([1e-3, 0.25]),
+                      grad_norm_below=np.array([1e-7, 0.1 + 0.2]))
+    points = [(0.1 + 0.2, 1e-9), (2.9999999999999996, 0.5), (1e-3, 1e-7), (np.inf, 1.0), (np.nan, np.nan)]
+    for b in range(2):
+        fns = rules.events(lambda y: points[int(y[0])], b)
+        assert [fn.rule for fn in fns] == list(RULES)
+        for k, (loss, gnorm) in enumerate(points):
+            ref = rules.values(np.array([loss]), np.array([gnorm]), slice(b, b + 1))[0]
+            got = np.array([fn(0.0, np.array([float(k)])) for fn in fns])
+            assert np.array_equal(got, ref, equal_nan=True), (b, k, got, ref)

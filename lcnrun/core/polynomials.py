@@ -128,6 +128,46 @@ def form_roots(w, *, grid: int = 64) -> np.ndarray:
     return np.concatenate(special + [normalize_points(z, t)])
 
 
+def forms_roots(W, *, grid: int = 64) -> np.ndarray:
+    """:func:`form_roots` of every row of ``W (m, n+1)``: ``(m, n, 2)``, the same numbers.
+
+    The rows :func:`form_roots` solves in the identity chart (no exactly vanishing end
+    coefficient, ``|G(1, 0)|`` at least a quarter of the grid maximum) have their companion
+    matrices (``np.roots``' own) solved in one batched ``eigvals``; the others go through
+    :func:`form_roots` one by one. A trajectory's stored filters are mostly the former.
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    m, n = W.shape[0], W.shape[1] - 1
+    out = np.empty((m, max(n, 0), 2), dtype=complex)
+    if n <= 0 or m == 0:
+        return out
+    phis = np.pi * np.arange(grid) / grid
+    j = np.arange(n + 1)
+    basis = np.cos(phis)[:, None] ** j * np.sin(phis)[:, None] ** (n - j)
+    batch = []
+    for k in range(m):
+        w = W[k]
+        if w[0] != 0 and w[n] != 0:
+            vals = np.abs(basis @ w)  # form_roots' chart test, the same product
+            if vals[0] >= 0.25 * vals[int(np.argmax(vals))]:
+                batch.append(k)
+                continue
+        out[k] = form_roots(w, grid=grid)
+    if batch:
+        P = W[batch][:, ::-1]  # np.roots' descending coefficients, leading one nonzero
+        A = np.zeros((len(batch), n, n))
+        A[:, np.arange(1, n), np.arange(n - 1)] = 1.0
+        A[:, 0, :] = -P[:, 1:] / P[:, :1]
+        r = np.linalg.eigvals(A)
+        c, s = np.cos(0.0), np.sin(0.0)
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(r)
+            z = np.where(finite, c * r - s, c)
+            t = np.where(finite, s * r + c, s)
+        out[batch] = normalize_points(z, t)
+    return out
+
+
 def form_from_roots(h: np.ndarray, *, real: bool = True) -> np.ndarray:
     """Coefficients (ascending, formal degree ``len(h)``) of ``prod_r (t_r z - z_r t)``, unit norm.
 
@@ -267,14 +307,95 @@ def _double_root_conditions(n: int, phi: np.ndarray) -> np.ndarray:
     return np.stack([fz, ft], axis=-2)
 
 
-def _squared_distance_to_double_root_at(w: np.ndarray, phi) -> np.ndarray:
-    """``d(phi)^2 = r^T (A A^T)^{-1} r``; analytic in ``phi`` (plain transposes, no conjugation), so
-    a complex ``phi`` gives complex-step derivatives."""
-    A = _double_root_conditions(len(w) - 1, np.atleast_1d(phi))
-    r = A @ w
-    AAt = A @ np.swapaxes(A, -1, -2)
-    x = np.linalg.solve(AAt, r[..., None])[..., 0]
-    return np.sum(r * x, axis=-1)
+def _squared_distance_to_double_root_at(W: np.ndarray, phi) -> np.ndarray:
+    """``d(phi)^2 = r^T (A A^T)^{-1} r`` with ``r = A w``, for filters ``W (..., n+1)`` and angles
+    ``phi`` broadcast against ``W``'s leading axes; analytic in ``phi`` (plain transposes, no
+    conjugation), so a complex ``phi`` gives complex-step derivatives."""
+    W = np.asarray(W)
+    A = _double_root_conditions(W.shape[-1] - 1, np.asarray(phi))
+    r = (A @ W[..., :, None])[..., 0]
+    fz, ft = A[..., 0, :], A[..., 1, :]
+    # A A^T = [[p, q], [q, s]] (symmetric, also for complex phi): Cramer's rule, a 2 x 2 system
+    p, q, s = np.sum(fz * fz, axis=-1), np.sum(fz * ft, axis=-1), np.sum(ft * ft, axis=-1)
+    r0, r1 = r[..., 0], r[..., 1]
+    return (s * r0 * r0 - 2 * q * r0 * r1 + p * r1 * r1) / (p * s - q * q)
+
+
+#: the zero of the slope in a bracket of width 2 pi / grid: this many halvings, then this many
+#: regula falsi steps inside the bracket
+_HALVINGS = 6
+_SECANTS = 6
+
+
+def distances_to_real_discriminant(W, *, grid: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`distance_to_real_discriminant` of every row of ``W (m, n+1)`` at once: the distances
+    ``(m,)`` and the angles ``phi (m,)`` of the nearest double roots ``[cos phi : sin phi]``
+    (``nan`` for ``n <= 1``).
+
+    The same algorithm as the single filter's, vectorised over filters and candidate minima: ``d^2``
+    on the common grid of angles, the three best local grid minima of each filter, and the zero of
+    ``(d^2)'`` (complex-step derivative) in each bracket ``[phi_i - pi/grid, phi_i + pi/grid]`` whose
+    ends have the signs of a minimum, located for all brackets together by a few halvings and then
+    regula falsi steps kept inside the bracket (the zero to ~1e-11 in ``phi`` or better; ``d^2`` is
+    stationary there, so it agrees with Brent's method to rounding, ~1e-16 ``|w|^2``).
+    """
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    m, n = W.shape[0], W.shape[1] - 1
+    if n <= 1:
+        return np.linalg.norm(W, axis=1), np.full(m, np.nan)
+    phis = np.pi * np.arange(grid) / grid
+    d2 = _squared_distance_to_double_root_at(W[:, None, :], phis[None, :]).real  # (m, grid)
+    best_i = np.argmin(d2, axis=1)
+    best_d2 = d2[np.arange(m), best_i].copy()
+    best_phi = phis[best_i].copy()
+    is_min = (d2 <= np.roll(d2, 1, axis=1)) & (d2 <= np.roll(d2, -1, axis=1))
+    rows, cols = [], []
+    for k in range(m):  # the three smallest local minima of each filter, smallest first
+        c = np.flatnonzero(is_min[k])
+        c = c[np.argsort(d2[k, c], kind="stable")][:3]
+        rows.extend([k] * len(c))
+        cols.extend(c)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    if rows.size:
+        step, h = np.pi / grid, 1e-30
+        Wc = W[rows]
+
+        def slope(p):
+            return _squared_distance_to_double_root_at(Wc, p + 1j * h).imag / h
+
+        lo, hi = phis[cols] - step, phis[cols] + step
+        s_lo, s_hi = slope(lo), slope(hi)
+        ok = (s_lo < 0) & (0 < s_hi)
+        lo, hi, s_lo, s_hi = lo[ok], hi[ok], s_lo[ok], s_hi[ok]
+        rows, Wc = rows[ok], Wc[ok]
+        # a few halvings (the bracket around the one zero of a smooth slope), then regula falsi
+        # steps kept inside the bracket: superlinear from there, the zero to ~1e-15 in phi after
+        # _SECANTS steps (56 halvings to adjacent floats cost 4x as many evaluations; d^2 is
+        # stationary at the zero, so its value differs from theirs by rounding only)
+        for _ in range(_HALVINGS):
+            mid = 0.5 * (lo + hi)
+            s_mid = slope(mid)
+            neg = s_mid < 0
+            lo, s_lo = np.where(neg, mid, lo), np.where(neg, s_mid, s_lo)
+            hi, s_hi = np.where(neg, hi, mid), np.where(neg, s_hi, s_mid)
+        best_x = np.where(np.abs(s_lo) <= np.abs(s_hi), lo, hi)
+        best_s = np.minimum(np.abs(s_lo), np.abs(s_hi))
+        for _ in range(_SECANTS):
+            with np.errstate(all="ignore"):
+                x = lo - s_lo * (hi - lo) / (s_hi - s_lo)
+            x = np.where(np.isfinite(x) & (x > lo) & (x < hi), x, 0.5 * (lo + hi))
+            s_x = slope(x)
+            better = np.abs(s_x) < best_s
+            best_x, best_s = np.where(better, x, best_x), np.where(better, np.abs(s_x), best_s)
+            neg = s_x < 0
+            lo, s_lo = np.where(neg, x, lo), np.where(neg, s_x, s_lo)
+            hi, s_hi = np.where(neg, hi, x), np.where(neg, s_hi, s_x)
+        root = best_x
+        v = _squared_distance_to_double_root_at(Wc, root).real
+        for k, vk, pk in zip(rows, v, root):  # candidates in the single filter's order
+            if vk < best_d2[k]:
+                best_d2[k], best_phi[k] = vk, pk
+    return np.sqrt(np.maximum(best_d2, 0.0)), best_phi
 
 
 def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.ndarray | None]:
@@ -285,35 +406,15 @@ def distance_to_real_discriminant(w, *, grid: int = 1024) -> tuple[float, np.nda
     subspace ``{F_z(a, b) = F_t(a, b) = 0}`` (codimension 2), so the distance is
     ``d(x) = sqrt(r^T (A A^T)^{-1} r)`` with ``A`` the two functionals and ``r = A w``; the result is
     ``min_x d(x)``: ``d^2`` on a grid of ``grid`` angles ``x = [cos phi : sin phi]``, then around the
-    three best grid minima the zero of ``(d^2)'`` (complex-step derivative) by Brent's method, to
-    machine precision in ``phi``. Size ``<= 2`` filters (``n <= 1``): ``|w|``.
+    three best grid minima the zero of ``(d^2)'`` (complex-step derivative), to machine precision in
+    ``phi`` (:func:`distances_to_real_discriminant`, which does many filters at once). Size ``<= 2``
+    filters (``n <= 1``): ``|w|``.
     """
     w = np.asarray(w, dtype=float)
-    n = len(w) - 1
-    if n <= 1:
+    if len(w) - 1 <= 1:
         return float(np.linalg.norm(w)), None
-    phis = np.pi * np.arange(grid) / grid
-    d2 = _squared_distance_to_double_root_at(w, phis).real
-    is_min = (d2 <= np.roll(d2, 1)) & (d2 <= np.roll(d2, -1))
-    candidates = np.flatnonzero(is_min)
-    candidates = candidates[np.argsort(d2[candidates])][:3]
-    step = np.pi / grid
-    h = 1e-30
-
-    def slope(p):
-        return float(_squared_distance_to_double_root_at(w, p + 1j * h)[0].imag / h)
-
-    best_d2, best_phi = float(np.min(d2)), float(phis[int(np.argmin(d2))])
-    for i in candidates:
-        lo, hi = phis[i] - step, phis[i] + step
-        if slope(lo) < 0 < slope(hi):
-            from scipy.optimize import brentq  # noqa: PLC0415  (scipy on use: spec validation imports this module)
-
-            p = brentq(slope, lo, hi, xtol=1e-17, rtol=4 * np.finfo(float).eps, maxiter=200)
-            v = float(_squared_distance_to_double_root_at(w, p)[0].real)
-            if v < best_d2:
-                best_d2, best_phi = v, p
-    return float(np.sqrt(max(best_d2, 0.0))), normalize_points(np.cos(best_phi), np.sin(best_phi))
+    d, phi = distances_to_real_discriminant(w[None], grid=grid)
+    return float(d[0]), normalize_points(np.cos(phi[0]), np.sin(phi[0]))
 
 
 # -- re-distributing roots among layers -------------------------------------------------------------

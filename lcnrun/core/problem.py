@@ -21,6 +21,19 @@ from .losses import Loss
 from .models import Model
 
 
+def _kernels():
+    """:mod:`lcnrun.core.kernels`, imported on first use (it loads numba) and then kept: a flow
+    evaluates one member thousands of times, and an import statement per call is a few us."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import kernels  # noqa: PLC0415
+        _KERNELS = kernels
+    return _KERNELS
+
+
+_KERNELS = None
+
+
 class Problem:
     """``model`` + ``loss`` + ``dataset``; all methods take batched ``theta (B, P)``."""
 
@@ -50,6 +63,9 @@ class Problem:
     def compiled(self, batch: int):
         """``(program, forms)`` for the compiled kernels with ``batch`` members, or None if this
         problem has no compiled form (a loss other than the square loss)."""
+        cached = self._batch_forms.get(batch)
+        if cached is not None:  # a flow's every evaluation: no import, no checks
+            return self._program, cached
         from .kernels import QuadraticForms  # noqa: PLC0415
 
         if self.quadratic is None or self.chain_program() is None:
@@ -103,8 +119,7 @@ class Problem:
         theta = np.asarray(theta, dtype=float)
         compiled = self.compiled(theta.shape[0])
         if compiled is not None:
-            from .kernels import value_and_grad  # noqa: PLC0415
-            return value_and_grad(*compiled, theta)
+            return _kernels().value_and_grad(*compiled, theta)
         forms = self.sample_forms()
         if forms is not None:
             from .kernels import samples_value_and_grad  # noqa: PLC0415
@@ -173,8 +188,7 @@ class ProblemEnsemble:
         theta = np.asarray(theta, dtype=float)
         compiled = self.compiled(theta.shape[0])
         if compiled is not None:
-            from .kernels import value_and_grad  # noqa: PLC0415
-            return value_and_grad(*compiled, theta)
+            return _kernels().value_and_grad(*compiled, theta)
         loss = np.empty(theta.shape[0])
         grad = np.empty_like(theta)
         for f, p in enumerate(self.problems):

@@ -169,7 +169,13 @@ class PolynomialStructure(Diagnostic):
         pair = pairwise_structure(model, theta)
         arrays.update(pair)
         fill, dim, ambient, why = filling(model)
-        dist, _ = poly.distance_to_real_discriminant(v)
+        V = None
+        if thetas is not None:
+            idx = subsample_indices(len(thetas), o.max_points)
+            V = model.end_to_end(thetas[idx])
+        # the point's and the series' distances in one vectorised call (row 0: the point)
+        dists, _ = poly.distances_to_real_discriminant(v[None] if V is None else np.vstack([v[None], V]))
+        dist = float(dists[0])
         nv = float(np.linalg.norm(v))
         max_cos = _nanmax(pair["cos_similarity"])
         scalars = {
@@ -191,12 +197,10 @@ class PolynomialStructure(Diagnostic):
             "inf_tol": o.inf_tol,
             "at": o.at,
         }
-        if thetas is not None:
-            idx = subsample_indices(len(thetas), o.max_points)
-            V = model.end_to_end(thetas[idx])
+        if V is not None:
             arrays["t"] = np.asarray(times, dtype=float)[idx]
-            arrays["n_real_roots_series"] = np.asarray(
-                [end_to_end_roots(vv, o.real_tol, o.inf_tol)["n_real"] for vv in V], dtype=np.int64)
-            arrays["distance_to_discriminant_series"] = np.asarray(
-                [poly.distance_to_real_discriminant(vv)[0] for vv in V])
+            # the roots of all stored filters at once (the same as end_to_end_roots row by row)
+            arrays["n_real_roots_series"] = np.sum(poly.is_real_root(poly.forms_roots(V), o.real_tol),
+                                                   axis=1).astype(np.int64)
+            arrays["distance_to_discriminant_series"] = dists[1:]
         return DiagnosticResult(arrays=arrays, scalars=scalars)

@@ -39,13 +39,22 @@ class _Cached:
         self.problem = problem
         self.key = None
         self.value = None
+        # a compiled problem (square loss): its kernel called directly, the same numbers as
+        # ``problem.value_and_grad(y[None])`` without the per-call packing (most of a call here)
+        compiled = problem.compiled(1) if hasattr(problem, "compiled") else None
+        if compiled is not None:
+            from ..kernels import one_member_value_and_grad  # noqa: PLC0415  (numba on use)
+            self.evaluate = one_member_value_and_grad(*compiled)
+
+    def evaluate(self, y):
+        with np.errstate(all="ignore"):
+            loss, grad = self.problem.value_and_grad(y[None])
+        return float(loss[0]), grad[0]
 
     def __call__(self, y):
         key = y.tobytes()
         if key != self.key:
-            with np.errstate(all="ignore"):
-                loss, grad = self.problem.value_and_grad(y[None])
-            self.key, self.value = key, (float(loss[0]), grad[0])
+            self.key, self.value = key, self.evaluate(y)
         return self.value
 
 

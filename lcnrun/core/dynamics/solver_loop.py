@@ -50,6 +50,7 @@ class SolverRun:
         self.events = list(events)
         self.terminal = np.array([bool(getattr(e, "terminal", False)) for e in self.events])
         self.direction = np.array([float(getattr(e, "direction", 0.0)) for e in self.events])
+        self._directions = [float(d) for d in self.direction]
         self.solver = self._solver(0.0, np.asarray(y0, dtype=float))
         self.ts: list[float] = []
         self.ys: list[np.ndarray] = []
@@ -83,11 +84,12 @@ class SolverRun:
         t_old, t, sol = solver.t_old, solver.t, None
         if self.events:
             g_new = [e(t, solver.y) for e in self.events]
-            g, g_new_a = np.asarray(self.g), np.asarray(g_new)
-            up, down = (g <= 0) & (g_new_a >= 0), (g >= 0) & (g_new_a <= 0)
-            active = np.nonzero(up & (self.direction > 0) | down & (self.direction < 0)
-                                | (up | down) & (self.direction == 0))[0]
-            if active.size > 0:
+            # solve_ivp's find_active_events: a sign change in the event's direction (0: either);
+            # on the few floats of one member, without building arrays at every step
+            active = [i for i, (g, gn, d) in enumerate(zip(self.g, g_new, self._directions))
+                      if (d >= 0 and g <= 0 <= gn) or (d <= 0 and g >= 0 >= gn)]
+            if active:
+                active = np.asarray(active, dtype=np.int64)
                 sol = solver.dense_output()
                 self.event_count[active] += 1
                 for e, te in zip(*self._roots(sol, active, t_old, t)):
@@ -96,7 +98,10 @@ class SolverRun:
                 if self.status == 1:
                     t = self.t_events[self.terminated_by][-1]
             self.g = g_new
-        i_new = int(np.searchsorted(self.t_eval, t, side="right"))
+        # the next stored time first (most steps pass none): the same index as a search would give
+        i_new = self.t_eval_i
+        if i_new < len(self.t_eval) and self.t_eval[i_new] <= t:
+            i_new = int(np.searchsorted(self.t_eval, t, side="right"))
         if i_new > self.t_eval_i:
             sol = sol if sol is not None else solver.dense_output()
             step_t = self.t_eval[self.t_eval_i:i_new]

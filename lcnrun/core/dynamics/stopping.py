@@ -17,6 +17,7 @@ the message.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -80,9 +81,15 @@ class StopRules:
             if e > 0 and np.isnan((self.loss_below, self.grad_norm_below)[e - 1][b]):
                 continue
 
-            def fn(t, y, e=e):
+            level = float((self.threshold, self.loss_below, self.grad_norm_below)[e][b])
+
+            # :meth:`values` of one member on floats (the same IEEE operations, without arrays:
+            # an integrator evaluates this at every step)
+            def fn(t, y, e=e, level=level):
                 loss, gnorm = measure(y)
-                return float(self.values(np.array([loss]), np.array([gnorm]), slice(b, b + 1))[0, e])
+                if e == 0:
+                    return level - loss if math.isfinite(loss) else -1.0
+                return (loss if e == 1 else gnorm) - level
             fn.terminal = True
             fn.rule = rule
             fns.append(fn)
