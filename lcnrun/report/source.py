@@ -8,26 +8,25 @@ each run's resolved spec is flattened to dotted keys (``model.strides``, ``data.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
-from ..store.index import index_dir, run_file_stats, scan
+from ..store.index import flat_spec, index_dir, run_file_stats, scan
 from ..store.runfile import RunFileError, read_run_attrs
+from ..store.specflat import flatten, flatten_spec_text  # noqa: F401  (the reports' names for them)
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 PARALLEL_FROM = 2000  # read this many files or more in worker processes
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class SourceError(ValueError):
@@ -95,115 +94,81 @@ def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "resul
                       "files (*.h5) in it")
 
 
-# -- flattening specs ------------------------------------------------------------------------------
-def flatten(obj: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
-    """Nested mappings -> ``{dotted.key: value}``; lists (and everything else) are values."""
-    out = {} if out is None else out
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and v:
-                flatten(v, key, out)
-            else:
-                out[key] = v
-    elif prefix:
-        out[prefix] = obj
-    return out
-
-
-@lru_cache(maxsize=8192)
-def _block(text: str) -> tuple[tuple[str, Any], ...] | None:
-    """One top-level entry of a YAML mapping, flattened; ``None`` if it is not exactly one."""
-    try:
-        value = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(value, dict) or len(value) != 1:
-        return None
-    return tuple(flatten(value).items())
-
-
-def flatten_spec_text(text: str) -> dict[str, Any]:
-    """A run file's resolved spec (YAML text) as ``{dotted.key: value}``.
-
-    Fast for many runs of one sweep: the text is cut into its top-level entries (``model: ...``,
-    ``data: ...``), each parsed once and cached, since runs of a sweep share most of them. Falls
-    back to parsing the whole text if it is not laid out as one entry per unindented line.
-    Values are shared between calls: treat them as read-only.
-    """
-    blocks: list[list[str]] = []
-    for line in text.splitlines(keepends=True):
-        if line[:1] not in ("", " ", "-", "\n", "#") and not line.startswith(("...", "---")):
-            blocks.append([line])
-        elif blocks:
-            blocks[-1].append(line)
-        elif line.strip():
-            blocks = []
-            break
-    out: dict[str, Any] = {}
-    for lines in blocks:
-        items = _block("".join(lines))
-        if items is None:
-            return flatten(yaml.load(text, Loader=_LOADER) or {})
-        out.update(items)
-    if not blocks and text.strip():
-        return flatten(yaml.load(text, Loader=_LOADER) or {})
-    return out
-
-
 # -- reading many run files ------------------------------------------------------------------------
 @dataclass
 class RunInfo:
     """One run file as reports see it: ``attrs`` (every scalar, ``read_run_attrs`` names, without
-    ``spec``), ``spec`` (flattened resolved spec), or ``error`` when the file is unreadable."""
+    ``spec``), ``spec`` (flattened resolved spec), or ``error`` when the file is unreadable;
+    ``series``: the trajectory series asked for, when they were read in the same open of the file
+    (``None``: not read here)."""
 
     run_id: str
     path: Path
     attrs: dict[str, Any]
     spec: dict[str, Any]
     error: str = ""
+    series: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
         return "unreadable" if self.error else str(self.attrs.get("status", ""))
 
 
-def read_run_info(run_id: str, path: Path) -> RunInfo:
+def _read_one(path: str, series: tuple[str, ...] | None, check_marks: bool = True):
+    """``(attrs with "spec", series or None)`` of one file, or the reason it is unreadable (a
+    text: it crosses process boundaries)."""
     try:
-        attrs = read_run_attrs(path)
+        if series is None:
+            return read_run_attrs(path, check_marks=check_marks), None
+        from ..store.series import read_attrs_and_series  # noqa: PLC0415  (h5py: only now)
+
+        return read_attrs_and_series(path, series, check_marks=check_marks)
     except RunFileError as err:
-        return RunInfo(run_id, Path(path), {"run_id": run_id, "status": "unreadable"}, {},
-                       err.reason)
-    text = attrs.pop("spec", "")
-    try:
-        spec = flatten_spec_text(text)
-    except yaml.YAMLError as err:
-        return RunInfo(run_id, Path(path), attrs, {}, f"its spec is not valid YAML ({err})")
-    return RunInfo(run_id, Path(path), attrs, spec)
+        return err.reason
+
+
+def _info(run_id: str, path: os.PathLike | str, got) -> RunInfo:
+    if isinstance(got, str):
+        return RunInfo(run_id, Path(path), {"run_id": run_id, "status": "unreadable"}, {}, got)
+    attrs, series = got
+    attrs = dict(attrs)
+    spec, error = flat_spec(attrs.pop("spec", "") or "")
+    return RunInfo(run_id, Path(path), attrs, spec or {}, error, series)
+
+
+def read_run_info(run_id: str, path: Path, series: Iterable[str] | None = None) -> RunInfo:
+    """:class:`RunInfo` of one run file (with the ``series`` read in the same open, if named)."""
+    return _info(run_id, path, _read_one(str(path), None if series is None else tuple(series)))
 
 
 def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
-              processes: int | None = None) -> list[RunInfo]:
+              processes: int | None = None, series: Iterable[str] | None = None) -> list[RunInfo]:
     """:class:`RunInfo` of the run files ``files`` (``{run_id: path}``) of ``runs_dir``, in that
     order: from the run index of an experiment folder (:mod:`lcnrun.store.index`, the same answer
-    as reading every file), else by :func:`read_runs`."""
+    as reading every file), else by :func:`read_runs`. ``series``: also read these trajectory
+    series of each file that has to be opened for its attributes (one open, not two; a run
+    answered by the index gets ``series=None``)."""
+    series = None if series is None else tuple(series)
     if index_dir(runs_dir) is None:
-        return read_runs(files, processes=processes)
-    known = scan(runs_dir, run_ids=files)
+        return read_runs(files, processes=processes, series=series)
+
+    def reader(items: list[tuple[str, str]]) -> list:
+        got = _read_many(items, series, processes, check_marks=False)
+        return [RunFileError(path, g) if isinstance(g, str) else g
+                for (_, path), g in zip(items, got)]
+
+    known = scan(runs_dir, run_ids=files, reader=reader)
     out = []
     for rid, path in files.items():
         run = known.get(rid)
         if run is None:  # removed since it was listed: read it as before (it says so)
-            out.append(read_run_info(rid, Path(path)))
+            out.append(read_run_info(rid, Path(path), series))
         elif run.attrs is None:
             out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
+        elif run.spec is None:
+            out.append(RunInfo(rid, path, dict(run.attrs), {}, run.spec_error, run.extra))
         else:
-            try:
-                spec = flatten_spec_text(run.spec or "")
-            except yaml.YAMLError as err:
-                out.append(RunInfo(rid, path, dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
-                continue
-            out.append(RunInfo(rid, path, dict(run.attrs), spec))
+            out.append(RunInfo(rid, path, dict(run.attrs), run.spec, "", run.extra))
     return out
 
 
@@ -217,24 +182,34 @@ def reader_context():
         return get_context("spawn")
 
 
-def _read_chunk(items: list[tuple[str, str]]) -> list[RunInfo]:
-    return [read_run_info(run_id, Path(path)) for run_id, path in items]
+def _read_chunk(series: tuple[str, ...] | None, check_marks: bool, items: list[tuple[str, str]]) -> list:
+    return [_read_one(path, series, check_marks) for _, path in items]
+
+
+def _read_many(items: list[tuple[str, str]], series: tuple[str, ...] | None,
+               processes: int | None, check_marks: bool = True) -> list:
+    """:func:`_read_one` of each ``(run_id, path)``, in order, in worker processes from
+    :data:`PARALLEL_FROM` files on (or ``processes`` > 1 given; ``processes=1``: here)."""
+    if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
+        processes = available_cores() if len(items) >= PARALLEL_FROM else 1
+    processes = max(1, min(processes, len(items)))
+    body = functools.partial(_read_chunk, series, check_marks)
+    if processes == 1:
+        return body(items)
+    size = math.ceil(len(items) / (processes * 4))
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
+        return [got for part in pool.map(body, chunks) for got in part]
 
 
 def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
-              processes: int | None = None) -> list[RunInfo]:
-    """:class:`RunInfo` of each ``(run_id, path)``, in the given order.
+              processes: int | None = None, series: Iterable[str] | None = None) -> list[RunInfo]:
+    """:class:`RunInfo` of each ``(run_id, path)``, in the given order (with the ``series`` read in
+    the same open, if named).
 
     With :data:`PARALLEL_FROM` files or more (or ``processes`` > 1 given) the files are read in
     worker processes (``processes``: default the cores available); ``processes=1`` reads here.
     """
     items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
-    if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
-        processes = available_cores() if len(items) >= PARALLEL_FROM else 1
-    processes = max(1, min(processes, len(items)))
-    if processes == 1:
-        return _read_chunk(items)
-    size = math.ceil(len(items) / (processes * 4))
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
-        return [info for part in pool.map(_read_chunk, chunks) for info in part]
+    got = _read_many(items, None if series is None else tuple(series), processes)
+    return [_info(rid, path, g) for (rid, path), g in zip(items, got)]
