@@ -55,6 +55,10 @@ class ExperimentSource:
         """``{run_id: path}`` of every run file (hidden temporaries and claims skipped)."""
         return run_files(self.runs_dir)
 
+    def run_file_stats(self) -> dict[str, tuple[str, os.stat_result]]:
+        """``{run_id: (path as text, stat)}`` of every run file (no ``Path`` per file)."""
+        return run_file_stats(self.runs_dir)
+
 
 def run_files(folder: os.PathLike | str) -> dict[str, Path]:
     """``{run_id: path}`` of the regular files ``<run_id>.h5`` in ``folder`` (a FIFO or a folder
@@ -103,7 +107,7 @@ class RunInfo:
     (``None``: not read here)."""
 
     run_id: str
-    path: Path
+    path: Path | str
     attrs: dict[str, Any]
     spec: dict[str, Any]
     error: str = ""
@@ -142,12 +146,14 @@ def read_run_info(run_id: str, path: Path, series: Iterable[str] | None = None) 
 
 
 def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
-              processes: int | None = None, series: Iterable[str] | None = None) -> list[RunInfo]:
+              processes: int | None = None, series: Iterable[str] | None = None,
+              listing: dict | None = None) -> list[RunInfo]:
     """:class:`RunInfo` of the run files ``files`` (``{run_id: path}``) of ``runs_dir``, in that
     order: from the run index of an experiment folder (:mod:`lcnrun.store.index`, the same answer
     as reading every file), else by :func:`read_runs`. ``series``: also read these trajectory
     series of each file that has to be opened for its attributes (one open, not two; a run
-    answered by the index gets ``series=None``)."""
+    answered by the index gets ``series=None``). ``listing``: ``run_file_stats(runs_dir)`` if
+    the caller has it (the files are then listed once)."""
     series = None if series is None else tuple(series)
     if index_dir(runs_dir) is None:
         return read_runs(files, processes=processes, series=series)
@@ -157,7 +163,7 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
         return [RunFileError(path, g) if isinstance(g, str) else g
                 for (_, path), g in zip(items, got)]
 
-    known = scan(runs_dir, run_ids=files, reader=reader)
+    known = scan(runs_dir, run_ids=files, reader=reader, listing=listing)
     out = []
     for rid, path in files.items():
         run = known.get(rid)
@@ -166,9 +172,9 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
         elif run.attrs is None:
             out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
         elif run.spec is None:
-            out.append(RunInfo(rid, path, dict(run.attrs), {}, run.spec_error, run.extra))
-        else:
-            out.append(RunInfo(rid, path, dict(run.attrs), run.spec, "", run.extra))
+            out.append(RunInfo(rid, path, run.attrs, {}, run.spec_error, run.extra))
+        else:  # the scan's dicts are new (not shared): no copies of 100,000 of them
+            out.append(RunInfo(rid, path, run.attrs, run.spec, "", run.extra))
     return out
 
 

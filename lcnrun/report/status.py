@@ -101,7 +101,7 @@ def experiment_status(source: ExperimentSource, *,
     ``queued``, ``running`` ...); it overrides what the files say for those runs.
     """
     scheduler = dict(scheduler or {})
-    files = {rid: run.status for rid, run in scan(source.runs_dir).items()}
+    files = {rid: run.status for rid, run in scan(source.runs_dir, details=False).items()}
     running = claimed_runs(source.runs_dir)
 
     def state_of(index, run_id, overrides) -> RunState:

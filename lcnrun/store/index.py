@@ -273,11 +273,27 @@ def _decode(col: dict, blob: memoryview, n: int) -> list:
     return values
 
 
-def _rows(names: list[str], columns: list[list]) -> Iterable[dict]:
-    """One dict per run from columns (keys in column order; ``_ABSENT`` values left out)."""
-    if any(v is _ABSENT for c in columns for v in c):
-        return ({k: v for k, v in zip(names, vals) if v is not _ABSENT} for vals in zip(*columns))
-    return (dict(zip(names, vals)) for vals in zip(*columns))
+def _rows(names: list[str], columns: list[list], masked: list[bool]) -> list[dict]:
+    """One dict per run from columns, keys in column order (``_ABSENT`` values left out;
+    ``masked[i]``: column ``i`` may hold some)."""
+    if not any(masked):
+        return [dict(zip(names, vals)) for vals in zip(*columns)]
+    return [{k: v for k, v in zip(names, vals) if v is not _ABSENT} for vals in zip(*columns)]
+
+
+def _rows_any_order(names: list[str], columns: list[list], masked: list[bool]) -> list[dict]:
+    """As :func:`_rows`, faster when the order of the keys does not matter: the columns every
+    run has first (one ``dict(zip(...))`` per run), then the masked ones where present."""
+    full = [i for i, m in enumerate(masked) if not m]
+    rows = [dict(zip([names[i] for i in full], vals)) for vals in zip(*(columns[i] for i in full))] \
+        if full else [{} for _ in columns[0]]
+    for i, m in enumerate(masked):
+        if m:
+            name = names[i]
+            for row, v in zip(rows, columns[i]):
+                if v is not _ABSENT:
+                    row[name] = v
+    return rows
 
 
 @dataclass
@@ -318,19 +334,19 @@ class _Snapshot:
 
     def _build(self) -> dict[str, dict]:
         names = list(self.columns)
-        attr_names = [n for n in names if n.startswith("a:")]
-        spec_names = [n for n in names if n.startswith("s:")]
-        attrs = _rows([n[2:] for n in attr_names], [self.column(n) for n in attr_names]) \
-            if attr_names else ({} for _ in self.ids)
-        specs = _rows([n[2:] for n in spec_names], [self.column(n) for n in spec_names]) \
-            if spec_names else ({} for _ in self.ids)
+        parts = []
+        for prefix, rows in (("a:", _rows_any_order), ("s:", _rows)):
+            chosen = [n for n in names if n.startswith(prefix)]
+            parts.append(rows([n[2:] for n in chosen], [self.column(n) for n in chosen],
+                              ["mask" in self.columns[n] for n in chosen])
+                         if chosen else [{} for _ in self.ids])
         errors = self.column("spec_error")
         idents = zip(*(self.column(k) for k in _IDENTITY))
         out = {}
-        for rid, ident, a, sp, err in zip(self.ids, idents, attrs, specs, errors):
-            err = "" if err is _ABSENT else err
-            out[rid] = {"id": rid, **dict(zip(_IDENTITY, ident)), "attrs": a,
-                        "spec": None if err else sp, "spec_error": err}
+        for rid, ident, a, sp, err in zip(self.ids, idents, parts[0], parts[1], errors):
+            out[rid] = {"id": rid, "ino": ident[0], "size": ident[1], "mtime_ns": ident[2],
+                        "ctime_ns": ident[3], "attrs": a, "spec": None if err else sp,
+                        "spec_error": err}
         return out
 
 
@@ -526,16 +542,18 @@ def _read_serially(items: list[tuple[str, str]]) -> list:
 
 
 def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
-         reader: Reader | None = None) -> dict[str, IndexedRun]:
+         reader: Reader | None = None,
+         listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, IndexedRun]:
     """What every run file in ``runs_dir`` says (or only those of ``run_ids``): from the index
     where it knows the very file, else from the file itself (its entry then goes into the next
     snapshot). The answer is the same as reading every file (see the module docstring), only
     faster. ``details=False``: statuses only (``attrs`` and ``spec`` stay ``None``).
     ``reader``: how the files without a current entry are read (default: one after the other
-    here; e.g. in worker processes, or with a few series beside the attributes)."""
+    here; e.g. in worker processes, or with a few series beside the attributes). ``listing``:
+    :func:`run_file_stats` of ``runs_dir`` if the caller has it already."""
     from .runfile import STATUSES, RunFileError  # noqa: PLC0415
 
-    files = run_file_stats(runs_dir)
+    files = run_file_stats(runs_dir) if listing is None else listing
     if run_ids is not None:
         wanted = set(run_ids)
         files = {rid: v for rid, v in files.items() if rid in wanted}
