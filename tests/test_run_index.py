@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import subprocess
+import zlib
 import sys
 from pathlib import Path
 
@@ -100,13 +101,17 @@ def test_deleted_index_is_rebuilt(tmp_path):
 
 
 def _snapshot_with_header(data: bytes, change) -> bytes:
-    """The snapshot ``data`` with its JSON header changed by ``change(header)``."""
+    """The snapshot ``data`` with its JSON header changed by ``change(header)``, its checksum
+    made right again (so that the reader's other checks are what must refuse it)."""
     at = len(SNAPSHOT_MAGIC)
-    (size,) = struct.unpack_from("<Q", data, at)
-    header = json.loads(data[at + 8:at + 8 + size])
+    size, _ = struct.unpack_from("<QI", data, at)
+    at += 12
+    header = json.loads(data[at:at + size])
     change(header)
     text = json.dumps(header).encode()
-    return SNAPSHOT_MAGIC + struct.pack("<Q", len(text)) + text + data[at + 8 + size:]
+    blob = data[at + size:]
+    return SNAPSHOT_MAGIC + struct.pack("<QI", len(text), zlib.crc32(blob, zlib.crc32(text))) + text + blob
+
 
 
 def _float_column(header: dict) -> str:
@@ -127,7 +132,18 @@ SNAPSHOT_DAMAGE = {
         d, lambda h: h["columns"][_float_column(h)].update(at=10 ** 9)),
     "unknown-encoding": lambda d: _snapshot_with_header(
         d, lambda h: h["columns"][_float_column(h)].update(enc="f4")),
+    "bad-series": lambda d: _snapshot_with_header(d, lambda h: h["columns"]["t:loss"].update(lens=len(d))),
+    "flipped-byte-in-a-float": lambda d: _flip_final_loss(d),  # same shape, another loss
 }
+
+
+def _flip_final_loss(data: bytes) -> bytes:
+    """One bit of the first run's final.loss changed, nothing else (the checksum refuses it)."""
+    at = len(SNAPSHOT_MAGIC)
+    size, _ = struct.unpack_from("<QI", data, at)
+    header = json.loads(data[at + 12:at + 12 + size])
+    i = at + 12 + size + header["columns"]["a:final.loss"]["at"] + 6
+    return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:]
 
 
 @pytest.mark.parametrize("damage", sorted(SNAPSHOT_DAMAGE))

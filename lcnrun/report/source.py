@@ -21,7 +21,7 @@ from typing import Any
 
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
-from ..store.index import flat_spec, index_dir, run_file_stats, scan
+from ..store.index import KEPT_SERIES, flat_spec, index_dir, run_file_stats, scan
 from ..store.runfile import RunFileError, read_run_attrs
 from ..store.specflat import flatten, flatten_spec_text  # noqa: F401  (the reports' names for them)
 
@@ -103,8 +103,9 @@ def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "resul
 class RunInfo:
     """One run file as reports see it: ``attrs`` (every scalar, ``read_run_attrs`` names, without
     ``spec``), ``spec`` (flattened resolved spec), or ``error`` when the file is unreadable;
-    ``series``: the trajectory series asked for, when they were read in the same open of the file
-    (``None``: not read here)."""
+    ``series``: ``{name: array}`` of the trajectory series known without opening the file again
+    (read in the same open, or kept by the run index), for the names ``series_keys`` (a name
+    there but not in ``series``: the file has no such series)."""
 
     run_id: str
     path: Path | str
@@ -112,6 +113,7 @@ class RunInfo:
     spec: dict[str, Any]
     error: str = ""
     series: dict[str, Any] | None = None
+    series_keys: tuple[str, ...] = ()  # the series looked for (those ``series`` lacks: absent)
 
     @property
     def status(self) -> str:
@@ -119,30 +121,34 @@ class RunInfo:
 
 
 def _read_one(path: str, series: tuple[str, ...] | None, check_marks: bool = True):
-    """``(attrs with "spec", series or None)`` of one file, or the reason it is unreadable (a
-    text: it crosses process boundaries)."""
-    try:
-        if series is None:
-            return read_run_attrs(path, check_marks=check_marks), None
-        from ..store.series import read_attrs_and_series  # noqa: PLC0415  (h5py: only now)
+    """``(attrs with "spec", {name: array})`` of one file: the ``series`` asked for and the ones
+    the run index keeps (:data:`~lcnrun.store.index.KEPT_SERIES`), read in the same open; or the
+    reason it is unreadable (a text: it crosses process boundaries)."""
+    from ..store.series import read_attrs_and_series  # noqa: PLC0415  (h5py: only now)
 
-        return read_attrs_and_series(path, series, check_marks=check_marks)
+    try:
+        return read_attrs_and_series(path, _with_kept(series), check_marks=check_marks)
     except RunFileError as err:
         return err.reason
 
 
-def _info(run_id: str, path: os.PathLike | str, got) -> RunInfo:
+def _with_kept(series: tuple[str, ...] | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*KEPT_SERIES, *(series or ())]))
+
+
+def _info(run_id: str, path: os.PathLike | str, got, series: tuple[str, ...] | None = None) -> RunInfo:
     if isinstance(got, str):
         return RunInfo(run_id, Path(path), {"run_id": run_id, "status": "unreadable"}, {}, got)
-    attrs, series = got
+    attrs, arrays = got
     attrs = dict(attrs)
     spec, error = flat_spec(attrs.pop("spec", "") or "")
-    return RunInfo(run_id, Path(path), attrs, spec or {}, error, series)
+    return RunInfo(run_id, Path(path), attrs, spec or {}, error, arrays, _with_kept(series))
 
 
 def read_run_info(run_id: str, path: Path, series: Iterable[str] | None = None) -> RunInfo:
     """:class:`RunInfo` of one run file (with the ``series`` read in the same open, if named)."""
-    return _info(run_id, path, _read_one(str(path), None if series is None else tuple(series)))
+    series = None if series is None else tuple(series)
+    return _info(run_id, path, _read_one(str(path), series), series)
 
 
 def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
@@ -171,10 +177,12 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
             out.append(read_run_info(rid, Path(path), series))
         elif run.attrs is None:
             out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
-        elif run.spec is None:
-            out.append(RunInfo(rid, path, run.attrs, {}, run.spec_error, run.extra))
         else:  # the scan's dicts are new (not shared): no copies of 100,000 of them
-            out.append(RunInfo(rid, path, run.attrs, run.spec, "", run.extra))
+            if run.extra is not None:  # the file was read: every series asked for
+                arrays, keys = run.extra, _with_kept(series)
+            else:  # the index answered: the series it keeps, if it has them
+                arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
+            out.append(RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys))
     return out
 
 
@@ -218,4 +226,5 @@ def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
     """
     items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
     got = _read_many(items, None if series is None else tuple(series), processes)
-    return [_info(rid, path, g) for (rid, path), g in zip(items, got)]
+    series = None if series is None else tuple(series)
+    return [_info(rid, path, g, series) for (rid, path), g in zip(items, got)]

@@ -59,8 +59,7 @@ class Runs:
     key_order: list[str]  # the sweep's keys in the order written (columns come in this order)
     pending: int = 0      # points without a run file
     orphans: int = 0      # run files that are no point of the experiment (left out)
-    series: dict[str, dict] = field(default_factory=dict)  # run id -> series read with its attrs
-    series_keys: tuple[str, ...] = ()  # the series asked for when the files were read
+    series: dict[str, tuple] = field(default_factory=dict)  # run id -> (names looked for, series)
     paths: dict[str, str] = field(default_factory=dict)    # run id -> its file
 
 
@@ -98,7 +97,7 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
         if info.error:
             row["message"] = info.error
         if info.series is not None:
-            extra[info.run_id] = info.series
+            extra[info.run_id] = (info.series_keys, info.series)
         rows.append(row)
     rows.sort(key=_row_order)
     key_order: dict[str, None] = {}
@@ -106,7 +105,7 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
         for k in p.overrides:
             key_order.setdefault(k, None)
     return Runs(rows, list(spec_keys), list(key_order), pending,
-                0 if all_files else orphans, extra, tuple(series or ()), files)
+                0 if all_files else orphans, extra, files)
 
 
 _NOT_ROW = ("format", "format_version")  # attributes of the file, not of the run

@@ -49,8 +49,8 @@ class SeriesSet:
 
 
 def _read_one(keys: tuple[str, ...], item: tuple[str, str]) -> tuple[dict, str]:
-    try:  # the scan listed the unreadable marks once: none per file here
-        return read_series(item[1], keys, check_marks=False), ""
+    try:  # the scan listed these files and their marks, and read (or indexed) their attributes
+        return read_series(item[1], keys, check_marks=False, known=True), ""
     except RunFileError as err:
         return {}, err.reason
 
@@ -94,7 +94,7 @@ def load_series(source: ExperimentSource, keys: Sequence[str], *, filters: Seque
                                                    processes=processes, series=keys)
     rows = select_rows(runs, filters)
     files = runs.paths
-    have = runs.series if set(keys) <= set(runs.series_keys) else {}
+    have = {rid: s for rid, (looked, s) in runs.series.items() if set(keys) <= set(looked)}
     chosen = [r for r in rows if r["run_id"] in files and r.get("status") != "unreadable"]
     todo = [r for r in chosen if r["run_id"] not in have]
     results = read_many([(r["run_id"], files[r["run_id"]]) for r in todo], keys,

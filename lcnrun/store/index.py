@@ -12,7 +12,7 @@ Layout, under the experiment folder (``results/<name>/.index/``)::
                                           "spec_text" (when its values are not plain JSON)}
     snapshot.bin                          the journals merged by a reader (atomic replace),
                                           column by column (see :func:`_encode`), with how far
-                                          into each journal it read
+                                          into each journal it read and a CRC-32 of it all
     unreadable/<run_id>.json              a run file found unreadable where it was needed (e.g.
                                           its data region by ``read_run``): its identity and
                                           the "reason"
@@ -47,6 +47,7 @@ import os
 import secrets
 import stat
 import struct
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,10 @@ UNREADABLE_DIR = "unreadable"
 JOURNAL_PREFIX = "journal."
 JOURNAL_SUFFIX = ".jsonl"
 _IDENTITY = ("ino", "size", "mtime_ns", "ctime_ns")
+#: trajectory series every entry keeps (1-D float64, at most KEPT_TIMES stored times): what
+#: ``lcnrun plot``, the report's default plots and most ``exp.trajectories`` calls draw
+KEPT_SERIES = ("t", "loss", "grad_norm")
+KEPT_TIMES = 1024
 
 
 def index_dir(runs_dir: os.PathLike | str) -> Path | None:
@@ -107,13 +112,31 @@ def flat_spec(text: str) -> tuple[dict[str, Any] | None, str]:
         return None, f"its spec is not valid YAML ({err})"
 
 
-def _entry(rid: str, st: os.stat_result, attrs: dict) -> dict:
+def kept_series(series: dict | None) -> dict | None:
+    """The :data:`KEPT_SERIES` of ``series`` (``{name: array}`` as read from the file) that an
+    entry keeps: 1-D float64 arrays of at most :data:`KEPT_TIMES` values. ``None`` (nothing
+    known: readers open the file for any series) unless every kept name that the file has
+    can be kept."""
+    if series is None:
+        return None
+    out = {}
+    for name in KEPT_SERIES:
+        a = series.get(name)
+        if a is None:
+            continue  # the file has no such series (a failed run): known, and kept as absent
+        if getattr(a, "dtype", None) != "float64" or a.ndim != 1 or len(a) > KEPT_TIMES:
+            return None
+        out[name] = a
+    return out
+
+
+def _entry(rid: str, st: os.stat_result, attrs: dict, series: dict | None = None) -> dict:
     """The index entry of the run file ``rid`` of identity ``st`` whose ``read_run_attrs`` is
-    ``attrs`` (its "spec" text is flattened)."""
+    ``attrs`` (its "spec" text is flattened) and whose kept series are ``series``."""
     attrs = dict(attrs)
     spec, error = flat_spec(attrs.pop("spec", "") or "")
     return {"id": rid, **dict(zip(_IDENTITY, identity(st))), "attrs": attrs,
-            "spec": spec, "spec_error": error}
+            "spec": spec, "spec_error": error, "series": kept_series(series)}
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -146,16 +169,19 @@ def note_written(path: os.PathLike | str) -> None:
     folder = index_dir(path.parent)
     if folder is None:
         return
-    from .runfile import RunFileError, read_run_attrs  # noqa: PLC0415
+    from .runfile import RunFileError  # noqa: PLC0415
+    from .series import read_attrs_and_series  # noqa: PLC0415
 
     try:
         st = os.stat(path)
-        attrs = read_run_attrs(path, check_marks=False)
+        attrs, series = read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
     except (OSError, RunFileError):
         return
     text = attrs.get("spec", "") or ""
-    entry = _entry(path.name[:-3], st, attrs)
+    entry = _entry(path.name[:-3], st, attrs, series)
     line = {k: entry[k] for k in ("id", *_IDENTITY, "attrs")}
+    if entry["series"] is not None:
+        line["series"] = {k: v.tolist() for k, v in entry["series"].items()}
     if entry["spec"] is not None and _plain(entry["spec"]):
         line["spec"] = entry["spec"]
     else:  # not plain JSON (or not YAML): the reader flattens the text itself
@@ -204,7 +230,7 @@ def unreadable_mark(path: os.PathLike | str, st: os.stat_result | None = None) -
 
 # -- the snapshot's columns ------------------------------------------------------------------------
 _ABSENT = object()  # a key a run does not have (a spec value may well be None)
-_COLUMN_KEYS = {"enc", "value", "values", "at", "mask"}
+_COLUMN_KEYS = {"enc", "value", "values", "at", "mask", "lens"}
 
 
 def _same(values: list) -> bool:
@@ -251,12 +277,58 @@ def _encode(values: list, blob: bytearray) -> dict:
     return out
 
 
+def _encode_series(values: list, blob: bytearray) -> dict:
+    """A column of 1-D float64 arrays (``None``: not known) as ``{"enc": "ragged", "at", "lens"}``:
+    the arrays one after the other, and the ``n`` lengths (int64, -1 for ``None``) at ``lens``."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.array([-1 if v is None else len(v) for v in values], dtype="<i8")
+    out = {"enc": "ragged", "lens": len(blob)}
+    blob += lens.tobytes()
+    out["at"] = len(blob)
+    present = [np.asarray(v, dtype="<f8") for v in values if v is not None]
+    if present:
+        blob += np.concatenate(present).tobytes()
+    return out
+
+
+def _check_series(col: dict, blob: memoryview, n: int) -> None:
+    """Raise ValueError unless the ragged column ``col`` fits the snapshot."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.frombuffer(blob, dtype="<i8", count=n, offset=int(col["lens"]))
+    if n and (lens.min() < -1 or lens.max() > KEPT_TIMES):
+        raise ValueError("bad lengths")
+    np.frombuffer(blob, dtype="<f8", count=int(np.where(lens < 0, 0, lens).sum()),
+                  offset=int(col["at"]))
+
+
+def _decode_series(col: dict, blob: memoryview, n: int) -> list:
+    """The arrays of a ragged column (views into the snapshot, read-only), ``None`` where not
+    known; raises ValueError if they do not fit."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.frombuffer(blob, dtype="<i8", count=n, offset=int(col["lens"]))
+    if n and (lens.min() < -1 or lens.max() > KEPT_TIMES):
+        raise ValueError("bad lengths")
+    sizes = np.where(lens < 0, 0, lens)
+    data = np.frombuffer(blob, dtype="<f8", count=int(sizes.sum()), offset=int(col["at"]))
+    ends = np.cumsum(sizes).tolist()
+    out, start = [], 0
+    for length, end in zip(lens.tolist(), ends):
+        out.append(None if length < 0 else data[start:end])
+        start = end
+    return out
+
+
 def _decode(col: dict, blob: memoryview, n: int) -> list:
     """The values of one column (see :func:`_encode`); raises ValueError/TypeError/KeyError if
     it does not fit the snapshot (a damaged file)."""
     import numpy as np  # noqa: PLC0415
 
     enc = col["enc"]
+    if enc == "ragged":
+        return _decode_series(col, blob, n)
     if enc == "const":
         values = [col["value"]] * n
     elif enc == "json":
@@ -342,11 +414,16 @@ class _Snapshot:
                          if chosen else [{} for _ in self.ids])
         errors = self.column("spec_error")
         idents = zip(*(self.column(k) for k in _IDENTITY))
+        known = self.column("series") if "series" in self.columns else [False] * len(self.ids)
+        kept = [(name, self.column("t:" + name)) for name in KEPT_SERIES if "t:" + name in self.columns]
         out = {}
-        for rid, ident, a, sp, err in zip(self.ids, idents, parts[0], parts[1], errors):
+        for i, (rid, ident, a, sp, err) in enumerate(zip(self.ids, idents, parts[0], parts[1], errors)):
+            series = None
+            if known[i] is True:
+                series = {name: col[i] for name, col in kept if col[i] is not None}
             out[rid] = {"id": rid, "ino": ident[0], "size": ident[1], "mtime_ns": ident[2],
                         "ctime_ns": ident[3], "attrs": a, "spec": None if err else sp,
-                        "spec_error": err}
+                        "spec_error": err, "series": series}
         return out
 
 
@@ -356,16 +433,22 @@ def _load_snapshot(folder: Path) -> _Snapshot:
         if not data.startswith(SNAPSHOT_MAGIC):
             return _Snapshot(changed=True)
         at = len(SNAPSHOT_MAGIC)
-        (size,) = struct.unpack_from("<Q", data, at)
-        doc = json.loads(data[at + 8:at + 8 + size].decode("utf-8"))
-        snap = _Snapshot(list(doc["ids"]), dict(doc["columns"]), memoryview(data)[at + 8 + size:],
+        size, crc = struct.unpack_from("<QI", data, at)
+        at += struct.calcsize("<QI")
+        if zlib.crc32(memoryview(data)[at:]) != crc:  # a changed byte anywhere: not used
+            return _Snapshot(changed=True)
+        doc = json.loads(data[at:at + size].decode("utf-8"))
+        snap = _Snapshot(list(doc["ids"]), dict(doc["columns"]), memoryview(data)[at + size:],
                          {str(k): int(v) for k, v in doc["consumed"].items()})
         if not all(isinstance(r, str) for r in snap.ids) or len(set(snap.ids)) != len(snap.ids):
             return _Snapshot(changed=True)
         if not all(isinstance(c, dict) and c.keys() <= _COLUMN_KEYS for c in snap.columns.values()):
             return _Snapshot(changed=True)
-        for name in snap.columns:  # every column decodes (a damaged one raises here, not later)
-            snap.column(name)
+        for name, col in snap.columns.items():  # every column decodes (a damaged one raises
+            if col.get("enc") == "ragged":       # here, not later); series: their bounds only
+                _check_series(col, snap.blob, len(snap.ids))
+            else:
+                snap.column(name)
         for name in (*_IDENTITY, "a:status"):  # what every reader relies on
             if not all(type(v) is (str if name == "a:status" else int) for v in snap.column(name)):
                 return _Snapshot(changed=True)
@@ -391,6 +474,10 @@ def _save(folder: Path, snap: _Snapshot) -> None:
             for key in order:
                 columns[prefix + key] = _encode([(e[part] or {}).get(key, _ABSENT) for e in es], blob)
         columns["spec_error"] = _encode([e["spec_error"] for e in es], blob)
+        columns["series"] = _encode([e.get("series") is not None for e in es], blob)
+        for name in KEPT_SERIES:
+            columns["t:" + name] = _encode_series(
+                [(e.get("series") or {}).get(name) for e in es], blob)
     except ValueError:
         return  # a value the snapshot cannot keep: the journals and files still answer
     header = json.dumps({"ids": ids, "columns": columns, "consumed": snap.consumed},
@@ -399,7 +486,8 @@ def _save(folder: Path, snap: _Snapshot) -> None:
         folder.mkdir(exist_ok=True)
         with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
             with open(tmp, "xb") as fh:
-                fh.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header + blob)
+                fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
+                         + header + blob)
         _drop_merged_journals(folder, snap)
     with contextlib.suppress(OSError):
         os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
@@ -417,6 +505,16 @@ def _line_entry(line: bytes) -> dict | None:
             and isinstance(entry.get("attrs"), dict)
             and isinstance(entry["attrs"].get("status"), str)):
         return None
+    series = entry.get("series")
+    entry["series"] = None
+    if isinstance(series, dict) and series.keys() <= set(KEPT_SERIES):
+        import numpy as np  # noqa: PLC0415
+
+        with contextlib.suppress(ValueError, TypeError):
+            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()
+                      if isinstance(v, list) and all(type(x) in (float, int) for x in v)}
+            if len(arrays) == len(series) and all(a.ndim == 1 for a in arrays.values()):
+                entry["series"] = arrays
     if isinstance(entry.get("spec"), dict):
         entry["spec_error"] = ""
     elif isinstance(entry.get("spec_text"), str):
@@ -522,20 +620,24 @@ class IndexedRun:
     spec: dict[str, Any] | None = None
     spec_error: str = ""
     extra: Any = None
+    series: dict | None = None  # the kept series (KEPT_SERIES) if the entry has them
 
 
-#: ``reader(items)``: for each ``(run_id, path)`` of ``items``, ``(attrs, extra)`` as
-#: ``read_run_attrs`` returns the attributes (with "spec"), or the ``RunFileError``
+#: ``reader(items)``: for each ``(run_id, path)`` of ``items``, ``(attrs, series)``: the
+#: attributes as ``read_run_attrs`` returns them (with "spec") and ``{name: array}`` of the
+#: series read in the same open (at least :data:`KEPT_SERIES`, or ``None``), or the
+#: ``RunFileError``
 Reader = Callable[[list[tuple[str, str]]], list]
 
 
 def _read_serially(items: list[tuple[str, str]]) -> list:
-    from .runfile import RunFileError, read_run_attrs  # noqa: PLC0415
+    from .runfile import RunFileError  # noqa: PLC0415
+    from .series import read_attrs_and_series  # noqa: PLC0415
 
     out = []
     for _, path in items:
         try:
-            out.append((read_run_attrs(path, check_marks=False), None))
+            out.append(read_attrs_and_series(path, KEPT_SERIES, check_marks=False))
         except RunFileError as err:
             out.append(err)
     return out
@@ -584,13 +686,14 @@ def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
             out[rid] = IndexedRun(rid, path, status)
         else:
             e = entries[rid]
-            out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"])
+            out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
+                                  None, e.get("series"))
     for (rid, path), got in zip(missing, (reader or _read_serially)(missing) if missing else ()):
         if isinstance(got, RunFileError):
             out[rid] = IndexedRun(rid, path, "unreadable", got.reason)
             continue
         attrs, extra = got
-        e = _entry(rid, files[rid][1], attrs)
+        e = _entry(rid, files[rid][1], attrs, extra)
         if folder is not None:
             snap.newer[rid] = e
             snap.changed = True
@@ -599,7 +702,8 @@ def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
             out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
             continue
         out[rid] = IndexedRun(rid, path, status, "", e["attrs"] if details else None,
-                              e["spec"] if details else None, e["spec_error"], extra)
+                              e["spec"] if details else None, e["spec_error"], extra,
+                              e["series"] if details else None)
     if folder is not None and snap.changed:
         _save(folder, snap)
     return dict(sorted(out.items()))
