@@ -163,13 +163,7 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
     series = None if series is None else tuple(series)
     if index_dir(runs_dir) is None:
         return read_runs(files, processes=processes, series=series)
-
-    def reader(items: list[tuple[str, str]]) -> list:
-        got = _read_many(items, series, processes, check_marks=False)
-        return [RunFileError(path, g) if isinstance(g, str) else g
-                for (_, path), g in zip(items, got)]
-
-    known = scan(runs_dir, run_ids=files, reader=reader, listing=listing)
+    known = scan(runs_dir, run_ids=files, reader=file_reader(series, processes), listing=listing)
     out = []
     for rid, path in files.items():
         run = known.get(rid)
@@ -184,6 +178,17 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
                 arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
             out.append(RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys))
     return out
+
+
+def file_reader(series: tuple[str, ...] | None = None, processes: int | None = None):
+    """The ``reader`` for :func:`lcnrun.store.index.scan`: the files the index does not answer
+    for, with ``series`` (and the kept ones) in the same open, in worker processes from
+    :data:`PARALLEL_FROM` files on (a rebuild of the index of 100,000 runs uses every core)."""
+    def reader(items: list[tuple[str, str]]) -> list:
+        got = _read_many(items, series, processes, check_marks=False)
+        return [RunFileError(path, g) if isinstance(g, str) else g
+                for (_, path), g in zip(items, got)]
+    return reader
 
 
 def reader_context():
