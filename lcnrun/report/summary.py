@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from ..store.index import bulk
 from .source import ExperimentSource, scan_runs
 
 FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
@@ -77,7 +78,13 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
             listing = {rid: v for rid, v in listing.items() if rid in index_of}
     files = {rid: path for rid, (path, _) in listing.items()}
     pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in files)
-    infos = scan_runs(source.runs_dir, files, processes=processes, series=series, listing=listing)
+    with bulk():
+        return _rows_of(source, scan_runs(source.runs_dir, files, processes=processes,
+                                          series=series, listing=listing),
+                        index_of, files, pending, 0 if all_files else orphans)
+
+
+def _rows_of(source, infos, index_of, files, pending, orphans) -> Runs:
     rows, spec_keys, seen = [], {}, set()
     extra: dict[str, dict] = {}
     for info in infos:
@@ -104,8 +111,7 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
     for p in source.points or ():
         for k in p.overrides:
             key_order.setdefault(k, None)
-    return Runs(rows, list(spec_keys), list(key_order), pending,
-                0 if all_files else orphans, extra, files)
+    return Runs(rows, list(spec_keys), list(key_order), pending, orphans, extra, files)
 
 
 _NOT_ROW = ("format", "format_version")  # attributes of the file, not of the run
@@ -297,9 +303,10 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
                   processes: int | None = None) -> SummaryTable:
     """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
     DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
-    return summarize(load_runs(source, all_files=all_files, processes=processes),
-                     filters=filters, sort=sort, reverse=reverse, group_by=group_by,
-                     columns=columns)
+    runs = load_runs(source, all_files=all_files, processes=processes)
+    with bulk():  # 100,000 rows: no garbage collector walking them (see store.index.bulk)
+        return summarize(runs, filters=filters, sort=sort, reverse=reverse, group_by=group_by,
+                         columns=columns)
 
 
 def to_frame(table: SummaryTable):
