@@ -6,6 +6,7 @@ host, platform, BLAS thread pools) is looked up once per process and cached, so 
 few microseconds after the first. The result is plain JSON-able data::
 
     {"git_commit": "9f3e..." | null, "git_dirty": bool | null,
+     "source_sha256": "..." (the package's own files, see source_sha256),
      "versions": {"python", "numpy", "scipy", "numba", "h5py", "lcnrun"},
      "host", "platform", "pid", "start_utc": "2026-01-31T12:00:00.123456+00:00",
      "blas_threads": {...},
@@ -16,6 +17,7 @@ few microseconds after the first. The result is plain JSON-able data::
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import platform
@@ -102,12 +104,39 @@ def _module_version(name: str) -> str | None:
     return None if version is None else str(version)
 
 
+#: the files of the package that decide what a run computes (code and the figures' specs)
+SOURCE_SUFFIXES = (".py", ".yaml")
+
+
+@lru_cache(maxsize=4)
+def source_sha256(package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the package's own source files (``lcnrun/**/*.py`` and ``*.yaml``: each file's
+    path relative to the package, then its bytes, in sorted order); compiled caches excluded.
+
+    What a checkpoint must have been written by to be resumed (with the package versions): unlike
+    the git commit it is the same for a commit that changes only tests or docs, and it also works
+    for a copy that is not a git checkout (an installed wheel, a copied tree)."""
+    h = hashlib.sha256()
+    root = Path(package_dir)
+    files = sorted(p for p in root.rglob("*")
+                   if p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts and p.is_file())
+    for path in files:
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:  # an unreadable file: counted by its name only (it cannot be imported either)
+            pass
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 @lru_cache(maxsize=1)
 def _static() -> dict:
     commit, dirty = git_state()
     return {
         "git_commit": commit,
         "git_dirty": dirty,
+        "source_sha256": source_sha256(),
         "versions": {"python": platform.python_version(), "numpy": _module_version("numpy"),
                      "scipy": _module_version("scipy"), "numba": _module_version("numba"),
                      "h5py": _module_version("h5py"),

@@ -46,7 +46,7 @@ from .core.problem import Problem, ProblemEnsemble
 from .core.regularization import fiber_decomposition, regularize
 from .interrupt import StopRequested
 from .provenance import collect_provenance, finish_provenance
-from .spec import resolved_dict
+from .spec import resolved_dict, without_run_settings
 from .store.checkpoint import (Checkpoint, checkpoint_path, mismatch, read_checkpoint,
                                remove_checkpoint, spec_sha256, write_checkpoint)
 from .store.runfile import RunRecord, write_run
@@ -59,14 +59,19 @@ DEFAULT_CHECKPOINT_EVERY = 300.0
 CHECKPOINT_EVERY_VARIABLE = "LCNRUN_CHECKPOINT_EVERY"
 
 
-def checkpoint_every_default() -> float:
-    """``$LCNRUN_CHECKPOINT_EVERY`` seconds if set (0: at every poll), else the default."""
+def checkpoint_every_default(run_specs=()) -> float:
+    """Seconds between two checkpoints: ``$LCNRUN_CHECKPOINT_EVERY`` if set (``--checkpoint-every``
+    of the command that started this process; 0: at every poll), else the smallest
+    ``record.checkpoint_every`` of ``run_specs`` (an ensemble's members), else the default."""
     text = os.environ.get(CHECKPOINT_EVERY_VARIABLE, "").strip()
     try:
-        value = float(text) if text else DEFAULT_CHECKPOINT_EVERY
+        value = float(text) if text else None
     except ValueError:
-        return DEFAULT_CHECKPOINT_EVERY
-    return value if value >= 0 else DEFAULT_CHECKPOINT_EVERY
+        value = None
+    if value is not None and value >= 0:
+        return value
+    given = [s.record.checkpoint_every for s in run_specs if s.record.checkpoint_every is not None]
+    return min(given) if given else DEFAULT_CHECKPOINT_EVERY
 
 
 class _Poller:
@@ -125,9 +130,10 @@ def _utc_now() -> str:
 
 
 def _code_version(provenance: dict) -> dict:
-    """What a checkpoint must have been written by to be resumed here."""
-    return {"git_commit": provenance.get("git_commit"), "git_dirty": provenance.get("git_dirty"),
-            **(provenance.get("versions") or {})}
+    """What a checkpoint must have been written by to be resumed here: the same package source
+    (its files' hash, not the git commit: a commit of tests or docs keeps checkpoints usable) and
+    the same versions of Python and the numerical libraries."""
+    return {"source_sha256": provenance.get("source_sha256"), **(provenance.get("versions") or {})}
 
 
 def _resume(poller: _Poller, b: int, run_id: str, spec_text: str, provenance: dict) -> None:
@@ -352,7 +358,8 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
                         problems.append(problem)
                     theta0[b] = build_init(spec.init, model)[0]
                     problem_of[b] = by_data[key]
-                    _resume(poller, b, run_ids[b], _spec_text(spec), provenances[b])
+                    # a checkpoint matches the run's computation, whatever its run settings
+                    _resume(poller, b, run_ids[b], _spec_text(without_run_settings(spec)), provenances[b])
                 except StopRequested:
                     raise
                 except Exception as err:  # noqa: BLE001 - this member fails, the others go on
@@ -501,7 +508,7 @@ def ensemble_to_files(run_specs, run_ids, paths, checkpoint_every: float | None 
 
 
 def _to_files(run_specs, run_ids, paths, checkpoint_every):
-    every = checkpoint_every_default() if checkpoint_every is None else checkpoint_every
+    every = checkpoint_every_default(run_specs) if checkpoint_every is None else checkpoint_every
     checkpoints = [checkpoint_path(p) for p in paths]
     for i, (record, path) in enumerate(zip(iter_ensemble(run_specs, run_ids, checkpoints, every), paths)):
         write_run(path, record)

@@ -168,37 +168,50 @@ def test_sigterm_during_an_ensemble_keeps_every_members_progress(tmp_path):
         assert code == 0, text
 
 
-def test_checkpoints_every_poll_survive_a_kill(tmp_path):
-    """With ``--checkpoint-every 0`` a checkpoint is written at every poll: a ``kill -9`` (no
-    chance to save anything) still leaves the state of the poll before, and the run resumes
-    from it, bitwise."""
+@pytest.mark.parametrize("setting", ["option", "spec"])
+def test_checkpoints_every_poll_survive_a_kill(tmp_path, setting):
+    """With ``--checkpoint-every 0`` (or the spec's ``record: {checkpoint_every: 0}``) a checkpoint
+    is written at every poll: a ``kill -9`` (no chance to save anything) still leaves the state of
+    the poll before, and the run resumes from it, bitwise. The spec key says how the run is kept,
+    not what it computes: the run id is that of the spec without it."""
     ref = only_run(uninterrupted(tmp_path, DOP853).parent)
     spec = write_spec(tmp_path / "work", DOP853)
+    option = ["--checkpoint-every", "0"]
+    if setting == "spec":
+        option = []
+        spec.write_text(spec.read_text().replace("record: {points: 30}",
+                                                 "record: {points: 30, checkpoint_every: 0}"))
     results = tmp_path / "work" / "results"
-    stop_at(tmp_path, 0, 40, "run", spec, "--results", results, "--checkpoint-every", "0",
-            signum=signal.SIGKILL)
+    stop_at(tmp_path, 0, 40, "run", spec, "--results", results, *option, signum=signal.SIGKILL)
     runs = results / "ck" / "runs"
     assert not list(runs.glob("*.h5"))  # killed: no run file
     cks = list(runs.glob(".*.checkpoint.npz"))
-    assert len(cks) == 1
+    assert [c.name for c in cks] == [f".{ref.stem}.checkpoint.npz"]  # the same run id
     found, why = read_checkpoint(cks[0])
     assert found is not None and found.state["t"] > 0, why
     data = resume_to_the_end(spec, results, ref)
     assert data.provenance["resumed_from"][0]["t"] == found.state["t"]
+    assert ("checkpoint_every: 0" in data.spec_text) == (setting == "spec")
 
 
-def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path):
+@pytest.mark.parametrize("key, value", [("scipy", "0.0.1"), ("source_sha256", "0" * 64)])
+def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path, key, value):
+    """Another numerical library version, or other package sources (``provenance.source_sha256``:
+    what a checkpoint records as its code, not the git commit): the run starts over and says why."""
+    from lcnrun import provenance  # noqa: PLC0415
+
     ref = only_run(uninterrupted(tmp_path, DOP853).parent)
     spec = write_spec(tmp_path / "work", DOP853)
     results = tmp_path / "work" / "results"
     stop_at(tmp_path, 0, 30, "run", spec, "--results", results)
     ck = checkpoint_path(only_run(results))
     found, _ = read_checkpoint(ck)
-    found.meta["code"] = dict(found.meta["code"], scipy="0.0.1")
+    assert found.meta["code"]["source_sha256"] == provenance.source_sha256()
+    found.meta["code"] = dict(found.meta["code"], **{key: value})
     write_checkpoint(ck, found)
     data = resume_to_the_end(spec, results, ref)
     assert "resumed_from" not in data.provenance
-    assert "another code version (scipy: '0.0.1'" in data.provenance["checkpoint_ignored"]
+    assert f"another code version ({key}: '{value}'" in data.provenance["checkpoint_ignored"]
     assert "starts over" in data.provenance["checkpoint_ignored"]
 
 
@@ -294,3 +307,33 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_run(tmp_path):
     plain = execute(point.run_spec, point.run_id)
     for key, value in plain.trajectory.items():
         assert np.asarray(record.trajectory[key]).tobytes() == np.asarray(value).tobytes(), key
+
+
+def test_the_code_version_of_a_checkpoint_is_the_package_source(tmp_path):
+    """The hash that ties a checkpoint to its code: the same for a copy of the package elsewhere
+    (relative paths), changed by a one-character edit of any module or figure spec, blind to
+    compiled caches."""
+    import shutil  # noqa: PLC0415
+
+    from lcnrun import provenance  # noqa: PLC0415
+
+    copy = tmp_path / "copy" / "lcnrun"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert provenance.source_sha256(copy) == provenance.source_sha256()
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert provenance.source_sha256.__wrapped__(copy) == provenance.source_sha256()
+    for name in ("core/losses.py", "figures/specs/invariants.yaml"):
+        edited = tmp_path / name.replace("/", "_")
+        shutil.copytree(copy, edited, ignore=shutil.ignore_patterns("__pycache__"))
+        target = edited / name
+        target.write_text(target.read_text() + " ")
+        assert provenance.source_sha256(edited) != provenance.source_sha256()
+
+
+def test_a_negative_checkpoint_interval_is_a_spec_error(tmp_path):
+    spec = write_spec(tmp_path, DOP853)
+    spec.write_text(spec.read_text().replace("record: {points: 30}",
+                                             "record: {points: 30, checkpoint_every: -1}"))
+    r = runner.invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2 and "record.checkpoint_every" in r.output and "non-negative" in r.output

@@ -94,21 +94,29 @@ def test_default_budget_and_sizes():
     assert one is not None and abs(one - 4 * four) <= 4
 
 
-def test_run_indices_cuts_its_ensembles_to_the_memory_budget(exp, tmp_path):
+@pytest.mark.parametrize("verb", [["run", "--indices", "0-11"], ["sweep", "-j", "1"]],
+                         ids=["run-indices", "sweep"])
+def test_the_schedulers_cut_their_ensembles_to_the_memory_budget(exp, tmp_path, verb):
+    """``lcnrun run --indices`` and ``lcnrun sweep`` with ``--memory-budget``: ensembles hold at
+    most what the budget allows (the estimate's own arithmetic, not a measured RSS); a budget that
+    is not a size, or one given to a single point, is one message and exit code 2."""
     from typer.testing import CliRunner  # noqa: PLC0415
 
     from lcnrun.cli import app  # noqa: PLC0415
     from lcnrun.store import read_run  # noqa: PLC0415
 
-    specs = [p.run_spec for p in exp.points[:6]]
-    est = member_memory(specs[0])
-    budget = est.ensemble(2, 2) + est.per_member // 2  # room for 2 members on the 2 data sets
+    est = member_memory(exp.points[0].run_spec)
+    budget = est.ensemble(3, 2) + est.per_member // 2  # room for 3 members on the 2 data sets
     results = tmp_path / "results"
-    r = CliRunner().invoke(app, ["run", str(exp.path), "--indices", "0-5", "--results", str(results),
+    r = CliRunner().invoke(app, [verb[0], str(exp.path), *verb[1:], "--results", str(results),
                                  "--memory-budget", str(budget), "-q"])
     assert r.exit_code == 0, r.output
     sizes = [read_run(results / "sized" / "runs" / f"{p.run_id}.h5").provenance["ensemble_size"]
-             for p in exp.points[:6]]
-    assert sizes == [2] * 6
+             for p in exp.points]
+    assert sizes == [3] * 12
+    r = CliRunner().invoke(app, [verb[0], str(exp.path), *verb[1:], "--results", str(tmp_path / "other"),
+                                 "--memory-budget", "lots"])
+    assert r.exit_code == 2 and "--memory-budget" in r.output
+    assert not (tmp_path / "other").exists()
     r = CliRunner().invoke(app, ["run", str(exp.path), "--index", "0", "--memory-budget", "1G"])
     assert r.exit_code == 2 and "--indices" in r.output

@@ -247,7 +247,8 @@ def test_defaults_are_filled(tmp_path):
     d = resolved_dict(run)
     assert d["init"] == {"kind": "gaussian", "scale": 0.1, "seed": 0}
     assert d["data"]["target"] == {"kind": "teacher", "model": None, "scale": 1.0}
-    assert d["record"] == {"points": 200, "spacing": "log", "t_min": None, "params": True}
+    assert d["record"] == {"points": 200, "spacing": "log", "t_min": None, "params": True,
+                           "checkpoint_every": None}
     assert d["model"] == {"kind": "dense", "widths": [3, 2]} and d["loss"] == {"kind": "square"}
 
 
@@ -296,8 +297,14 @@ def test_run_id_follows_the_documented_rule(npz_files):
     d = resolved_dict(run)
     del d["name"], d["description"]
     d["data"]["path"] = "sha256:" + hashlib.sha256((npz_files / "data.npz").read_bytes()).hexdigest()
+    assert d["record"].pop("checkpoint_every") is None  # a run setting (step 4)
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert run_id(run) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    # the run setting is kept in the resolved spec but is not part of the id
+    kept = load_run(npz_files, spec_text(l6="data: {kind: file, path: data.npz}",
+                                         l9="record: {checkpoint_every: 60}"), "kept.yaml")
+    assert resolved_dict(kept)["record"]["checkpoint_every"] == 60.0
+    assert run_id(kept) == run_id(run)
     assert len(run_id(run)) == 12 and int(run_id(run), 16) >= 0
 
 

@@ -89,7 +89,7 @@ def _run(spec: Path, index: int | None, results: Path, force: bool, quiet: bool,
         chosen = parse_indices(indices, len(exp.points), spec)
         if expect_run_id is not None:
             check_run_ids(exp, spec, chosen, expect_run_id.split(","))
-        _run_indices(exp, chosen, results, force, quiet, _budget(memory_budget))
+        _run_indices(exp, chosen, results, force, quiet, parse_memory_budget(memory_budget))
     if memory_budget is not None:
         raise UsageError("--memory-budget sizes the ensembles of --indices: give --indices too")
     # only the point asked for is validated (a 10,000-point sweep's task must not check them all)
@@ -171,7 +171,8 @@ def check_run_ids(exp, spec: Path, chosen: list[int], expected: list[str]) -> No
                          "changed since (submit it again)")
 
 
-def _budget(text: str | None) -> int | None:
+def parse_memory_budget(text: str | None) -> int | None:
+    """``--memory-budget`` text (``2G``, ``500M``, bytes) in bytes; ``None`` stays ``None``."""
     from ..schedule.estimate import parse_bytes  # noqa: PLC0415
 
     if text is None:

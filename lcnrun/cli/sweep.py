@@ -12,7 +12,7 @@ from ..policy import should_run
 from ..schedule.local import PointResult, SweepError, SweepObserver, available_cores, run_sweep
 from ..store.experiment import ExperimentDir, ManifestRow
 from .report import PLAIN_FROM_ROWS, fail_line, plain_grid, print_table
-from .run import CheckpointEveryOption, set_checkpoint_every
+from .run import CheckpointEveryOption, parse_memory_budget, set_checkpoint_every
 from .app import (EXIT_FAILED, EXIT_OK, STATE_STYLE, ResultsOption, UsageError, app, console, err_console,
                   escape, handle_errors, is_terminal)
 
@@ -219,6 +219,10 @@ def sweep(
     ensemble: int = typer.Option(512, "--ensemble", "-e", help="at most this many points that differ "
                                  "only in init, data, step size ... are computed together as one "
                                  "ensemble (1: every point alone)", min=1),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="the memory one "
+                                                "worker's ensemble may use, e.g. 2G; larger "
+                                                "ensembles are cut [half of this machine's memory "
+                                                "shared by the workers]", show_default=False),
     checkpoint_every: Optional[float] = CheckpointEveryOption,
 ) -> None:
     """Run every point of a spec's sweep in N local worker processes (one BLAS thread each).
@@ -230,6 +234,7 @@ def sweep(
     from ..spec import format_overrides  # noqa: PLC0415
 
     set_checkpoint_every(checkpoint_every)  # the workers inherit it
+    budget = parse_memory_budget(memory_budget)
     exp = workflow.load(spec)
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})")
@@ -247,7 +252,7 @@ def sweep(
     try:
         report = run_sweep(exp, xdir, jobs=jobs if jobs is not None else available_cores(),
                            force=force, rerun_failed=rerun_failed, observer=observer,
-                           max_members=ensemble)
+                           max_members=ensemble, memory_budget=budget)
     except SweepError as err:
         fail_line(str(err), EXIT_FAILED)
     finally:

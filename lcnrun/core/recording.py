@@ -18,6 +18,11 @@ class RecordOptions:
                                  doc="first non-zero stored time of a log grid "
                                      "(default: one step for descent, 1e-4 t_max for flows)")
     params: bool = option(True, kind="bool", doc="store the parameters at every stored time")
+    checkpoint_every: float | None = option(
+        None, kind="float", check="nonnegative", nullable=True,
+        doc="seconds between two checkpoints of a run in progress (0: at every poll; default: "
+            "--checkpoint-every, else 300); how the run is kept, not what it computes: not part "
+            "of the run id")
 
 
 def record_times(t_end: float, options: RecordOptions, t_min_default: float) -> np.ndarray:

@@ -15,7 +15,8 @@ Two paired runs are compared item by item: the spec (flattened dotted keys), the
 root attributes, the final figures and arrays, the diagnostics, and every trajectory series on a
 common time axis (if the stored times differ, B's series are interpolated linearly onto A's
 times within the common time range, and the item says so). Not compared: provenance (host,
-times, git commit), ``lcnrun_version``, ``name`` and ``description``, and spec keys that only one
+times, git commit), ``lcnrun_version``, ``name``, ``description`` and the run settings
+(``record.checkpoint_every``: how a run is kept, not what it computes), and spec keys that only one
 of the two runs has (a key added by a newer code version, with its default): they are shown,
 and if they change anything, the results differ.
 
@@ -40,12 +41,14 @@ import numpy as np
 import yaml
 
 from ..provenance import available_cores
+from ..spec import RUN_SETTINGS
 from ..store.runfile import RunData, RunFileError, read_run
 from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
 
 DEFAULT_RTOL = 1e-9
 DEFAULT_ATOL = 1e-12
-SPEC_IGNORED = ("name", "description")
+#: spec keys that do not decide a result: names and the run settings (how a run is kept)
+SPEC_IGNORED = ("name", "description", *(f"{section}.{option}" for section, option in RUN_SETTINGS))
 ATTRS_IGNORED = ("lcnrun_version", "name")
 PARALLEL_PAIRS = 400
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

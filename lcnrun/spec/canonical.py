@@ -14,7 +14,9 @@ Run id rule (identity from content, as signac's job ids):
    keeps the id, changing its content changes it);
 3. floats are Python floats with ``-0.0`` written as ``0.0`` (so ``1`` and ``1.0`` in a float option
    give the same id), ints stay ints, booleans booleans;
-4. ``run_id = sha256(json.dumps(d, sort_keys=True, separators=(",", ":"))).hexdigest()[:12]``.
+4. drop the run settings (:data:`RUN_SETTINGS`: how a run is kept, e.g. its checkpoint
+   interval, not what it computes);
+5. ``run_id = sha256(json.dumps(d, sort_keys=True, separators=(",", ":"))).hexdigest()[:12]``.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ from .errors import Problem, SpecError
 from .schema import SECTIONS, RunSpec
 
 RUN_ID_LENGTH = 12
+#: (section, option) pairs that say how a run is kept, not what it computes: not part of the run id
+#: (nor of what a checkpoint must match); the resolved spec and the run file keep them
+RUN_SETTINGS = (("record", "checkpoint_every"),)
 
 
 def file_sha256(path: str) -> str:
@@ -100,6 +105,28 @@ def with_file_hashes(run_spec: RunSpec, file_hashes: dict[str, str]) -> RunSpec:
     return dataclasses.replace(run_spec, file_hashes=tuple((p, file_hashes[p]) for p in paths))
 
 
+def _without_run_settings(section: str, make: Callable) -> Callable:
+    dropped = [option for sec, option in RUN_SETTINGS if sec == section]
+    if not dropped:
+        return make
+
+    def made(value, on_path):
+        d = make(value, on_path)
+        for option in dropped:
+            d.pop(option, None)
+        return d
+    return made
+
+
+def without_run_settings(run_spec: RunSpec) -> RunSpec:
+    """``run_spec`` with every :data:`RUN_SETTINGS` option at its default (what it computes)."""
+    for section, option in RUN_SETTINGS:
+        value = getattr(run_spec, section)
+        default = next(f for f in dataclasses.fields(value) if f.name == option).default
+        run_spec = dataclasses.replace(run_spec, **{section: dataclasses.replace(value, **{option: default})})
+    return run_spec
+
+
 def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
     """The run as plain data, every default filled in (see module docstring)."""
     return _resolved(run_spec, lambda p: p)
@@ -107,7 +134,7 @@ def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
 
 def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = None,
                    texts: dict[int, tuple[Any, str]] | None = None) -> str:
-    """The text whose hash is the run id (steps 1-3 of the module docstring). ``file_hashes``
+    """The text whose hash is the run id (steps 1-4 of the module docstring). ``file_hashes``
     (path -> hex digest) may carry hashes already computed in the same call of the caller.
 
     ``texts`` (a dict the caller keeps for many runs, e.g. a sweep's points) remembers the JSON
@@ -133,7 +160,7 @@ def canonical_json(run_spec: RunSpec, *, file_hashes: dict[str, str] | None = No
             continue
         hit = texts.get(id(value))
         if hit is None or hit[0] is not value:  # the entry keeps ``value`` alive: its id stays its own
-            hit = texts[id(value)] = (value, _dumps(make(value, hash_path)))
+            hit = texts[id(value)] = (value, _dumps(_without_run_settings(key, make)(value, hash_path)))
         parts.append(_key_text(key) + hit[1])
     return "{" + ",".join(parts) + "}"
 

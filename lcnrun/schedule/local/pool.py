@@ -157,12 +157,13 @@ def clean_leftovers(xdir: ExperimentDir) -> list[Path]:
 def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool = False,
               rerun_failed: bool = False, observer: SweepObserver | None = None,
               indices: list[int] | None = None, grace_seconds: float = GRACE_SECONDS,
-              max_members: int | None = None) -> SweepReport:
+              max_members: int | None = None, memory_budget: int | None = None) -> SweepReport:
     """Compute the points of ``exp`` (all, or ``indices``) into the prepared folder ``xdir``.
 
     ``jobs``: worker processes (default: :func:`available_cores`; never more than units of work).
     ``max_members``: the largest ensemble (1: every point alone; default
-    :data:`ENSEMBLE_MAX_MEMBERS`), see :func:`ensemble_groups`.
+    :data:`ENSEMBLE_MAX_MEMBERS`) and ``memory_budget`` the bytes one worker's ensemble may use
+    (default: a share of the machine's memory), see :func:`ensemble_groups`.
     See the module docstring for what is skipped, re-run and guaranteed. Returns when every point
     has a result, or after an interruption (then ``report.interrupted`` is set and the points
     without a result are pending). Raises :class:`SweepError` if workers cannot start.
@@ -181,7 +182,8 @@ def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool 
             to_run.append(i)
         else:
             skipped.append(_kept(xdir, i, point.run_id, state))
-    queue = collections.deque(ensemble_groups(exp, to_run, jobs, max_members=max_members))
+    queue = collections.deque(ensemble_groups(exp, to_run, jobs, max_members=max_members,
+                                                memory_budget=memory_budget))
     report = SweepReport(total=len(chosen), workers=min(jobs, len(queue)))
     for r in skipped:
         report.results[r.index] = r
