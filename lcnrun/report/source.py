@@ -2,9 +2,12 @@
 
 :func:`open_experiment` accepts what a researcher types: the experiment folder
 (``results/<name>``), the spec file (then its folder under ``results``), a bare experiment name
-(``results/<name>`` must exist) or any folder of run files. :func:`read_runs` reads the attributes
-and the spec of many run files (never their arrays), in worker processes when there are many;
-each run's resolved spec is flattened to dotted keys (``model.strides``, ``data.target.scale``).
+(``results/<name>`` must exist) or any folder of run files. :func:`scan_runs` is the one reading
+path of every report (summary, status, plots, the HTML report, the Python API): the run index
+where it knows the very file, else the file, opened once for its attributes, its spec and the few
+series asked for plus those the index keeps (never the other arrays), in worker processes when
+there are many; each run's resolved spec is flattened to dotted keys (``model.strides``,
+``data.target.scale``).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import Any
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
 from ..store.index import KEPT_SERIES, flat_spec, index_dir, run_file_stats, scan
-from ..store.runfile import RunFileError, read_run_attrs
+from ..store.runfile import RunFileError
 from ..store.specflat import flatten, flatten_spec_text  # noqa: F401  (the reports' names for them)
 
 SPEC_SUFFIXES = (".yaml", ".yml")

@@ -21,7 +21,7 @@ Queries (:func:`summarize`):
   (``status==completed``) to restrict the statistics to some runs.
 
 Reading uses :func:`lcnrun.report.source.scan_runs` (the run index beside the run files, else
-attributes and spec only, never arrays).
+each file opened once: attributes, spec and a few small series, never the other arrays).
 """
 from __future__ import annotations
 
