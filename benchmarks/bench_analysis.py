@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -24,9 +26,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_sweep import SPEC, lcnrun, make_run_files  # noqa: E402
+from bench_sweep import LAST_CPU_S, SPEC, lcnrun, make_run_files  # noqa: E402
 
 TARGET_SECONDS = 10.0
+
+
+def _cpu() -> float:
+    """CPU seconds (user + sys) of this process and of the reader workers it waited for."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> int:
@@ -44,27 +52,33 @@ def main() -> int:
         template = api.run(spec, index=0, results=tmp / "template").path
         folder = tmp / "results" / "many"
         out = {"files": n_files, "make_files_seconds": make_run_files(folder, template, n_files),
-               "machine": platform.node(), "python": platform.python_version()}
+               "machine": platform.node(), "python": platform.python_version(),
+               "load_average": os.getloadavg()}
         png = tmp / "loss.png"
         out["plot_lines_seconds"], code = lcnrun("plot", folder, "--y", "loss", "--color",
                                                  "dynamics.lr", "-o", png)
+        out["plot_lines_cpu_seconds"] = LAST_CPU_S[0]
         assert code == 0 and png.stat().st_size > 0, code
         out["plot_heatmap_seconds"], code = lcnrun("plot", folder, "--heatmap", "final.loss",
                                                    "--x", "dynamics.lr", "--y", "init.seed",
                                                    "--filter", "init.seed<10", "-o",
                                                    tmp / "heat.pdf")
+        out["plot_heatmap_cpu_seconds"] = LAST_CPU_S[0]
         assert code == 0, code
         out["report_seconds"], code = lcnrun("report", folder, "-o", tmp / "report.html")
+        out["report_cpu_seconds"] = LAST_CPU_S[0]
         assert code == 0, code
         out["report_bytes"] = (tmp / "report.html").stat().st_size
         exp = api.open(folder)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         frame = exp.summary()
         out["api_summary_seconds"] = time.perf_counter() - t0
+        out["api_summary_cpu_seconds"] = _cpu() - c0
         assert len(frame) == n_files
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         tidy = exp.trajectories("loss")
         out["api_trajectories_seconds"] = time.perf_counter() - t0
+        out["api_trajectories_cpu_seconds"] = _cpu() - c0
         out["api_trajectories_rows"] = len(tidy)
     out["target_seconds"] = TARGET_SECONDS
     out["met"] = max(out["plot_lines_seconds"], out["plot_heatmap_seconds"]) < TARGET_SECONDS

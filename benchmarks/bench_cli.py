@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 from _items import machine, write_json  # noqa: E402
-from bench_sweep import PEAK_RSS_MB, lcnrun, make_run_files  # noqa: E402
+from bench_sweep import LAST_CPU_S, PEAK_RSS_MB, lcnrun, make_run_files  # noqa: E402
 
 ONE = """\
 name: bench-cli
@@ -157,11 +157,13 @@ def bench_many(tmp: Path, n_files: int) -> dict:
         if phase == "after_index_deleted":
             shutil.rmtree(folder / ".index")
         out[f"status_{phase}_s"], code = lcnrun("status", folder)
+        out[f"status_{phase}_cpu_s"] = LAST_CPU_S[0]
         assert code == 0
         if phase == "after_index_deleted":
             shutil.rmtree(folder / ".index")
         with open(tmp / "summary.csv", "w") as fh:
             out[f"summary_csv_{phase}_s"], code = lcnrun("summary", folder, "--csv", stdout=fh)
+        out[f"summary_csv_{phase}_cpu_s"] = LAST_CPU_S[0]
         assert code == 0
         assert len((tmp / "summary.csv").read_text().splitlines()) == n_files + 1
     out["index_bytes"] = sum(p.stat().st_size for p in (folder / ".index").rglob("*") if p.is_file())
@@ -212,7 +214,8 @@ def main() -> int:
         rows.append((f"making {m['files']} run files", f"{m['make_files_s']:.0f} s; index {m['index_bytes'] / 1e6:.0f} MB"))
         for phase in ("first", "next", "after_index_deleted"):
             rows.append((f"status / summary --csv, {m['files']} files, {phase.replace('_', ' ')}",
-                         f"{m[f'status_{phase}_s']:.2f} s / {m[f'summary_csv_{phase}_s']:.2f} s"))
+                         f"{m[f'status_{phase}_s']:.2f} s / {m[f'summary_csv_{phase}_s']:.2f} s wall, "
+                         f"{m[f'status_{phase}_cpu_s']:.2f} s / {m[f'summary_csv_{phase}_cpu_s']:.2f} s cpu"))
     for k, v in PEAK_RSS_MB.items():
         rows.append((f"peak RSS: lcnrun {k}", f"{v:.0f} MiB"))
     width = max(len(k) for k, _ in rows)

@@ -67,12 +67,17 @@ MAIN = "import sys; from lcnrun.cli import main; sys.argv[0] = 'lcnrun'; main()"
 
 
 PEAK_RSS_MB: dict[str, float] = {}
-#: runs a command and writes the peak RSS of it and its descendants to $LCNRUN_BENCH_RSS. The
+#: CPU seconds (user + sys of the command and the workers it waited for) of the last call of
+#: :func:`lcnrun`: on a shared machine a better guide than the wall time
+LAST_CPU_S: list[float] = [float("nan")]
+#: runs a command and writes the peak RSS of it and its descendants to $LCNRUN_BENCH_RSS (then
+#: their CPU seconds, user + sys). The
 #: command is started from this small process, not from the benchmark (Linux carries a parent's
 #: peak RSS over fork + exec, so a child of this big process would report at least its size)
 WRAP = ("import os, resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-        "open(os.environ['LCNRUN_BENCH_RSS'], 'w').write(str(resource.getrusage("
-        "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "open(os.environ['LCNRUN_BENCH_RSS'], 'w').write(f'{u.ru_maxrss} {u.ru_utime + u.ru_stime}'); "
+        "sys.exit(rc)")
 
 
 def lcnrun(*args: str | Path, stdout=subprocess.DEVNULL) -> tuple[float, int]:
@@ -88,7 +93,9 @@ def lcnrun(*args: str | Path, stdout=subprocess.DEVNULL) -> tuple[float, int]:
         text = Path(rss.name).read_text().strip()
     key = " ".join(str(a) for a in args if not str(a).startswith("/") and "results" not in str(a))
     if text:
-        PEAK_RSS_MB[key] = max(PEAK_RSS_MB.get(key, 0.0), int(text) / 1024.0)
+        rss, cpu = text.split()
+        PEAK_RSS_MB[key] = max(PEAK_RSS_MB.get(key, 0.0), int(rss) / 1024.0)
+        LAST_CPU_S[0] = float(cpu)
     return wall, code
 
 

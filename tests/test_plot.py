@@ -112,9 +112,44 @@ def test_plot_reads_only_attributes_and_the_drawn_series(folder, monkeypatch):
     import lcnrun.report.trajectories as trajectories  # noqa: PLC0415
     original = trajectories.read_series
     monkeypatch.setattr(trajectories, "read_series",
-                        lambda path, keys: read.append(tuple(keys)) or original(path, keys))
+                        lambda path, keys, **kw: read.append(tuple(keys)) or original(path, keys, **kw))
+    line_plot(open_experiment(folder), "invariants[0]", color="init.scale", processes=1)
+    assert read == [("t", "invariants")] * 12
+    read.clear()
     line_plot(open_experiment(folder), "loss", color="init.scale", processes=1)
-    assert read == [("t", "loss")] * 12
+    assert read == []  # the run index keeps t, loss and grad_norm of every run
+
+
+@pytest.mark.parametrize("index", ["current", "deleted"])
+def test_plot_opens_each_run_file_once(folder, tmp_path, monkeypatch, index):
+    """With a current index only the series are read (one open per file; none for the loss,
+    which the index keeps); without one, the attributes and the series are read in the same
+    open. The heatmap opens no file at all when the index is current. Counted: the opens of
+    run files by the fast reader."""
+    import shutil  # noqa: PLC0415
+
+    import lcnrun.store.runfile as runfile  # noqa: PLC0415
+
+    copy = tmp_path / "results" / folder.name
+    shutil.copytree(folder, copy)
+    if index == "deleted":
+        shutil.rmtree(copy / ".index")
+    opened = []
+    original = runfile._open_fast
+    monkeypatch.setattr(runfile, "_open_fast", lambda path: opened.append(Path(path).name) or original(path))
+    fig = line_plot(open_experiment(copy), "invariants[0]", color="init.scale", processes=1)
+    names = sorted(p.name for p in (copy / "runs").glob("*.h5"))
+    assert sorted(opened) == names  # each file once
+    assert sum(len(c.get_segments()) for ax in fig.axes for c in ax.collections
+               if isinstance(c, LineCollection)) == 12
+    opened.clear()
+    loss = line_plot(open_experiment(copy), "loss", color="init.scale", processes=1)
+    assert opened == []  # kept by the index (current now in both cases)
+    for ax, ax0 in zip(loss.axes, line_plot(open_experiment(folder), "loss", color="init.scale",
+                                            processes=1).axes):
+        assert [l.get_xydata().tolist() for l in ax.lines] == [l.get_xydata().tolist() for l in ax0.lines]
+    heatmap(open_experiment(copy), "final.loss", "init.scale", "init.seed", processes=1)
+    assert opened == []  # the index (current now in both cases) answers
 
 
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF")])

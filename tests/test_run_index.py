@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
+import zlib
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from lcnrun.report.status import experiment_status
 from lcnrun.policy import UNREADABLE, file_state, should_run
 from lcnrun.store import RunRecord, read_run, read_run_attrs, read_run_status, write_run
 from lcnrun.store.experiment import ExperimentDir
-from lcnrun.store.index import INDEX_DIR, SNAPSHOT, scan
+from lcnrun.store.index import INDEX_DIR, SNAPSHOT, SNAPSHOT_MAGIC, scan
 from lcnrun.store.runfile import RunFileError
 
 STATUSES = ("completed", "diverged", "failed", "stopped")
@@ -68,7 +70,7 @@ def truth_rows(xdir: ExperimentDir) -> list[tuple]:
 def answers(xdir: ExperimentDir):
     src = open_experiment(xdir.root)
     st = experiment_status(src)
-    states = {s.run_id: s.state for s in st.states}
+    states = {s.run_id: s.state for s in [*st.states, *st.orphans]}  # orphans: files too
     rows = [(i.run_id, i.status, i.attrs.get("final.loss"), sorted(i.spec.items()))
             for i in scan_runs(xdir.runs_dir, src.run_files())]
     return {rid: s for rid, s in states.items() if s != "pending"}, states.get("pending0000"), rows
@@ -98,19 +100,102 @@ def test_deleted_index_is_rebuilt(tmp_path):
     check_same_as_full_scan(xdir)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong-shape", "empty"])
-def test_damaged_index_changes_no_answer(tmp_path, damage):
+def _snapshot_with_header(data: bytes, change) -> bytes:
+    """The snapshot ``data`` with its JSON header changed by ``change(header)``, its checksum
+    made right again (so that the reader's other checks are what must refuse it)."""
+    at = len(SNAPSHOT_MAGIC)
+    size, _ = struct.unpack_from("<QI", data, at)
+    at += 12
+    header = json.loads(data[at:at + size])
+    change(header)
+    text = json.dumps(header).encode()
+    blob = data[at + size:]
+    return SNAPSHOT_MAGIC + struct.pack("<QI", len(text), zlib.crc32(blob, zlib.crc32(text))) + text + blob
+
+
+
+def _float_column(header: dict) -> str:
+    return next(k for k, c in header["columns"].items() if c["enc"] == "f8")
+
+
+SNAPSHOT_DAMAGE = {
+    "garbage": lambda d: b"\x00not a snapshot{{" * 10,
+    "truncated": lambda d: d[: len(d) // 2],
+    "blob-cut": lambda d: d[:-9],  # the arrays end early: offsets out of range
+    "empty": lambda d: b"",
+    "magic-only": lambda d: SNAPSHOT_MAGIC,
+    "wrong-shape": lambda d: _snapshot_with_header(d, lambda h: h.update(ids=[1, 2])),
+    "fewer-ids": lambda d: _snapshot_with_header(d, lambda h: h["ids"].pop()),
+    "bad-status": lambda d: _snapshot_with_header(
+        d, lambda h: h["columns"].update({"a:status": {"enc": "const", "value": 3}})),
+    "bad-offset": lambda d: _snapshot_with_header(
+        d, lambda h: h["columns"][_float_column(h)].update(at=10 ** 9)),
+    "unknown-encoding": lambda d: _snapshot_with_header(
+        d, lambda h: h["columns"][_float_column(h)].update(enc="f4")),
+    "bad-series": lambda d: _snapshot_with_header(d, lambda h: h["columns"]["t:loss"].update(lens=len(d))),
+    "flipped-byte-in-a-float": lambda d: _flip_final_loss(d),  # same shape, another loss
+}
+
+
+def _flip_final_loss(data: bytes) -> bytes:
+    """One bit of the first run's final.loss changed, nothing else (the checksum refuses it)."""
+    at = len(SNAPSHOT_MAGIC)
+    size, _ = struct.unpack_from("<QI", data, at)
+    header = json.loads(data[at + 12:at + 12 + size])
+    i = at + 12 + size + header["columns"]["a:final.loss"]["at"] + 6
+    return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:]
+
+
+@pytest.mark.parametrize("damage", sorted(SNAPSHOT_DAMAGE))
+def test_damaged_snapshot_changes_no_answer(tmp_path, damage):
     xdir = make_experiment(tmp_path)
     check_same_as_full_scan(xdir)  # writes the snapshot
     snapshot = xdir.root / INDEX_DIR / SNAPSHOT
-    text = snapshot.read_text()
-    snapshot.write_text({"garbage": "\x00not json{{", "truncated": text[: len(text) // 2],
-                         "wrong-shape": json.dumps({"format": "lcnrun-run-index", "version": 1,
-                                                    "consumed": {}, "entries": [1, 2]}),
-                         "empty": ""}[damage])
-    for journal in (xdir.root / INDEX_DIR).glob("journal.*.jsonl"):  # half a line, a bad line
-        with open(journal, "a") as fh:
-            fh.write('{"id": "run0001", "ino": 1, "size": 2, "mtime_ns"\nnot json\n{"id": "run00')
+    snapshot.write_bytes(SNAPSHOT_DAMAGE[damage](snapshot.read_bytes()))
+    check_same_as_full_scan(xdir)
+    check_same_as_full_scan(xdir)  # and the snapshot it wrote instead
+
+
+def test_damaged_and_truncated_journals_change_no_answer(tmp_path):
+    """A journal cut in the middle of a line (a writer killed, a full disk), garbage lines, lines
+    of the wrong shape, an entry claiming another file's identity: none of them is used."""
+    xdir = make_experiment(tmp_path)
+    journal = next((xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    lines = journal.read_bytes().splitlines(keepends=True)
+    wrong = json.loads(lines[3])
+    wrong["attrs"]["status"] = "completed" if wrong["attrs"]["status"] != "completed" else "failed"
+    wrong["ino"] += 1  # the entry of another file: never used for run0003
+    journal.write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2] + b"\n"
+                        + b"\x00\xffnot json\n" + b'{"id": 3}\n' + b"[1, 2]\n"
+                        + json.dumps(wrong).encode() + b"\n"
+                        + b"".join(lines[6:]) + lines[0][:17])  # a last line without its end
+    check_same_as_full_scan(xdir)
+    check_same_as_full_scan(xdir)
+
+
+def test_run_files_added_and_removed_behind_the_index(tmp_path):
+    """Run files the index never heard of (copied in, written by a writer without a journal) are
+    reported from the files; removed ones are not reported, also after the snapshot knew them."""
+    xdir = make_experiment(tmp_path)
+    check_same_as_full_scan(xdir)
+    other = tmp_path / "elsewhere" / "runs"  # not an experiment's runs/: no journal
+    for i in (90, 91):
+        rid = f"run{i:04d}"
+        write_run(other / f"{rid}.h5", RunRecord(rid, "diverged", spec_text(i),
+                                                 final_attrs={"loss": float(i)}), fsync=False)
+        shutil.copy(other / f"{rid}.h5", xdir.run_path(rid))
+    os.unlink(xdir.run_path("run0002"))
+    os.unlink(xdir.run_path("run0005"))
+    states, _, rows = answers(xdir)
+    status = experiment_status(open_experiment(xdir.root))
+    orphans = {s.run_id: s.state for s in status.orphans}
+    assert orphans == {"run0090": "diverged", "run0091": "diverged"}  # no points of the sweep
+    assert "run0002" not in states and "run0005" not in states
+    assert [s.state for s in status.states if s.run_id in ("run0002", "run0005")] == ["pending"] * 2
+    assert [r[2] for r in rows if r[0] == "run0091"] == [91.0]
+    assert not [r for r in rows if r[0] in ("run0002", "run0005")]
+    check_same_as_full_scan(xdir)
+    os.unlink(xdir.run_path("run0090"))  # now known to the snapshot, then removed
     check_same_as_full_scan(xdir)
 
 

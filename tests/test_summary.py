@@ -290,3 +290,23 @@ def test_filter_values_are_read_as_yaml():
     assert not parse_filter("x<1").matches({})
     with pytest.raises(QueryError):
         parse_filter("==3")
+
+
+def test_csv_fast_path_writes_what_exact_writes():
+    """``csv_rows`` passes floats, ints, strings and None through to csv as they are: the bytes
+    must be those of ``exact`` applied to every cell (bools and lists still go through it)."""
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from lcnrun.cli.report import csv_rows, exact  # noqa: PLC0415
+    from lcnrun.report.summary import SummaryTable  # noqa: PLC0415
+
+    plain = [0.1, 1e-05, float("nan"), float("inf"), -0.0, 3, "a,b", None, 1 / 3, 2.5e300]
+    mixed = [True, [2, 1], None, 0.5, {"k": 1}, "x", False, 7, -1e-300, ""]
+    for columns in (["p"], ["p", "m"]):
+        table = SummaryTable(columns, [{"p": p, "m": m} for p, m in zip(plain, mixed)])
+        fast, slow = io.StringIO(), io.StringIO()
+        csv.writer(fast, lineterminator="\n").writerows(csv_rows(table))
+        csv.writer(slow, lineterminator="\n").writerows(
+            [exact(r[c]) for c in columns] for r in table.rows)
+        assert fast.getvalue() == slow.getvalue()

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
@@ -172,6 +173,20 @@ def exact(value: Any) -> Any:
     return value
 
 
+_AS_IS = {float, int, str, type(None)}  # csv writes these as exact() would: repr, str, ""
+
+
+def csv_rows(table) -> Iterator[list]:
+    """The CSV cells of ``table``'s rows (:func:`exact` of each value), fast for 100,000 rows: a
+    column whose values csv writes as ``exact`` would is passed through as it is."""
+    cols = list(table.columns)
+    as_is = [{type(r.get(c)) for r in table.rows} <= _AS_IS for c in cols]
+    if all(as_is):
+        return ([r.get(c) for c in cols] for r in table.rows)
+    return ([r.get(c) if plain else exact(r.get(c)) for c, plain in zip(cols, as_is)]
+            for r in table.rows)
+
+
 def json_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "inf", "nan": JSON has neither
@@ -282,8 +297,7 @@ def summary(
     if as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(table.columns)
-        for row in table.rows:
-            writer.writerow([exact(row.get(c)) for c in table.columns])
+        writer.writerows(csv_rows(table))
     elif as_json:
         sys.stdout.write(json.dumps([{c: json_value(row.get(c)) for c in table.columns}
                                      for row in table.rows], indent=1) + "\n")

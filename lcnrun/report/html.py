@@ -25,6 +25,7 @@ from .plots import LEGEND_MAX, PlotError, line_plot, title
 from .source import ExperimentSource
 from .status import experiment_status, scheduler_states
 from .summary import QueryError, label, load_runs, summarize
+from .trajectories import series_keys
 
 DEFAULT_PLOTS = ("loss", "grad_norm")
 REPORT_NAME = "report.html"
@@ -147,7 +148,8 @@ def build_report(source: ExperimentSource, *, processes: int | None = None, prob
     from .. import __version__  # noqa: PLC0415
 
     esc = html.escape
-    runs = load_runs(source, processes=processes)
+    # one open of each file the index does not answer for: its attributes and the plotted series
+    runs = load_runs(source, processes=processes, series=series_keys(DEFAULT_PLOTS))
     table = summarize(runs)
     status = experiment_status(source, scheduler=scheduler_states(source, probes)[0])
     counts = status.counts()

@@ -32,7 +32,7 @@ from ..store.atomic import atomic_replace
 from .source import ExperimentSource
 from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, label, load_runs,
                       select_rows)
-from .trajectories import load_series
+from .trajectories import load_series, series_keys
 
 GRID_POINTS = 200
 LEGEND_MAX = 12
@@ -162,7 +162,8 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
         raise PlotError(f"band {band}: expected a quantile in [0, 0.5)")
     y_name, y_index = parse_series(y)
     x_name, x_index = parse_series(x)
-    runs = runs if runs is not None else load_runs(source, processes=processes)
+    runs = runs if runs is not None else load_runs(source, processes=processes,
+                                                   series=series_keys([y_name, x_name]))
     known = known_keys(runs)
     for key, what in ((color, "--color"), (facet, "--facet")):
         if key is not None:

@@ -2,30 +2,32 @@
 
 :func:`open_experiment` accepts what a researcher types: the experiment folder
 (``results/<name>``), the spec file (then its folder under ``results``), a bare experiment name
-(``results/<name>`` must exist) or any folder of run files. :func:`read_runs` reads the attributes
-and the spec of many run files (never their arrays), in worker processes when there are many;
-each run's resolved spec is flattened to dotted keys (``model.strides``, ``data.target.scale``).
+(``results/<name>`` must exist) or any folder of run files. :func:`scan_runs` is the one reading
+path of every report (summary, status, plots, the HTML report, the Python API): the run index
+where it knows the very file, else the file, opened once for its attributes, its spec and the few
+series asked for plus those the index keeps (never the other arrays), in worker processes when
+there are many; each run's resolved spec is flattened to dotted keys (``model.strides``,
+``data.target.scale``).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
-from ..store.index import index_dir, run_file_stats, scan
-from ..store.runfile import RunFileError, read_run_attrs
+from ..store.index import KEPT_SERIES, flat_spec, index_dir, run_file_stats, scan
+from ..store.runfile import RunFileError
+from ..store.specflat import flatten, flatten_spec_text  # noqa: F401  (the reports' names for them)
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 PARALLEL_FROM = 2000  # read this many files or more in worker processes
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class SourceError(ValueError):
@@ -53,6 +55,10 @@ class ExperimentSource:
     def run_files(self) -> dict[str, Path]:
         """``{run_id: path}`` of every run file (hidden temporaries and claims skipped)."""
         return run_files(self.runs_dir)
+
+    def run_file_stats(self) -> dict[str, tuple[str, os.stat_result]]:
+        """``{run_id: (path as text, stat)}`` of every run file (no ``Path`` per file)."""
+        return run_file_stats(self.runs_dir)
 
 
 def run_files(folder: os.PathLike | str) -> dict[str, Path]:
@@ -93,116 +99,97 @@ def open_experiment(path: os.PathLike | str, results: os.PathLike | str = "resul
                       "files (*.h5) in it")
 
 
-# -- flattening specs ------------------------------------------------------------------------------
-def flatten(obj: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
-    """Nested mappings -> ``{dotted.key: value}``; lists (and everything else) are values."""
-    out = {} if out is None else out
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and v:
-                flatten(v, key, out)
-            else:
-                out[key] = v
-    elif prefix:
-        out[prefix] = obj
-    return out
-
-
-@lru_cache(maxsize=8192)
-def _block(text: str) -> tuple[tuple[str, Any], ...] | None:
-    """One top-level entry of a YAML mapping, flattened; ``None`` if it is not exactly one."""
-    try:
-        value = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(value, dict) or len(value) != 1:
-        return None
-    return tuple(flatten(value).items())
-
-
-def flatten_spec_text(text: str) -> dict[str, Any]:
-    """A run file's resolved spec (YAML text) as ``{dotted.key: value}``.
-
-    Fast for many runs of one sweep: the text is cut into its top-level entries (``model: ...``,
-    ``data: ...``), each parsed once and cached, since runs of a sweep share most of them. Falls
-    back to parsing the whole text if it is not laid out as one entry per unindented line.
-    Values are shared between calls: treat them as read-only.
-    """
-    blocks: list[list[str]] = []
-    for line in text.splitlines(keepends=True):
-        if line[:1] not in ("", " ", "-", "\n", "#") and not line.startswith(("...", "---")):
-            blocks.append([line])
-        elif blocks:
-            blocks[-1].append(line)
-        elif line.strip():
-            blocks = []
-            break
-    out: dict[str, Any] = {}
-    for lines in blocks:
-        items = _block("".join(lines))
-        if items is None:
-            return flatten(yaml.load(text, Loader=_LOADER) or {})
-        out.update(items)
-    if not blocks and text.strip():
-        return flatten(yaml.load(text, Loader=_LOADER) or {})
-    return out
-
-
 # -- reading many run files ------------------------------------------------------------------------
 @dataclass
 class RunInfo:
     """One run file as reports see it: ``attrs`` (every scalar, ``read_run_attrs`` names, without
-    ``spec``), ``spec`` (flattened resolved spec), or ``error`` when the file is unreadable."""
+    ``spec``), ``spec`` (flattened resolved spec), or ``error`` when the file is unreadable;
+    ``series``: ``{name: array}`` of the trajectory series known without opening the file again
+    (read in the same open, or kept by the run index), for the names ``series_keys`` (a name
+    there but not in ``series``: the file has no such series)."""
 
     run_id: str
-    path: Path
+    path: Path | str
     attrs: dict[str, Any]
     spec: dict[str, Any]
     error: str = ""
+    series: dict[str, Any] | None = None
+    series_keys: tuple[str, ...] = ()  # the series looked for (those ``series`` lacks: absent)
 
     @property
     def status(self) -> str:
         return "unreadable" if self.error else str(self.attrs.get("status", ""))
 
 
-def read_run_info(run_id: str, path: Path) -> RunInfo:
+def _read_one(path: str, series: tuple[str, ...] | None, check_marks: bool = True):
+    """``(attrs with "spec", {name: array})`` of one file: the ``series`` asked for and the ones
+    the run index keeps (:data:`~lcnrun.store.index.KEPT_SERIES`), read in the same open; or the
+    reason it is unreadable (a text: it crosses process boundaries)."""
+    from ..store.series import read_attrs_and_series  # noqa: PLC0415  (h5py: only now)
+
     try:
-        attrs = read_run_attrs(path)
+        return read_attrs_and_series(path, _with_kept(series), check_marks=check_marks)
     except RunFileError as err:
-        return RunInfo(run_id, Path(path), {"run_id": run_id, "status": "unreadable"}, {},
-                       err.reason)
-    text = attrs.pop("spec", "")
-    try:
-        spec = flatten_spec_text(text)
-    except yaml.YAMLError as err:
-        return RunInfo(run_id, Path(path), attrs, {}, f"its spec is not valid YAML ({err})")
-    return RunInfo(run_id, Path(path), attrs, spec)
+        return err.reason
+
+
+def _with_kept(series: tuple[str, ...] | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*KEPT_SERIES, *(series or ())]))
+
+
+def _info(run_id: str, path: os.PathLike | str, got, series: tuple[str, ...] | None = None) -> RunInfo:
+    if isinstance(got, str):
+        return RunInfo(run_id, Path(path), {"run_id": run_id, "status": "unreadable"}, {}, got)
+    attrs, arrays = got
+    attrs = dict(attrs)
+    spec, error = flat_spec(attrs.pop("spec", "") or "")
+    return RunInfo(run_id, Path(path), attrs, spec or {}, error, arrays, _with_kept(series))
+
+
+def read_run_info(run_id: str, path: Path, series: Iterable[str] | None = None) -> RunInfo:
+    """:class:`RunInfo` of one run file (with the ``series`` read in the same open, if named)."""
+    series = None if series is None else tuple(series)
+    return _info(run_id, path, _read_one(str(path), series), series)
 
 
 def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
-              processes: int | None = None) -> list[RunInfo]:
+              processes: int | None = None, series: Iterable[str] | None = None,
+              listing: dict | None = None) -> list[RunInfo]:
     """:class:`RunInfo` of the run files ``files`` (``{run_id: path}``) of ``runs_dir``, in that
     order: from the run index of an experiment folder (:mod:`lcnrun.store.index`, the same answer
-    as reading every file), else by :func:`read_runs`."""
+    as reading every file), else by :func:`read_runs`. ``series``: also read these trajectory
+    series of each file that has to be opened for its attributes (one open, not two; a run
+    answered by the index gets ``series=None``). ``listing``: ``run_file_stats(runs_dir)`` if
+    the caller has it (the files are then listed once)."""
+    series = None if series is None else tuple(series)
     if index_dir(runs_dir) is None:
-        return read_runs(files, processes=processes)
-    known = scan(runs_dir, run_ids=files)
+        return read_runs(files, processes=processes, series=series)
+    known = scan(runs_dir, run_ids=files, reader=file_reader(series, processes), listing=listing)
     out = []
     for rid, path in files.items():
         run = known.get(rid)
         if run is None:  # removed since it was listed: read it as before (it says so)
-            out.append(read_run_info(rid, Path(path)))
+            out.append(read_run_info(rid, Path(path), series))
         elif run.attrs is None:
             out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
-        else:
-            try:
-                spec = flatten_spec_text(run.spec or "")
-            except yaml.YAMLError as err:
-                out.append(RunInfo(rid, path, dict(run.attrs), {}, f"its spec is not valid YAML ({err})"))
-                continue
-            out.append(RunInfo(rid, path, dict(run.attrs), spec))
+        else:  # the scan's dicts are new (not shared): no copies of 100,000 of them
+            if run.extra is not None:  # the file was read: every series asked for
+                arrays, keys = run.extra, _with_kept(series)
+            else:  # the index answered: the series it keeps, if it has them
+                arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
+            out.append(RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys))
     return out
+
+
+def file_reader(series: tuple[str, ...] | None = None, processes: int | None = None):
+    """The ``reader`` for :func:`lcnrun.store.index.scan`: the files the index does not answer
+    for, with ``series`` (and the kept ones) in the same open, in worker processes from
+    :data:`PARALLEL_FROM` files on (a rebuild of the index of 100,000 runs uses every core)."""
+    def reader(items: list[tuple[str, str]]) -> list:
+        got = _read_many(items, series, processes, check_marks=False)
+        return [RunFileError(path, g) if isinstance(g, str) else g
+                for (_, path), g in zip(items, got)]
+    return reader
 
 
 def reader_context():
@@ -217,26 +204,37 @@ def reader_context():
         return get_context("spawn")
 
 
-def _read_chunk(items: list[tuple[str, str]]) -> list[RunInfo]:
-    return [read_run_info(run_id, Path(path)) for run_id, path in items]
+def _read_chunk(series: tuple[str, ...] | None, check_marks: bool, items: list[tuple[str, str]]) -> list:
+    return [_read_one(path, series, check_marks) for _, path in items]
 
 
-def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
-              processes: int | None = None) -> list[RunInfo]:
-    """:class:`RunInfo` of each ``(run_id, path)``, in the given order.
-
-    With :data:`PARALLEL_FROM` files or more (or ``processes`` > 1 given) the files are read in
-    worker processes (``processes``: default the cores available); ``processes=1`` reads here.
-    """
-    items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
+def _read_many(items: list[tuple[str, str]], series: tuple[str, ...] | None,
+               processes: int | None, check_marks: bool = True) -> list:
+    """:func:`_read_one` of each ``(run_id, path)``, in order, in worker processes from
+    :data:`PARALLEL_FROM` files on (or ``processes`` > 1 given; ``processes=1``: here)."""
     if processes is None:  # worth it from a few thousand files (a worker starts in ~0.5 s)
         processes = available_cores() if len(items) >= PARALLEL_FROM else 1
     processes = max(1, min(processes, len(items)))
+    body = functools.partial(_read_chunk, series, check_marks)
     if processes == 1:
-        return _read_chunk(items)
+        return body(items)
     size = math.ceil(len(items) / (processes * 4))
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
     from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415  (start-up of status, summary)
 
     with ProcessPoolExecutor(processes, mp_context=reader_context()) as pool:
-        return [info for part in pool.map(_read_chunk, chunks) for info in part]
+        return [got for part in pool.map(body, chunks) for got in part]
+
+
+def read_runs(files: dict[str, Path] | Iterable[tuple[str, Path]], *,
+              processes: int | None = None, series: Iterable[str] | None = None) -> list[RunInfo]:
+    """:class:`RunInfo` of each ``(run_id, path)``, in the given order (with the ``series`` read in
+    the same open, if named).
+
+    With :data:`PARALLEL_FROM` files or more (or ``processes`` > 1 given) the files are read in
+    worker processes (``processes``: default the cores available); ``processes=1`` reads here.
+    """
+    items = [(rid, str(p)) for rid, p in (files.items() if isinstance(files, dict) else files)]
+    got = _read_many(items, None if series is None else tuple(series), processes)
+    series = None if series is None else tuple(series)
+    return [_info(rid, path, g, series) for (rid, path), g in zip(items, got)]

@@ -26,7 +26,7 @@ from typing import Any
 from ..store.claims import claimed_runs
 from ..store.index import scan
 from ..store.runfile import RunFileError
-from .source import ExperimentSource
+from .source import ExperimentSource, file_reader
 
 #: display order; a scheduler's own states (``queued`` ...) come after ``running``
 STATUS_ORDER = ("completed", "diverged", "failed", "stopped", "unreadable", "running", "pending")
@@ -101,7 +101,8 @@ def experiment_status(source: ExperimentSource, *,
     ``queued``, ``running`` ...); it overrides what the files say for those runs.
     """
     scheduler = dict(scheduler or {})
-    files = {rid: run.status for rid, run in scan(source.runs_dir).items()}
+    files = {rid: run.status for rid, run in
+             scan(source.runs_dir, details=False, reader=file_reader()).items()}
     running = claimed_runs(source.runs_dir)
 
     def state_of(index, run_id, overrides) -> RunState:

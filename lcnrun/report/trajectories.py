@@ -49,8 +49,8 @@ class SeriesSet:
 
 
 def _read_one(keys: tuple[str, ...], item: tuple[str, str]) -> tuple[dict, str]:
-    try:
-        return read_series(item[1], keys), ""
+    try:  # the scan listed these files and their marks, and read (or indexed) their attributes
+        return read_series(item[1], keys, check_marks=False, known=True), ""
     except RunFileError as err:
         return {}, err.reason
 
@@ -75,22 +75,32 @@ def read_many(items: Sequence[tuple[str, Path]], keys: Sequence[str], *,
         return [r for part in pool.map(functools.partial(_read_chunk, keys), chunks) for r in part]
 
 
+def series_keys(keys: Sequence[str]) -> list[str]:
+    """``t`` and ``keys``, each once: what is read of each file for these series."""
+    return list(dict.fromkeys(["t", *keys]))
+
+
 def load_series(source: ExperimentSource, keys: Sequence[str], *, filters: Sequence[str] = (),
                 all_files: bool = False, processes: int | None = None,
                 runs: Runs | None = None) -> SeriesSet:
     """``t`` and the series ``keys`` of every run of ``source`` that passes ``filters`` (the
-    texts of ``lcnrun summary --filter``). ``runs``: rows already loaded (:func:`load_runs`).
+    texts of ``lcnrun summary --filter``). ``runs``: rows already loaded (:func:`load_runs`,
+    best with ``series=series_keys(keys)``). Each file is opened once: a run the index answers
+    for has only its series read; one it does not was read with its attributes (``load_runs``).
     Raises :class:`QueryError` for a bad filter, or for a series that no selected run has (with
     the names the runs do have)."""
+    keys = series_keys(keys)
     runs = runs if runs is not None else load_runs(source, all_files=all_files,
-                                                   processes=processes)
+                                                   processes=processes, series=keys)
     rows = select_rows(runs, filters)
-    keys = list(dict.fromkeys(["t", *keys]))
-    files = source.run_files()
+    files = runs.paths
+    have = {rid: s for rid, (looked, s) in runs.series.items() if set(keys) <= set(looked)}
     chosen = [r for r in rows if r["run_id"] in files and r.get("status") != "unreadable"]
-    results = read_many([(r["run_id"], files[r["run_id"]]) for r in chosen], keys,
+    todo = [r for r in chosen if r["run_id"] not in have]
+    results = read_many([(r["run_id"], files[r["run_id"]]) for r in todo], keys,
                         processes=processes)
-    by_id = {r["run_id"]: res for r, res in zip(chosen, results)}
+    by_id = {r["run_id"]: res for r, res in zip(todo, results)}
+    by_id.update({rid: ({k: v for k, v in s.items() if k in keys}, "") for rid, s in have.items()})
     series = [by_id.get(r["run_id"], ({}, ""))[0] for r in rows]
     unreadable = {rid: err for rid, (_, err) in by_id.items() if err}
     out = SeriesSet(keys, rows, series, varying_keys(runs.rows, runs.spec_keys, runs.key_order),
@@ -101,7 +111,7 @@ def load_series(source: ExperimentSource, keys: Sequence[str], *, filters: Seque
     return out
 
 
-def _hint(key: str, rows: list[dict], files: dict[str, Path]) -> str:
+def _hint(key: str, rows: list[dict], files: dict[str, str]) -> str:
     """The series names of the first run that has any, as a hint for a misspelled name."""
     for r in rows:
         try:

@@ -1,17 +1,21 @@
-"""The run index: what every run file of an experiment says (status, scalars, spec), kept beside
-the run files so that ``lcnrun status`` and ``summary`` over 100,000 runs read one folder instead
-of 100,000 HDF5 files. The run files stay the truth; the index is a cache of them.
+"""The run index: what every run file of an experiment says (status, scalars, the flattened
+resolved spec), kept beside the run files so that ``lcnrun status`` and ``summary`` over 100,000
+runs read one folder instead of 100,000 HDF5 files. The run files stay the truth; the index is a
+cache of them.
 
 Layout, under the experiment folder (``results/<name>/.index/``)::
 
     journal.<host>.<pid>.<random>.jsonl   one per writing process, append-only, one line per run
                                           file written: {"id", "ino", "size", "mtime_ns",
-                                          "attrs" (read_run_attrs without "spec"), "spec"}
-    snapshot.json                         the journals merged by a reader (atomic replace), with
-                                          how far into each journal it read
+                                          "ctime_ns", "attrs" (read_run_attrs without "spec"),
+                                          "spec" (the spec flattened: {dotted.key: value}) or
+                                          "spec_text" (when its values are not plain JSON)}
+    snapshot.bin                          the journals merged by a reader (atomic replace),
+                                          column by column (see :func:`_encode`), with how far
+                                          into each journal it read and a CRC-32 of it all
     unreadable/<run_id>.json              a run file found unreadable where it was needed (e.g.
-                                          its data region by ``read_run``): {"ino", "size",
-                                          "mtime_ns", "reason"}
+                                          its data region by ``read_run``): its identity and
+                                          the "reason"
 
 Why journals and not SQLite: the results folder is often on NFS, where SQLite's locking is not
 reliable (its documentation says so) and a crashed client can leave a lock behind; a journal has a
@@ -20,33 +24,62 @@ with one ``write`` of one line to a file opened, appended and closed per entry (
 a reader on another node sees whole lines once the writer closed the file); a reader ignores a
 last line without its newline (a writer that is still writing, or was killed).
 
+Why the snapshot is columns and not JSON: 100,000 runs of a sweep share most values (every key of
+the spec but the swept ones, the kinds, the version), and JSON spends ~0.5 us parsing each float
+of the rest; a column is one constant, or one array of float64 / int64 / bool read with
+``numpy.frombuffer``, or (strings, lists) a JSON list. Status reads five columns of it.
+
 Why it can never hide or invent a run: a reader lists the run files themselves (regular files
-``<run_id>.h5``; ``stat`` gives each file's identity: inode, size, mtime in ns) and takes an
-entry only for a file of the same identity (run files are replaced by rename, never changed in
-place, so a new file has a new identity). Files without a matching entry are read from HDF5 as
-before (and their entries written into the next snapshot); entries without a file are ignored;
-a damaged, stale or deleted index only costs time.
+``<run_id>.h5``; ``stat`` gives each file's identity: inode, size, mtime and ctime in ns) and takes
+an entry only for a file of the same identity, compared for equality, never as "newer" (clocks of
+a shared file system disagree). Run files are replaced by rename, never changed in place, so a new
+write is a new inode with a new ctime; the entry also keeps the file's ``write_token`` (the
+content token :mod:`lcnrun.policy` tells writes apart by), so what it describes is that very
+write. Files without a matching entry are read from HDF5 as before (and their entries written into
+the next snapshot); entries without a file are ignored; a damaged, stale or deleted index only
+costs time.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import secrets
 import stat
+import struct
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text, host_tag, pid_alive
+from .atomic import atomic_replace, host_tag, pid_alive
 
 INDEX_DIR = ".index"
-SNAPSHOT = "snapshot.json"
-SNAPSHOT_FORMAT = "lcnrun-run-index"
-SNAPSHOT_VERSION = 1
+SNAPSHOT = "snapshot.bin"
+SNAPSHOT_MAGIC = b"lcnrun-run-index 2\n"
 UNREADABLE_DIR = "unreadable"
 JOURNAL_PREFIX = "journal."
 JOURNAL_SUFFIX = ".jsonl"
+_IDENTITY = ("ino", "size", "mtime_ns", "ctime_ns")
+#: trajectory series every entry keeps (1-D float64, at most KEPT_TIMES stored times): what
+#: ``lcnrun plot``, the report's default plots and most ``exp.trajectories`` calls draw
+KEPT_SERIES = ("t", "loss", "grad_norm")
+KEPT_TIMES = 1024
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """No cyclic garbage collection while 100,000 rows of dicts are built: they hold no cycles,
+    and each full collection would walk all of them again (~40 % of the time of ``summary``)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def index_dir(runs_dir: os.PathLike | str) -> Path | None:
@@ -56,9 +89,68 @@ def index_dir(runs_dir: os.PathLike | str) -> Path | None:
     return runs_dir.parent / INDEX_DIR if runs_dir.name == "runs" else None
 
 
-def identity(st: os.stat_result) -> tuple[int, int, int]:
-    """What tells one run file from another under the same name: inode, size, mtime (ns)."""
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one run file from another under the same name: inode, size, mtime and ctime
+    (ns). A rename sets the ctime, so a file replaced by a later write differs even if the inode
+    number was reused."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _ident(entry: dict) -> tuple:
+    return tuple(entry.get(k) for k in _IDENTITY)
+
+
+# -- the spec of an entry ---------------------------------------------------------------------------
+def _plain(value: Any) -> bool:
+    """Whether JSON gives ``value`` back as it is (same types, same values)."""
+    if value is None or isinstance(value, (str, bool, float)):
+        return True
+    if isinstance(value, int):
+        return -(2 ** 63) <= value < 2 ** 63
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False  # a date, a set, bytes ... (YAML can make them): kept as text
+
+
+def flat_spec(text: str) -> tuple[dict[str, Any] | None, str]:
+    """``(flattened spec, "")`` of a run's spec text, or ``(None, why)`` if it is not YAML."""
+    import yaml  # noqa: PLC0415
+
+    from .specflat import flatten_spec_text  # noqa: PLC0415
+
+    try:
+        return flatten_spec_text(text), ""
+    except yaml.YAMLError as err:
+        return None, f"its spec is not valid YAML ({err})"
+
+
+def kept_series(series: dict | None) -> dict | None:
+    """The :data:`KEPT_SERIES` of ``series`` (``{name: array}`` as read from the file) that an
+    entry keeps: 1-D float64 arrays of at most :data:`KEPT_TIMES` values. ``None`` (nothing
+    known: readers open the file for any series) unless every kept name that the file has
+    can be kept."""
+    if series is None:
+        return None
+    out = {}
+    for name in KEPT_SERIES:
+        a = series.get(name)
+        if a is None:
+            continue  # the file has no such series (a failed run): known, and kept as absent
+        if getattr(a, "dtype", None) != "float64" or a.ndim != 1 or len(a) > KEPT_TIMES:
+            return None
+        out[name] = a
+    return out
+
+
+def _entry(rid: str, st: os.stat_result, attrs: dict, series: dict | None = None) -> dict:
+    """The index entry of the run file ``rid`` of identity ``st`` whose ``read_run_attrs`` is
+    ``attrs`` (its "spec" text is flattened) and whose kept series are ``series``."""
+    attrs = dict(attrs)
+    spec, error = flat_spec(attrs.pop("spec", "") or "")
+    return {"id": rid, **dict(zip(_IDENTITY, identity(st))), "attrs": attrs,
+            "spec": spec, "spec_error": error, "series": kept_series(series)}
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -83,24 +175,33 @@ def _append(folder: Path, entry: dict) -> None:
 
 
 def note_written(path: os.PathLike | str) -> None:
-    """Journal the run file just written at ``path`` (its final name, after the rename). Best
-    effort: an index that cannot be written (read-only or full folder) is only slower to use, so
-    nothing is raised. Also drops an ``unreadable`` mark of the run (a new file replaced it)."""
+    """Journal the run file just written at ``path`` (its final name, after the rename): its
+    identity, scalars and flattened spec. Best effort: an index that cannot be written (read-only
+    or full folder) is only slower to use, so nothing is raised. Also drops an ``unreadable`` mark
+    of the run (a new file replaced it)."""
     path = Path(path)
     folder = index_dir(path.parent)
     if folder is None:
         return
-    from .runfile import RunFileError, read_run_attrs  # noqa: PLC0415
+    from .runfile import RunFileError  # noqa: PLC0415
+    from .series import read_attrs_and_series  # noqa: PLC0415
 
     try:
         st = os.stat(path)
-        attrs = read_run_attrs(path, check_marks=False)
+        attrs, series = read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
     except (OSError, RunFileError):
         return
-    spec = attrs.pop("spec", "")
-    with contextlib.suppress(OSError):
-        _append(folder, {"id": path.name[:-3], "ino": st.st_ino, "size": st.st_size,
-                         "mtime_ns": st.st_mtime_ns, "attrs": attrs, "spec": spec})
+    text = attrs.get("spec", "") or ""
+    entry = _entry(path.name[:-3], st, attrs, series)
+    line = {k: entry[k] for k in ("id", *_IDENTITY, "attrs")}
+    if entry["series"] is not None:
+        line["series"] = {k: v.tolist() for k, v in entry["series"].items()}
+    if entry["spec"] is not None and _plain(entry["spec"]):
+        line["spec"] = entry["spec"]
+    else:  # not plain JSON (or not YAML): the reader flattens the text itself
+        line["spec_text"] = text
+    with contextlib.suppress(OSError, ValueError):
+        _append(folder, line)
     with contextlib.suppress(OSError):
         os.unlink(folder / UNREADABLE_DIR / f"{path.name[:-3]}.json")
 
@@ -113,11 +214,19 @@ def mark_unreadable(path: os.PathLike | str, reason: str) -> None:
     folder = index_dir(path.parent)
     if folder is None:
         return
+    from .atomic import atomic_write_text  # noqa: PLC0415
+
     with contextlib.suppress(OSError, ValueError):
         st = os.stat(path)
         (folder / UNREADABLE_DIR).mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / UNREADABLE_DIR / f"{path.name[:-3]}.json", json.dumps(
-            {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "reason": reason}))
+            {**dict(zip(_IDENTITY, identity(st))), "reason": reason}))
+
+
+def _mark_reason(mark: Any, st: os.stat_result) -> str | None:
+    if isinstance(mark, dict) and _ident(mark) == identity(st):
+        return str(mark.get("reason", ""))
+    return None
 
 
 def unreadable_mark(path: os.PathLike | str, st: os.stat_result | None = None) -> str | None:
@@ -128,54 +237,303 @@ def unreadable_mark(path: os.PathLike | str, st: os.stat_result | None = None) -
         return None
     try:
         mark = json.loads((folder / UNREADABLE_DIR / f"{path.name[:-3]}.json").read_text(encoding="utf-8"))
-        st = st or os.stat(path)
-        if (mark["ino"], mark["size"], mark["mtime_ns"]) == identity(st):
-            return str(mark["reason"])
+        return _mark_reason(mark, st or os.stat(path))
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return None
 
 
-# -- reading ---------------------------------------------------------------------------------------
-@dataclass
-class IndexedRun:
-    """What the index (or the file itself) says of one run file: ``status`` (``unreadable`` with
-    ``reason`` for a file that cannot be read), its ``attrs`` (read_run_attrs names, without
-    ``spec``) and ``spec`` (the resolved spec YAML text), ``None`` for an unreadable file."""
+# -- the snapshot's columns ------------------------------------------------------------------------
+_ABSENT = object()  # a key a run does not have (a spec value may well be None)
+_COLUMN_KEYS = {"enc", "value", "values", "at", "mask", "lens"}
 
-    run_id: str
-    path: str
-    status: str
-    reason: str = ""
-    attrs: dict[str, Any] | None = None
-    spec: str | None = None
+
+def _same(values: list) -> bool:
+    first = values[0]
+    if isinstance(first, float):  # -0.0 == 0.0 and nan != nan: compare what is stored
+        text = repr(first)
+        return all(type(v) is float and repr(v) == text for v in values)
+    if isinstance(first, (list, dict)):
+        text = json.dumps(first, sort_keys=True)
+        return all(type(v) is type(first) and json.dumps(v, sort_keys=True) == text for v in values)
+    kind = type(first)
+    return all(type(v) is kind and v == first for v in values)
+
+
+def _encode(values: list, blob: bytearray) -> dict:
+    """One column (``_ABSENT`` where a run has no such key) as its description, appending its
+    arrays to ``blob``: ``{"enc": "const", "value"}``, ``{"enc": "f8" | "i8" | "b1", "at"}`` (the
+    byte offset of ``n`` values), ``{"enc": "json", "values"}``; plus ``"mask"`` (the offset of
+    ``n`` bytes, 1 where the run has the key) unless every run has it."""
+    import numpy as np  # noqa: PLC0415
+
+    present = [v for v in values if v is not _ABSENT]
+    out: dict[str, Any] = {}
+    if len(present) != len(values):
+        out["mask"] = len(blob)
+        blob += bytes(v is not _ABSENT for v in values)
+        fill = present[0] if present else None
+        values = [fill if v is _ABSENT else v for v in values]
+    if present and _same(present) and _plain(present[0]):
+        return {**out, "enc": "const", "value": present[0]}
+    kinds = {type(v) for v in values}
+    if kinds == {float}:
+        enc, dtype = "f8", "<f8"
+    elif kinds == {int} and all(-(2 ** 63) <= v < 2 ** 63 for v in values):
+        enc, dtype = "i8", "<i8"
+    elif kinds == {bool}:
+        enc, dtype = "b1", "u1"
+    else:
+        if not all(_plain(v) for v in values):
+            raise ValueError("a value JSON cannot keep")
+        return {**out, "enc": "json", "values": values}
+    out.update(enc=enc, at=len(blob))
+    blob += np.asarray(values, dtype=dtype).tobytes()
+    return out
+
+
+def _encode_series(values: list, blob: bytearray) -> dict:
+    """A column of 1-D float64 arrays (``None``: not known) as ``{"enc": "ragged", "at", "lens"}``:
+    the arrays one after the other, and the ``n`` lengths (int64, -1 for ``None``) at ``lens``."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.array([-1 if v is None else len(v) for v in values], dtype="<i8")
+    out = {"enc": "ragged", "lens": len(blob)}
+    blob += lens.tobytes()
+    out["at"] = len(blob)
+    present = [np.asarray(v, dtype="<f8") for v in values if v is not None]
+    if present:
+        blob += np.concatenate(present).tobytes()
+    return out
+
+
+def _check_series(col: dict, blob: memoryview, n: int) -> None:
+    """Raise ValueError unless the ragged column ``col`` fits the snapshot."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.frombuffer(blob, dtype="<i8", count=n, offset=int(col["lens"]))
+    if n and (lens.min() < -1 or lens.max() > KEPT_TIMES):
+        raise ValueError("bad lengths")
+    np.frombuffer(blob, dtype="<f8", count=int(np.where(lens < 0, 0, lens).sum()),
+                  offset=int(col["at"]))
+
+
+def _decode_series(col: dict, blob: memoryview, n: int) -> list:
+    """The arrays of a ragged column (views into the snapshot, read-only), ``None`` where not
+    known; raises ValueError if they do not fit."""
+    import numpy as np  # noqa: PLC0415
+
+    lens = np.frombuffer(blob, dtype="<i8", count=n, offset=int(col["lens"]))
+    if n and (lens.min() < -1 or lens.max() > KEPT_TIMES):
+        raise ValueError("bad lengths")
+    sizes = np.where(lens < 0, 0, lens)
+    data = np.frombuffer(blob, dtype="<f8", count=int(sizes.sum()), offset=int(col["at"]))
+    ends = np.cumsum(sizes).tolist()
+    out, start = [], 0
+    for length, end in zip(lens.tolist(), ends):
+        out.append(None if length < 0 else data[start:end])
+        start = end
+    return out
+
+
+def _decode(col: dict, blob: memoryview, n: int) -> list:
+    """The values of one column (see :func:`_encode`); raises ValueError/TypeError/KeyError if
+    it does not fit the snapshot (a damaged file)."""
+    import numpy as np  # noqa: PLC0415
+
+    enc = col["enc"]
+    if enc == "ragged":
+        return _decode_series(col, blob, n)
+    if enc == "const":
+        values = [col["value"]] * n
+    elif enc == "json":
+        values = col["values"]
+        if not isinstance(values, list) or len(values) != n:
+            raise ValueError("bad column")
+    else:
+        dtype = {"f8": "<f8", "i8": "<i8", "b1": "u1"}[enc]
+        array = np.frombuffer(blob, dtype=dtype, count=n, offset=int(col["at"]))
+        values = array.astype(bool).tolist() if enc == "b1" else array.tolist()
+    if "mask" in col:
+        mask = np.frombuffer(blob, dtype="u1", count=n, offset=int(col["mask"])).tolist()
+        values = [v if m else _ABSENT for v, m in zip(values, mask)]
+    return values
+
+
+def _rows(names: list[str], columns: list[list], masked: list[bool]) -> list[dict]:
+    """One dict per run from columns, keys in column order (``_ABSENT`` values left out;
+    ``masked[i]``: column ``i`` may hold some)."""
+    if not any(masked):
+        return [dict(zip(names, vals)) for vals in zip(*columns)]
+    return [{k: v for k, v in zip(names, vals) if v is not _ABSENT} for vals in zip(*columns)]
+
+
+def _rows_any_order(names: list[str], columns: list[list], masked: list[bool]) -> list[dict]:
+    """As :func:`_rows`, faster when the order of the keys does not matter: the columns every
+    run has first (one ``dict(zip(...))`` per run), then the masked ones where present."""
+    full = [i for i, m in enumerate(masked) if not m]
+    rows = [dict(zip([names[i] for i in full], vals)) for vals in zip(*(columns[i] for i in full))] \
+        if full else [{} for _ in columns[0]]
+    for i, m in enumerate(masked):
+        if m:
+            name = names[i]
+            for row, v in zip(rows, columns[i]):
+                if v is not _ABSENT:
+                    row[name] = v
+    return rows
 
 
 @dataclass
 class _Snapshot:
-    entries: dict[str, dict] = field(default_factory=dict)   # run id -> entry (with identity)
+    """The merged index: the snapshot's columns (decoded when asked for) and the entries found
+    since (journals, run files read), which win over the columns."""
+
+    ids: list[str] = field(default_factory=list)
+    columns: dict[str, dict] = field(default_factory=dict)
+    blob: memoryview = field(default_factory=lambda: memoryview(b""))
     consumed: dict[str, int] = field(default_factory=dict)   # journal name -> bytes read
+    newer: dict[str, dict] = field(default_factory=dict)     # run id -> entry
     changed: bool = False
+    _decoded: dict[str, list] = field(default_factory=dict)
+    _built: dict[str, dict] | None = None
+
+    def column(self, name: str) -> list:
+        if name not in self._decoded:
+            self._decoded[name] = (_decode(self.columns[name], self.blob, len(self.ids))
+                                   if name in self.columns else [_ABSENT] * len(self.ids))
+        return self._decoded[name]
+
+    def identity_and_status(self) -> dict[str, tuple[tuple, Any]]:
+        """``{run_id: (identity, status)}`` of every entry, reading only those columns."""
+        idents = zip(*(self.column(k) for k in _IDENTITY))
+        out = dict(zip(self.ids, zip(idents, self.column("a:status"))))
+        for rid, e in self.newer.items():
+            out[rid] = (_ident(e), e["attrs"].get("status"))
+        return out
+
+    def entries(self) -> dict[str, dict]:
+        """Every entry (``{run_id: entry}``), built column by column (once)."""
+        if self._built is None:
+            self._built = self._build() if self.ids else {}
+        out = dict(self._built)
+        out.update(self.newer)
+        return out
+
+    def _build(self) -> dict[str, dict]:
+        names = list(self.columns)
+        parts = []
+        for prefix, rows in (("a:", _rows_any_order), ("s:", _rows)):
+            chosen = [n for n in names if n.startswith(prefix)]
+            parts.append(rows([n[2:] for n in chosen], [self.column(n) for n in chosen],
+                              ["mask" in self.columns[n] for n in chosen])
+                         if chosen else [{} for _ in self.ids])
+        errors = self.column("spec_error")
+        idents = zip(*(self.column(k) for k in _IDENTITY))
+        known = self.column("series") if "series" in self.columns else [False] * len(self.ids)
+        kept = [(name, self.column("t:" + name)) for name in KEPT_SERIES if "t:" + name in self.columns]
+        out = {}
+        for i, (rid, ident, a, sp, err) in enumerate(zip(self.ids, idents, parts[0], parts[1], errors)):
+            series = None
+            if known[i] is True:
+                series = {name: col[i] for name, col in kept if col[i] is not None}
+            out[rid] = {"id": rid, "ino": ident[0], "size": ident[1], "mtime_ns": ident[2],
+                        "ctime_ns": ident[3], "attrs": a, "spec": None if err else sp,
+                        "spec_error": err, "series": series}
+        return out
 
 
 def _load_snapshot(folder: Path) -> _Snapshot:
     try:
-        doc = json.loads((folder / SNAPSHOT).read_text(encoding="utf-8"))
-        if doc.get("format") != SNAPSHOT_FORMAT or doc.get("version") != SNAPSHOT_VERSION:
+        data = (folder / SNAPSHOT).read_bytes()
+        if not data.startswith(SNAPSHOT_MAGIC):
             return _Snapshot(changed=True)
-        entries, consumed = doc["entries"], doc["consumed"]
-        if not isinstance(entries, dict) or not isinstance(consumed, dict):
+        at = len(SNAPSHOT_MAGIC)
+        size, crc = struct.unpack_from("<QI", data, at)
+        at += struct.calcsize("<QI")
+        if zlib.crc32(memoryview(data)[at:]) != crc:  # a changed byte anywhere: not used
             return _Snapshot(changed=True)
-        return _Snapshot(entries, {str(k): int(v) for k, v in consumed.items()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        doc = json.loads(data[at:at + size].decode("utf-8"))
+        snap = _Snapshot(list(doc["ids"]), dict(doc["columns"]), memoryview(data)[at + size:],
+                         {str(k): int(v) for k, v in doc["consumed"].items()})
+        if not all(isinstance(r, str) for r in snap.ids) or len(set(snap.ids)) != len(snap.ids):
+            return _Snapshot(changed=True)
+        if not all(isinstance(c, dict) and c.keys() <= _COLUMN_KEYS for c in snap.columns.values()):
+            return _Snapshot(changed=True)
+        for name, col in snap.columns.items():  # every column decodes (a damaged one raises
+            if col.get("enc") == "ragged":       # here, not later); series: their bounds only
+                _check_series(col, snap.blob, len(snap.ids))
+            else:
+                snap.column(name)
+        for name, kind in (*((k, int) for k in _IDENTITY), ("a:status", str), ("spec_error", str)):
+            if not set(map(type, snap.column(name))) <= {kind}:  # what every reader relies on
+                return _Snapshot(changed=True)
+        return snap
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error,
+            UnicodeDecodeError):
         return _Snapshot(changed=True)  # missing or damaged: rebuilt from the journals and files
 
 
-def _valid(entry: Any) -> bool:
-    return (isinstance(entry, dict) and isinstance(entry.get("id"), str)
-            and all(isinstance(entry.get(k), int) for k in ("ino", "size", "mtime_ns"))
-            and isinstance(entry.get("attrs"), dict) and isinstance(entry["attrs"].get("status"), str)
-            and isinstance(entry.get("spec"), str))
+def _save(folder: Path, snap: _Snapshot) -> None:
+    entries = sorted(snap.entries().items())
+    ids = [rid for rid, _ in entries]
+    es = [e for _, e in entries]
+    blob = bytearray()
+    try:
+        columns = {k: _encode([e[k] for e in es], blob) for k in _IDENTITY}
+        for part, prefix in (("attrs", "a:"), ("spec", "s:")):
+            order: dict[str, None] = {}
+            for e in es:
+                order.update(dict.fromkeys(e[part] or ()))
+            for key in order:
+                columns[prefix + key] = _encode([(e[part] or {}).get(key, _ABSENT) for e in es], blob)
+        columns["spec_error"] = _encode([e["spec_error"] for e in es], blob)
+        columns["series"] = _encode([e.get("series") is not None for e in es], blob)
+        for name in KEPT_SERIES:
+            columns["t:" + name] = _encode_series(
+                [(e.get("series") or {}).get(name) for e in es], blob)
+    except ValueError:
+        return  # a value the snapshot cannot keep: the journals and files still answer
+    header = json.dumps({"ids": ids, "columns": columns, "consumed": snap.consumed},
+                        ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    with contextlib.suppress(OSError, ValueError):
+        folder.mkdir(exist_ok=True)
+        with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
+            with open(tmp, "xb") as fh:
+                fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
+                         + header + blob)
+        _drop_merged_journals(folder, snap)
+    with contextlib.suppress(OSError):
+        os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
+
+
+def _line_entry(line: bytes) -> dict | None:
+    """A journal line as an entry, or ``None`` for a damaged line or one of an older lcnrun
+    (without the ctime: such entries are never used, the file is read instead)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not (isinstance(entry, dict) and isinstance(entry.get("id"), str)
+            and all(type(entry.get(k)) is int for k in _IDENTITY)
+            and isinstance(entry.get("attrs"), dict)
+            and isinstance(entry["attrs"].get("status"), str)):
+        return None
+    series = entry.get("series")
+    entry["series"] = None
+    if isinstance(series, dict) and series.keys() <= set(KEPT_SERIES):
+        import numpy as np  # noqa: PLC0415
+
+        with contextlib.suppress(ValueError, TypeError):
+            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()
+                      if isinstance(v, list) and all(type(x) in (float, int) for x in v)}
+            if len(arrays) == len(series) and all(a.ndim == 1 for a in arrays.values()):
+                entry["series"] = arrays
+    if isinstance(entry.get("spec"), dict):
+        entry["spec_error"] = ""
+    elif isinstance(entry.get("spec_text"), str):
+        entry["spec"], entry["spec_error"] = flat_spec(entry.pop("spec_text"))
+    else:
+        return None
+    return entry
 
 
 def _read_journals(folder: Path, snap: _Snapshot) -> None:
@@ -196,24 +554,11 @@ def _read_journals(folder: Path, snap: _Snapshot) -> None:
         if end <= 0:
             continue
         for line in data[:end].splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a damaged line: that run is read from its file
-            if _valid(entry):
-                snap.entries[entry["id"]] = entry
+            entry = _line_entry(line)
+            if entry is not None:  # a damaged line: that run is read from its file
+                snap.newer[entry["id"]] = entry
         snap.consumed[name] = start + end
         snap.changed = True
-
-
-def _save(folder: Path, snap: _Snapshot) -> None:
-    doc = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "consumed": snap.consumed,
-           "entries": snap.entries}
-    with contextlib.suppress(OSError, ValueError):
-        folder.mkdir(exist_ok=True)
-        atomic_write_text(folder / SNAPSHOT, json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
-                          fsync=False)
-        _drop_merged_journals(folder, snap)
 
 
 def _drop_merged_journals(folder: Path, snap: _Snapshot) -> None:
@@ -248,9 +593,15 @@ def _marks(folder: Path) -> dict[str, dict]:
 
 
 def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_result]]:
-    """``{run_id: (path as text, stat)}`` of the run files in ``runs_dir``: regular files (after
-    symlinks) named ``<run_id>.h5``, not hidden (temporaries, claims). A FIFO, a folder, a
-    dangling link named ``*.h5`` is no run file (and is never opened: a FIFO would block)."""
+    """``{run_id: (path as text, stat)}`` of the run files in ``runs_dir``, in run id order:
+    regular files (after symlinks) named ``<run_id>.h5``, not hidden (temporaries, claims). A
+    FIFO, a folder, a dangling link named ``*.h5`` is no run file (and is never opened: a FIFO
+    would block)."""
+    return dict(sorted(_list_files(runs_dir).items()))
+
+
+def _list_files(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_result]]:
+    """:func:`run_file_stats` in directory order."""
     out: dict[str, tuple[str, os.stat_result]] = {}
     try:
         entries = os.scandir(runs_dir)
@@ -266,17 +617,71 @@ def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_
                 continue
             if stat.S_ISREG(st.st_mode):
                 out[entry.name[:-3]] = (entry.path, st)  # no Path per file: 100,000 of them cost
-    return dict(sorted(out.items()))
+    return out
 
 
-def scan(runs_dir: os.PathLike | str, run_ids=None) -> dict[str, IndexedRun]:
+# -- reading ---------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class IndexedRun:
+    """What the index (or the file itself) says of one run file: ``status`` (``unreadable`` with
+    ``reason`` for a file that cannot be read), its ``attrs`` (read_run_attrs names, without
+    ``spec``; ``None`` for an unreadable file or when only statuses were asked for), ``spec``
+    (the resolved spec flattened, ``{dotted.key: value}``; ``None`` if it is not YAML, then
+    ``spec_error`` says why) and ``extra`` (what a ``reader`` returned beside the attributes, for
+    a file that was read)."""
+
+    run_id: str
+    path: str
+    status: str
+    reason: str = ""
+    attrs: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    spec_error: str = ""
+    extra: Any = None
+    series: dict | None = None  # the kept series (KEPT_SERIES) if the entry has them
+
+
+#: ``reader(items)``: for each ``(run_id, path)`` of ``items``, ``(attrs, series)``: the
+#: attributes as ``read_run_attrs`` returns them (with "spec") and ``{name: array}`` of the
+#: series read in the same open (at least :data:`KEPT_SERIES`, or ``None``), or the
+#: ``RunFileError``
+Reader = Callable[[list[tuple[str, str]]], list]
+
+
+def _read_serially(items: list[tuple[str, str]]) -> list:
+    from .runfile import RunFileError  # noqa: PLC0415
+    from .series import read_attrs_and_series  # noqa: PLC0415
+
+    out = []
+    for _, path in items:
+        try:
+            out.append(read_attrs_and_series(path, KEPT_SERIES, check_marks=False))
+        except RunFileError as err:
+            out.append(err)
+    return out
+
+
+def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
+         reader: Reader | None = None,
+         listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, IndexedRun]:
+    """See :func:`_scan` (run without cyclic garbage collection: :func:`bulk`)."""
+    with bulk():
+        return _scan(runs_dir, run_ids, details=details, reader=reader, listing=listing)
+
+
+def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
+          reader: Reader | None = None,
+          listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, IndexedRun]:
     """What every run file in ``runs_dir`` says (or only those of ``run_ids``): from the index
-    where it knows the very file, else from the file itself (its scalars and spec, which go into
-    the next snapshot). The answer is the same as reading every file (see the module docstring),
-    only faster."""
-    from .runfile import STATUSES, RunFileError, read_run_attrs  # noqa: PLC0415
+    where it knows the very file, else from the file itself (its entry then goes into the next
+    snapshot). The answer is the same as reading every file (see the module docstring), only
+    faster. ``details=False``: statuses only (``attrs`` and ``spec`` stay ``None``).
+    ``reader``: how the files without a current entry are read (default: one after the other
+    here; e.g. in worker processes, or with a few series beside the attributes). ``listing``:
+    :func:`run_file_stats` of ``runs_dir`` if the caller has it already."""
+    from .runfile import STATUSES, RunFileError  # noqa: PLC0415
 
-    files = run_file_stats(runs_dir)
+    files = _list_files(runs_dir) if listing is None else listing
     if run_ids is not None:
         wanted = set(run_ids)
         files = {rid: v for rid, v in files.items() if rid in wanted}
@@ -286,30 +691,48 @@ def scan(runs_dir: os.PathLike | str, run_ids=None) -> dict[str, IndexedRun]:
     if folder is not None:
         _read_journals(folder, snap)
         marks = _marks(folder)
+    known = snap.identity_and_status()
     out: dict[str, IndexedRun] = {}
-    for rid, (path, st) in files.items():
-        ident = identity(st)
-        mark = marks.get(rid)
-        if mark is not None and (mark.get("ino"), mark.get("size"), mark.get("mtime_ns")) == ident:
-            out[rid] = IndexedRun(rid, path, "unreadable", str(mark.get("reason", "")))
+    missing: list[tuple[str, str]] = []
+    current: list[str] = []
+    known_of = known.get
+    for rid, (path, st) in files.items():  # 100,000 files: kept lean
+        reason = _mark_reason(marks[rid], st) if rid in marks else None
+        if reason is not None:
+            out[rid] = IndexedRun(rid, path, "unreadable", reason)
             continue
-        entry = snap.entries.get(rid)
-        if entry is None or (entry["ino"], entry["size"], entry["mtime_ns"]) != ident:
-            try:
-                attrs = read_run_attrs(path, check_marks=False)
-            except RunFileError as err:
-                out[rid] = IndexedRun(rid, path, "unreadable", err.reason)
-                continue
-            entry = {"id": rid, "ino": ident[0], "size": ident[1], "mtime_ns": ident[2],
-                     "spec": attrs.pop("spec", ""), "attrs": attrs}
-            if folder is not None:
-                snap.entries[rid] = entry
-                snap.changed = True
-        attrs = entry["attrs"]
-        if attrs["status"] not in STATUSES:  # as read_run_status says of such a file
-            out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {attrs['status']!r}")
+        k = known_of(rid)
+        if k is not None and k[0] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            current.append(rid)
+        else:
+            missing.append((rid, path))
+    entries = snap.entries() if (details and current) else {}
+    for rid in current:
+        path, status = files[rid][0], known[rid][1]
+        if status not in STATUSES:  # as read_run_status says of such a file
+            out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
+        elif not details:
+            out[rid] = IndexedRun(rid, path, status)
+        else:
+            e = entries[rid]
+            out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
+                                  None, e.get("series"))
+    for (rid, path), got in zip(missing, (reader or _read_serially)(missing) if missing else ()):
+        if isinstance(got, RunFileError):
+            out[rid] = IndexedRun(rid, path, "unreadable", got.reason)
             continue
-        out[rid] = IndexedRun(rid, path, attrs["status"], "", attrs, entry["spec"])
+        attrs, extra = got
+        e = _entry(rid, files[rid][1], attrs, extra)
+        if folder is not None:
+            snap.newer[rid] = e
+            snap.changed = True
+        status = e["attrs"].get("status")
+        if status not in STATUSES:
+            out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
+            continue
+        out[rid] = IndexedRun(rid, path, status, "", e["attrs"] if details else None,
+                              e["spec"] if details else None, e["spec_error"], extra,
+                              e["series"] if details else None)
     if folder is not None and snap.changed:
         _save(folder, snap)
-    return out
+    return dict(sorted(out.items()))
