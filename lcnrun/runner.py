@@ -47,6 +47,7 @@ from .core.regularization import fiber_decomposition, regularize
 from .interrupt import StopRequested
 from .provenance import collect_provenance, finish_provenance
 from .spec import resolved_dict, without_run_settings
+from .spec.schema import SECTIONS
 from .store.checkpoint import (Checkpoint, checkpoint_path, mismatch, read_checkpoint,
                                remove_checkpoint, spec_sha256, write_checkpoint)
 from .store.runfile import RunRecord, write_run
@@ -263,9 +264,35 @@ def _spec_text(run_spec) -> str:
     return yaml.safe_dump(resolved_dict(run_spec), sort_keys=True)
 
 
-def ensemble_key(run_spec) -> str | None:
+#: what members of one ensemble may differ in (the other sections are their ensemble key)
+_MEMBERS_DIFFER_IN = ("name", "description", "init", "data", "record", "diagnostics")
+#: the sections of a run that :func:`ensemble_key` / :func:`data_key` read
+_ENSEMBLE_KEY_OF = tuple(s for s in SECTIONS if s not in _MEMBERS_DIFFER_IN)
+_DATA_KEY_OF = ("data", "regularization")
+
+
+def _remembered(memo: dict | None, run_spec, sections: tuple[str, ...], make):
+    """``make(run_spec)``, remembered in ``memo`` (a dict the caller keeps for many runs) by the
+    identity of the ``sections`` it depends on: a sweep's points share their equal sections'
+    objects, so 100,000 points of one model and dynamics make the key once (the entry keeps the
+    objects alive: their ids stay theirs)."""
+    if memo is None:
+        return make(run_spec)
+    objects = tuple(getattr(run_spec, s) for s in sections)
+    hit = memo.get(key := (sections, tuple(map(id, objects))))
+    if hit is None:
+        hit = memo[key] = (objects, make(run_spec))
+    return hit[1]
+
+
+def ensemble_key(run_spec, memo: dict | None = None) -> str | None:
     """What the members of an ensemble share, as canonical JSON; ``None`` if this run cannot be
-    batched (it then runs alone). Runs with equal keys may form one ensemble."""
+    batched (it then runs alone). Runs with equal keys may form one ensemble. ``memo``: see
+    :func:`_remembered`."""
+    return _remembered(memo, run_spec, _ENSEMBLE_KEY_OF, _ensemble_key)
+
+
+def _ensemble_key(run_spec) -> str | None:
     dynamics = DYNAMICS[run_spec.dynamics.kind]
     # every model family has a chain program (the model contract), so the loss and the dynamics
     # decide: the square loss and the separable losses (a compiled pass over the samples) batch
@@ -275,16 +302,21 @@ def ensemble_key(run_spec) -> str | None:
             or not dynamics.can_batch(run_spec.dynamics.options)):
         return None
     d = resolved_dict(run_spec)
-    for key in ("name", "description", "init", "data", "record", "diagnostics"):
+    for key in _MEMBERS_DIFFER_IN:
         d.pop(key, None)
     for key in dynamics.ensemble_options:
         d["dynamics"].pop(key, None)
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def data_key(run_spec) -> str:
+def data_key(run_spec, memo: dict | None = None) -> str:
     """What the members of an ensemble that share one data set have in common (canonical JSON of the
-    resolved data and regularization sections): members with equal keys train on the same problem."""
+    resolved data and regularization sections): members with equal keys train on the same problem.
+    ``memo``: see :func:`_remembered`."""
+    return _remembered(memo, run_spec, _DATA_KEY_OF, _data_key)
+
+
+def _data_key(run_spec) -> str:
     d = resolved_dict(run_spec)
     return json.dumps({k: d[k] for k in ("data", "regularization")}, sort_keys=True, default=str)
 

@@ -273,6 +273,41 @@ def test_run_indices_runs_a_group_in_this_process(tmp_path):
     assert r.exit_code == 2 and "out of range" in r.output
 
 
+def test_run_indices_validates_the_whole_sweep_unless_its_folder_did(tmp_path, monkeypatch):
+    """``run --indices`` makes only its points when the folder's ``experiment.yaml`` and
+    ``manifest.tsv`` are this spec's (``submit``/``sweep`` wrote them after validating every
+    point: the whole-sweep load is then never called); otherwise it validates the whole sweep as
+    before: a spec invalid at a point not chosen is refused (exit 2), nothing written."""
+    from lcnrun import workflow
+
+    spec = tmp_path / "ens.yaml"
+    results = tmp_path / "results"
+    spec.write_text(SWEEP.replace("[0.002, 0.005, 40.0]", "[0.002, 0.005, -1.0]"))  # points 4, 5, 10 ...: lr < 0
+    r = cli.invoke(app, ["run", str(spec), "--indices", "0-1", "--results", str(results)])
+    assert r.exit_code == 2 and "sweep point 4 " in r.output and "dynamics.lr" in r.output, r.output
+    assert not results.exists()
+    spec.write_text(SWEEP)
+    exp = load_experiment_text(SWEEP)
+    r = cli.invoke(app, ["run", str(spec), "--indices", "0", "--results", str(results)])
+    assert r.exit_code == 0, r.output
+    assert (results / "ens" / "manifest.tsv").read_text().count("\n") == len(exp.points) + 1
+
+    def whole_sweep(path):
+        raise AssertionError("the whole sweep was loaded")
+    monkeypatch.setattr(workflow, "load", whole_sweep)
+    ids = ",".join(exp.points[i].run_id for i in (2, 3))
+    r = cli.invoke(app, ["run", str(spec), "--indices", "2-3", "--results", str(results), "--expect-run-id", ids])
+    assert r.exit_code == 0, r.output
+    for i in (0, 2, 3):
+        assert read_run(results / "ens" / "runs" / f"{exp.points[i].run_id}.h5").status == "completed"
+    r = cli.invoke(app, ["run", str(spec), "--indices", "5", "--results", str(results),
+                         "--expect-run-id", exp.points[6].run_id])
+    assert r.exit_code == 2 and "point 5 is now run" in r.output
+    spec.write_text(SWEEP + "# edited\n")  # another text: the folder no longer vouches for the sweep
+    with pytest.raises(AssertionError, match="whole sweep"):
+        cli.invoke(app, ["run", str(spec), "--indices", "5", "--results", str(results)], catch_exceptions=False)
+
+
 def test_a_killed_worker_fails_the_points_of_its_ensemble(tmp_path):
     """SIGKILL to a worker computing an ensemble of 2 points: both get failed run files naming the
     signal and the ensemble; the other worker's ensemble completes; no leftovers."""

@@ -202,3 +202,72 @@ def test_sweep_and_base_problems_are_reported_together(tmp_path):
     head = HEAD.replace("lr: 0.01", "lr: -0.01")
     problems = refusal(tmp_path, "sweep:\n  zip: {init.seed: [0, 1], data.seed: [0]}\n", head).problems
     assert [(p.line, p.key) for p in problems] == [(5, "dynamics.lr"), (7, "sweep.zip")]
+
+
+MIXED = """\
+sweep:
+  grid:
+    init.seed: [0, 1]
+    model.strides: [[1, 1, 1], [2, 2, 1]]
+  zip: {dynamics.lr: [0.1, 0.01, 0.001], dynamics.steps: [10, 20, 30]}
+  points:
+    - {data.noise: 0.0}
+    - {data.noise: 0.1, data.seed: 3}
+"""
+
+
+def expand_some(tmp_path: Path, sweep: str, chosen, head: str = HEAD):
+    from lcnrun.spec.sweep import expand_points
+    from lcnrun.spec.yamlio import read_yaml_file
+
+    p = tmp_path / "x.yaml"
+    p.write_text(head + sweep)
+    raw, lines = read_yaml_file(p)
+    return expand_points(raw, lines, lambda n: chosen, file=str(p), base_dir=tmp_path, spec_path=str(p))
+
+
+@pytest.mark.parametrize("chosen", [[0], [13], [23], [1, 2, 3, 17, 22], list(range(24))])
+def test_chosen_points_are_made_from_their_index(tmp_path, chosen):
+    """A task's few points (``run --indices``): point i's overrides are computed from i in product
+    order (the independent value: itertools.product), validated, with the whole sweep's ids."""
+    part, n = expand_some(tmp_path, MIXED, chosen)
+    seeds, strides = [0, 1], [[1, 1, 1], [2, 2, 1]]
+    zipped = [{"dynamics.lr": 0.1, "dynamics.steps": 10}, {"dynamics.lr": 0.01, "dynamics.steps": 20},
+              {"dynamics.lr": 0.001, "dynamics.steps": 30}]
+    points = [{"data.noise": 0.0}, {"data.noise": 0.1, "data.seed": 3}]
+    expected = [{"init.seed": a, "model.strides": b, **z, **p}
+                for a, b, z, p in itertools.product(seeds, strides, zipped, points)]
+    assert n == 24 and [p.index for p in part.points] == chosen
+    for point in part.points:
+        want = expected[point.index]
+        assert point.overrides == want and list(point.overrides) == list(want)
+        assert point.run_spec.init.options.seed == want["init.seed"]
+        assert point.run_spec.dynamics.options.steps == want["dynamics.steps"]
+    whole = load(tmp_path, MIXED)
+    assert [(p.run_id, p.run_spec) for p in part.points] == [(whole.points[i].run_id, whole.points[i].run_spec)
+                                                            for i in chosen]
+
+
+def test_chosen_points_are_validated_and_the_others_are_not(tmp_path):
+    """Problems of the chosen points are refused naming the point (as the whole sweep names it);
+    a problem at a point not chosen is not this task's (``run --indices`` validates the whole
+    sweep unless ``submit`` already did: tests/test_ensemble.py); the same run twice among the
+    chosen points is refused."""
+    sweep = "sweep:\n  grid:\n    init.seed: [0]\n    model.strides: [[1, 1, 1], [2, 2, 1], [0, 1, 1]]\n"
+    part, n = expand_some(tmp_path, sweep, [0, 1])
+    assert n == 3 and [p.index for p in part.points] == [0, 1]
+    with pytest.raises(SpecError) as info:
+        expand_some(tmp_path, sweep, [1, 2])
+    assert str(info.value) == str(refusal(tmp_path, sweep)) == (
+        f"{tmp_path / 'x.yaml'}:9: sweep point 2 (init.seed=0 model.strides=[0, 1, 1]): "
+        "model.strides[0]: must be a positive integer")
+    # a problem every chosen point has is reported once, naming which points of how many
+    with pytest.raises(SpecError) as info:
+        expand_some(tmp_path, "sweep:\n  grid: {data.input_size: [6, 64], init.seed: [0, 1]}\n", [0, 1])
+    (p,) = info.value.problems
+    assert "larger than its input" in p.message and p.context == "all 2 sweep points 0-1 of 4"
+    dup = "sweep:\n  points:\n    - {init.seed: 1.0}\n    - {init.seed: 2}\n    - {init.scale: 0.3}\n"
+    expand_some(tmp_path, dup, [0, 1])  # point 2 is point 0's run: not among these
+    with pytest.raises(SpecError) as info:
+        expand_some(tmp_path, dup, [0, 2])
+    assert "sweep points 0 (init.seed=1.0) and 2 (init.scale=0.3) are the same run" in str(info.value)

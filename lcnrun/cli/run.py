@@ -79,23 +79,29 @@ def run(
 def _run(spec: Path, index: int | None, results: Path, force: bool, quiet: bool,
          expect_run_id: str | None, indices: str | None, memory_budget: str | None) -> None:
     from .. import workflow
-    from ..spec.sweep import expand_point
+    from ..spec.sweep import expand_point, expand_points
     from ..spec.yamlio import read_yaml_file
 
+    where = {"file": str(spec), "base_dir": Path(spec).resolve().parent, "spec_path": str(Path(spec).resolve())}
     if indices is not None:
         if index is not None:
             raise UsageError("--indices cannot be combined with --index")
-        exp = workflow.load(spec)
-        chosen = parse_indices(indices, len(exp.points), spec)
+        budget = parse_memory_budget(memory_budget)
+        # only the points asked for are made and validated (a bundled task of a 100,000-point
+        # sweep must not expand them all); _prepare_points validates the rest unless the folder
+        # already is this spec's (submit wrote it)
+        raw, lines = read_yaml_file(spec)
+        part, n_points = expand_points(raw, lines, lambda n: parse_indices(indices, n, spec), **where)
+        chosen = [p.index for p in part.points]
         if expect_run_id is not None:
-            check_run_ids(exp, spec, chosen, expect_run_id.split(","))
-        _run_indices(exp, chosen, results, force, quiet, parse_memory_budget(memory_budget))
+            check_run_ids(part, spec, chosen, expect_run_id.split(","))
+        exp, xdir = _prepare_points(spec, part, n_points, results)
+        _run_indices(exp, xdir, chosen, force, quiet, budget)
     if memory_budget is not None:
         raise UsageError("--memory-budget sizes the ensembles of --indices: give --indices too")
     # only the point asked for is validated (a 10,000-point sweep's task must not check them all)
     raw, lines = read_yaml_file(spec)
-    exp, n_points = expand_point(raw, lines, 0 if index is None else index, file=str(spec),
-                                 base_dir=Path(spec).resolve().parent, spec_path=str(Path(spec).resolve()))
+    exp, n_points = expand_point(raw, lines, 0 if index is None else index, **where)
     if index is None:
         if n_points != 1:
             raise UsageError(f"{spec} has {n_points} sweep points: use `lcnrun sweep {spec}` "
@@ -140,6 +146,33 @@ def _prepare_for(spec: Path, name: str, point, n_points: int, results: Path):
     return workflow.prepare(workflow.load(spec), results)
 
 
+class _Chosen:
+    """Some points of an experiment as the local scheduler's units use them (``points[i]``: the
+    point of sweep index ``i``; ``name``), without the others."""
+
+    def __init__(self, name: str, points) -> None:
+        self.name = name
+        self.points = {p.index: p for p in points}
+
+
+def _prepare_points(spec: Path, part, n_points: int, results: Path):
+    """``(experiment, folder)`` for running the points of ``part`` (``expand_points``). If the
+    folder's ``experiment.yaml`` is this spec's text and its ``manifest.tsv`` has ``n_points``
+    rows with these points' rows as computed here (what ``submit`` or ``sweep`` wrote after
+    validating every point), the folder is kept and only these points are known; otherwise the
+    whole sweep is validated (every point valid, no two the same run: else exit 2, as before) and
+    the folder written."""
+    from .. import workflow  # noqa: PLC0415
+    from ..store.experiment import ExperimentDir  # noqa: PLC0415
+
+    xdir = ExperimentDir(Path(results) / part.name)
+    if xdir.manifest_rows_match([(p.index, p.run_id, p.overrides) for p in part.points], n_points) \
+            and xdir.experiment_yaml_is(Path(spec).read_text(encoding="utf-8")):
+        return _Chosen(part.name, part.points), xdir.create()
+    exp = workflow.load(spec)
+    return exp, workflow.prepare(exp, results)
+
+
 def parse_indices(text: str, n_points: int, spec: Path) -> list[int]:
     """``'0-99'``, ``'3,5,10-12'`` -> sorted distinct indices; UsageError if malformed or out of
     range."""
@@ -163,10 +196,11 @@ def check_run_ids(exp, spec: Path, chosen: list[int], expected: list[str]) -> No
     Slurm task's check that the spec is still the one submitted."""
     if len(expected) != len(chosen):
         raise UsageError(f"--expect-run-id: {len(expected)} run ids for {len(chosen)} points")
-    changed = [(i, rid) for i, rid in zip(chosen, expected) if exp.points[i].run_id != rid]
+    ids = {p.index: p.run_id for p in exp.points}
+    changed = [(i, rid) for i, rid in zip(chosen, expected) if ids[i] != rid]
     if changed:
         i, rid = changed[0]
-        raise UsageError(f"{spec}: point {i} is now run {exp.points[i].run_id}, not {rid} as when it "
+        raise UsageError(f"{spec}: point {i} is now run {ids[i]}, not {rid} as when it "
                          f"was submitted ({len(changed)} of {len(chosen)} points changed): the spec "
                          "changed since (submit it again)")
 
@@ -183,17 +217,16 @@ def parse_memory_budget(text: str | None) -> int | None:
         raise UsageError(f"--memory-budget: {err}") from None
 
 
-def _run_indices(exp, chosen: list[int], results: Path, force: bool, quiet: bool,
+def _run_indices(exp, xdir, chosen: list[int], force: bool, quiet: bool,
                  memory_budget: int | None) -> None:
     """Run ``chosen`` points here (ensembles as ``lcnrun sweep`` forms them, within the memory
     budget, one at a time), each under its claim (waiting for points another process holds); after
     a SIGTERM no further ensemble starts (the one in progress ends as ``stopped`` run files). Exit
     0 if all completed, 143 after a SIGTERM."""
-    from .. import interrupt, policy, workflow  # noqa: PLC0415
+    from .. import interrupt, policy  # noqa: PLC0415
     from ..schedule.local import UnitOfWork, abandon_claim_wait, attempt_unit, ensemble_groups  # noqa: PLC0415
 
     interrupt.install(abandon_claim_wait)  # a SIGTERM ends a wait for another process's claim
-    xdir = workflow.prepare(exp, results)
     planned = {i: policy.file_state(xdir.run_path(exp.points[i].run_id)) for i in chosen}
     ok = True
     for unit in ensemble_groups(exp, chosen, jobs=1, memory_budget=memory_budget):

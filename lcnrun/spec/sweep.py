@@ -28,6 +28,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .canonical import run_id as compute_run_id
@@ -125,7 +126,7 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or b.startswith((a + ".", a + "[")) or a.startswith((b + ".", b + "["))
 
 
-def parse_sweep(sweep: Any, ctx: Context) -> list[_Row] | None:
+def parse_sweep(sweep: Any, ctx: Context) -> SweepRows | None:
     """The override rows of every point, in product order; ``None`` if the block is malformed."""
     if not isinstance(sweep, dict):
         ctx.add("sweep", "must be a mapping with grid, zip and/or points")
@@ -135,10 +136,11 @@ def parse_sweep(sweep: Any, ctx: Context) -> list[_Row] | None:
         if part not in SWEEP_PARTS:
             ctx.add(f"sweep.{part}", f"unknown sweep part '{part}'" + did_you_mean(part, SWEEP_PARTS)
                     + f" (known: {', '.join(SWEEP_PARTS)})")
-    grid_rows: list[_Row] = [({}, {})]
-    if sweep.get("grid") is not None and (grid := _value_lists(sweep["grid"], "sweep.grid", ctx)):
-        lines = {k: ctx.line_of(f"sweep.grid.{k}") for k in grid}
-        grid_rows = [(dict(zip(grid, combo)), lines) for combo in itertools.product(*grid.values())]
+    grid: dict[str, list] = {}
+    grid_lines: dict[str, int] = {}
+    if sweep.get("grid") is not None and (parsed := _value_lists(sweep["grid"], "sweep.grid", ctx)):
+        grid = parsed
+        grid_lines = {k: ctx.line_of(f"sweep.grid.{k}") for k in grid}
     zip_rows: list[_Row] = [({}, {})]
     if sweep.get("zip") is not None and (zipped := _value_lists(sweep["zip"], "sweep.zip", ctx)):
         lengths = {k: len(v) for k, v in zipped.items()}
@@ -162,7 +164,7 @@ def parse_sweep(sweep: Any, ctx: Context) -> list[_Row] | None:
                     continue
                 if all([_check_key(k, f"{where}.{k}", ctx) for k in p]):
                     point_rows.append((dict(p), {k: ctx.line_of(f"{where}.{k}") for k in p}))
-    axes = list(grid_rows[0][0]) + list(zip_rows[0][0])
+    axes = list(grid) + list(zip_rows[0][0])
     for i, a in enumerate(axes):
         for b in axes[i + 1:]:
             if _overlap(a, b):
@@ -174,8 +176,46 @@ def parse_sweep(sweep: Any, ctx: Context) -> list[_Row] | None:
                     ctx.add(f"sweep.points[{i}].{b}", f"'{b}' is also swept by grid or zip ('{a}')")
     if len(ctx.problems) > start:
         return None
-    return [({**g, **z, **p}, {**gl, **zl, **pl})
-            for (g, gl), (z, zl), (p, pl) in itertools.product(grid_rows, zip_rows, point_rows)]
+    return SweepRows(grid, grid_lines, zip_rows, point_rows)
+
+
+class SweepRows:
+    """The override rows of a sweep's points in product order (see the module docstring), each
+    made when asked for: ``rows[i]`` is point ``i``'s ``(overrides, sweep line of each key)``,
+    computed from ``i`` (grid outermost, its last key fastest; then the zip rows; then the points),
+    so that a task running a few points of 100,000 never makes the others. ``len(rows)`` is the
+    number of points; iterating makes them all, in order."""
+
+    def __init__(self, grid: dict[str, list], grid_lines: dict[str, int], zip_rows: list[_Row],
+                 point_rows: list[_Row]) -> None:
+        self._keys = tuple(grid)
+        self._values = tuple(grid.values())
+        self._grid_lines = grid_lines
+        self._zip_rows = zip_rows
+        self._point_rows = point_rows
+        self._n = math.prod(len(v) for v in self._values) * len(zip_rows) * len(point_rows)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _row(self, combo, z: _Row, p: _Row) -> _Row:
+        return ({**dict(zip(self._keys, combo)), **z[0], **p[0]}, {**self._grid_lines, **z[1], **p[1]})
+
+    def __getitem__(self, i: int) -> _Row:
+        if not 0 <= i < self._n:
+            raise IndexError(f"sweep point {i} of {self._n}")
+        rest, p = divmod(i, len(self._point_rows))
+        rest, z = divmod(rest, len(self._zip_rows))
+        combo = []
+        for values in reversed(self._values):  # mixed radix: the last grid key varies fastest
+            rest, k = divmod(rest, len(values))
+            combo.append(values[k])
+        return self._row(reversed(combo), self._zip_rows[z], self._point_rows[p])
+
+    def __iter__(self):
+        for combo, z, p in itertools.product(itertools.product(*self._values), self._zip_rows,
+                                             self._point_rows):
+            yield self._row(combo, z, p)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -311,14 +351,40 @@ def expand_point(raw: dict, lines: dict[str, int], index: int, *, file: str | No
     ``lcnrun run --index I`` needs of a 10,000-point sweep. The returned experiment's ``points``
     hold that one point (none if ``index`` is out of range); it is not the whole experiment (no
     manifest is written from it) and other points may be invalid or the same run."""
-    return _expand(raw, lines, file=file, base_dir=base_dir, spec_path=spec_path, only=index)
+    return expand_points(raw, lines, lambda n: [index] if 0 <= index < n else [], file=file,
+                         base_dir=base_dir, spec_path=spec_path)
+
+
+def expand_points(raw: dict, lines: dict[str, int], choose: Callable[[int], Sequence[int]], *,
+                  file: str | None, base_dir: Path,
+                  spec_path: str | None = None) -> tuple[ExperimentSpec, int]:
+    """Only the sweep points ``choose(number of points)`` (distinct, in increasing order; it may
+    raise, e.g. for indices out of range, once the sweep block is known valid), each made from its
+    index (:class:`SweepRows`) and validated as :func:`expand_experiment` validates it, and the
+    number of points: what a bundled Slurm task (``lcnrun run --indices 0-3333``) needs of a
+    100,000-point sweep. The returned experiment's ``points`` hold the chosen points in that
+    order; no two of them are the same run, but other points may be invalid or the same run as
+    one of them (it is not the whole experiment: no manifest is written from it)."""
+    return _expand(raw, lines, file=file, base_dir=base_dir, spec_path=spec_path, choose=choose)
+
+
+def _span(indices: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2,5,7-8`` (the ``--indices`` notation)."""
+    out, start = [], 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            a, b = indices[start], indices[k - 1]
+            out.append(f"{a}-{b}" if b > a else f"{a}")
+            start = k
+    return ",".join(out)
 
 
 def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Path,
-            spec_path: str | None = None, only: int | None = None) -> tuple[ExperimentSpec, int]:
+            spec_path: str | None = None,
+            choose: Callable[[int], Sequence[int]] | None = None) -> tuple[ExperimentSpec, int]:
     ctx = Context(file, lines, base_dir, memo={})
     base_raw = {k: v for k, v in raw.items() if k != "sweep"}
-    rows: list[_Row] | None = [({}, {})]
+    rows: SweepRows | list[_Row] | None = [({}, {})]
     if raw.get("sweep") is not None:
         rows = parse_sweep(raw["sweep"], ctx)
     base_ctx = Context(file, lines, base_dir, memo=ctx.memo)
@@ -327,29 +393,33 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
         raise SpecError(_by_line(ctx.problems + base_ctx.problems))
     base_problems = {(p.key, p.message) for p in base_ctx.problems}
 
-    chosen = range(len(rows)) if only is None else [only] if 0 <= only < len(rows) else []
+    # every point (made in order), or the chosen ones (each made from its index)
+    chosen = range(len(rows)) if choose is None else list(choose(len(rows)))
+    chosen_rows = list(rows) if choose is None else [rows[i] for i in chosen]
+    whole = choose is None or len(chosen) == len(rows)
     parts: dict = {}
     pctx = Context(file, lines, base_dir, memo=ctx.memo)  # one for all points (each leaves it empty)
-    results = [_point_problems(base_raw, rows[i], ctx, spec_path, parts, pctx) for i in chosen]
+    results = [_point_problems(base_raw, row, ctx, spec_path, parts, pctx) for row in chosen_rows]
     del parts
     # A problem is the sweep's if it concerns an overridden key, or if the base spec does not have
     # it (a combination of overrides): it gets the sweep's line. A problem shared by every point is
     # reported once; others name their point.
     groups: dict[tuple, list[int]] = {}
-    for i, (_, problems) in zip(chosen, results):
-        overrides, sweep_lines = rows[i]
+    for i, (overrides, sweep_lines), (_, problems) in zip(chosen, chosen_rows, results):
         for p, rel in problems:
             if rel is None and overrides and (p.key, p.message) not in base_problems:
                 rel = next(iter(overrides))
             line = sweep_lines[rel] if rel is not None else p.line
             groups.setdefault((line, p.key, p.message, rel is not None), []).append(i)
+    row_of = dict(zip(chosen, chosen_rows)) if groups else {}
     for (line, key, message, related), indices in groups.items():
         if len(indices) == len(chosen) and (not related or len(chosen) > 1):
-            context = f"all {len(chosen)} sweep points" if related else ""
+            context = (f"all {len(chosen)} sweep points" if whole
+                       else f"all {len(chosen)} sweep points {_span(chosen)} of {len(rows)}") if related else ""
             ctx.problems.append(Problem(file, line, key, message, context))
             continue
         for i in indices:
-            overrides = rows[i][0]
+            overrides = row_of[i][0]
             ctx.problems.append(Problem(file, line, key, message,
                                         f"sweep point {i} ({format_overrides(overrides) or 'no overrides'})"))
     if ctx.problems:
@@ -360,9 +430,9 @@ def _expand(raw: dict, lines: dict[str, int], *, file: str | None, base_dir: Pat
     # each point carries the content its id names (the file hashes): the runner refuses other content
     ids = [compute_run_id(run, file_hashes=hashes, texts=texts) for run, _ in results]
     paths: dict = {}  # and its paths found once; no file hashed: no point has a path option
-    points = tuple(SweepPoint(i, rows[i][0], with_file_hashes(run, hashes, paths) if hashes else run, rid)
-                   for i, (run, _), rid in zip(chosen, results, ids))
-    del results, texts, paths
+    points = tuple(SweepPoint(i, row[0], with_file_hashes(run, hashes, paths) if hashes else run, rid)
+                   for i, row, (run, _), rid in zip(chosen, chosen_rows, results, ids))
+    del results, texts, paths, chosen_rows
     first: dict[str, SweepPoint] = {}
     for p in points:
         q = first.setdefault(p.run_id, p)

@@ -136,13 +136,23 @@ class ExperimentDir:
         """Whether ``manifest.tsv`` has ``n_rows`` rows and row ``index`` is exactly what
         :meth:`write_manifest` writes for ``(index, run_id, overrides)`` (one row parsed: a
         cluster task of a 10,000-point sweep checks its own point only). Never raises."""
+        return self.manifest_rows_match([(index, run_id, overrides)], n_rows)
+
+    def manifest_rows_match(self, rows: Iterable[tuple[int, str, dict[str, Any]]], n_rows: int) -> bool:
+        """Whether ``manifest.tsv`` has ``n_rows`` rows and each of ``rows`` (``(index, run_id,
+        overrides)``) is exactly its row there, as :meth:`write_manifest` writes it (only those
+        rows are parsed: a bundled task checks its own points). Never raises."""
         try:
             lines = self.manifest_tsv.read_text(encoding="utf-8").splitlines()
-            expected = f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}"
+            if len(lines) != n_rows + 1 or tuple(lines[0].split("\t")) != MANIFEST_HEADER:
+                return False
+            for index, run_id, overrides in rows:
+                if not (0 <= index < n_rows
+                        and lines[index + 1] == f"{int(index)}\t{run_id}\t{_overrides_json(overrides)}"):
+                    return False
         except (OSError, UnicodeDecodeError, ValueError, TypeError):
             return False
-        return (len(lines) == n_rows + 1 and tuple(lines[0].split("\t")) == MANIFEST_HEADER
-                and 0 <= index < n_rows and lines[index + 1] == expected)
+        return True
 
     def experiment_yaml_is(self, text: str) -> bool:
         """Whether ``experiment.yaml`` holds exactly ``text``. Never raises."""

@@ -34,8 +34,9 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None,
     cap = max(1, min(cap, _open_file_limit() // 4))
     groups: dict[str, list[int]] = {}
     units: list[tuple[int, ...]] = []
+    keys: dict = {}  # each distinct model/loss/dynamics (data) section's key made once
     for i in indices:
-        key = ensemble_key(exp.points[i].run_spec) if cap > 1 else None
+        key = ensemble_key(exp.points[i].run_spec, keys) if cap > 1 else None
         if key is None:
             units.append((i,))
         else:
@@ -46,7 +47,7 @@ def ensemble_groups(exp, indices, jobs: int, *, max_members: int | None = None,
         chunk: list[int] = []
         datasets: set[str] = set()
         for i in members:
-            data = data_key(exp.points[i].run_spec)
+            data = data_key(exp.points[i].run_spec, keys)
             if len(chunk) >= size or (data not in datasets and len(datasets) >= ENSEMBLE_MAX_DATASETS):
                 units.append(tuple(chunk))
                 chunk, datasets = [], set()

@@ -108,8 +108,9 @@ def bundle_points(exp, points, k: int) -> list[list[tuple[int, str]]]:
 
     order: dict[str | None, int] = {}
     keyed = []
+    keys: dict = {}  # each distinct model/loss/dynamics section's key made once
     for index, run_id in points:
-        key = ensemble_key(exp.points[index].run_spec) if k > 1 else None
+        key = ensemble_key(exp.points[index].run_spec, keys) if k > 1 else None
         keyed.append((order.setdefault(key, len(order)), index, run_id))
     keyed.sort()
     return [sorted((i, r) for _, i, r in keyed[lo: lo + k]) for lo in range(0, len(keyed), k)]
