@@ -108,11 +108,11 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
                      measure: Callable[[np.ndarray], tuple[float, float]],
                      y0: np.ndarray, options: FlowOptions, record, *,
                      events: tuple[Event, ...] | list[Event] = (),
-                     store_last: bool = False) -> FlowResult:
+                     store_last: bool = False, loss=None) -> FlowResult:
     """Integrate ``dy/dt = velocity(y)`` over ``[0, options.t_max]`` and store it at the record times.
 
     ``measure(y) -> (loss, grad_norm)`` drives the shared rules (:class:`~.stopping.StopRules`;
-    memoise it: events re-evaluate it): divergence (terminal, ``diverged``), ``loss_below`` /
+    memoise it: events re-evaluate it; ``loss(y)``, if given, is its first value alone): divergence (terminal, ``diverged``), ``loss_below`` /
     ``grad_norm_below`` (terminal, ``completed`` with a stop reason), then each :class:`Event`
     (see there). A rule or terminal event that already holds at ``t = 0`` gives a one-point run.
     A run that stalls (``STALL_WINDOW`` steps advancing less than ``STALL_FRACTION`` of the time to
@@ -134,7 +134,8 @@ def integrate_states(velocity: Callable[[np.ndarray], np.ndarray],
     # an event that already holds at t = 0 has happened: it is not watched
     from .solver_loop import SolverRun  # noqa: PLC0415  (scipy on use: see _tableaux)
 
-    flow = _FlowEvents(rules, measure, [ev for ev in events if first_times[ev.name] != 0.0], opts.t_max)
+    flow = _FlowEvents(rules, measure, [ev for ev in events if first_times[ev.name] != 0.0], opts.t_max,
+                       loss=loss)
     run = SolverRun(lambda t, y: velocity(y), y0, opts.t_max, record_times(opts.t_max, record, 1e-4 * opts.t_max),
                     flow.fns, method=opts.method, rtol=opts.rtol, atol=opts.atol)
     start = control.start_states(1)[0]
@@ -182,17 +183,17 @@ class _FlowEvents:
     """The events of a flow, in the solver's order: divergence, the stall, the stopping rules,
     then the :class:`Event` s (``user[i]``: the Event behind event ``i``, None for a shared rule)."""
 
-    def __init__(self, rules: StopRules, measure, events, t_max: float):
+    def __init__(self, rules: StopRules, measure, events, t_max: float, loss=None):
         self.window: deque = deque(maxlen=STALL_WINDOW)  # times of the last accepted steps
         self.stall_at = float("inf")
         self.t_max = t_max
-        diverging, *completing = rules.events(measure)
+        diverging, *completing = rules.events(measure, loss=loss)
         self.fns = [diverging, self.stalled, *completing]
         self.names = ["diverged", "stalled", *(fn.rule for fn in completing)]
         self.user: list[Event | None] = [None] * len(self.fns)
         for ev in events:
             def fun(t, y, ev=ev):
-                return ev.fun(y, measure(y)[0])
+                return ev.fun(y, loss(y) if loss is not None else measure(y)[0])
             fun.terminal = ev.terminal
             fun.direction = -1.0
             self.fns.append(fun)
@@ -277,7 +278,7 @@ def flow_trajectory(problem, theta0: np.ndarray, record, options: FlowOptions, *
             return -transform(y, f(y)[1])
 
     res = integrate_states(velocity, measure, np.asarray(theta0, dtype=float), options, record,
-                           events=events, store_last=store_last)
+                           events=events, store_last=store_last, loss=lambda y: f(y)[0])
     return res.trajectory(), res
 
 

@@ -73,9 +73,15 @@ class StopRules:
             holds[:, 0] = ~(np.asarray(loss, float) <= self.threshold[rows]) if divergence else False
         return [RULES[int(np.argmax(h))] if h.any() else None for h in holds]
 
-    def events(self, measure: Callable[[np.ndarray], tuple[float, float]], b: int = 0) -> list:
+    def events(self, measure: Callable[[np.ndarray], tuple[float, float]], b: int = 0, *,
+               loss: Callable[[np.ndarray], float] | None = None) -> list:
         """``solve_ivp`` terminal events ``fn(t, y)`` of member ``b`` (its set rules, each with the
-        attribute ``rule``), ``measure(y) -> (L, |grad L|)``."""
+        attribute ``rule``), ``measure(y) -> (L, |grad L|)``; ``loss(y)``, if given, is
+        ``measure(y)[0]`` without the gradient norm (the divergence and ``loss_below`` rules read
+        only the loss, at every accepted step)."""
+        if loss is None:
+            def loss(y):
+                return measure(y)[0]
         fns = []
         for e, rule in enumerate(RULES):
             if e > 0 and np.isnan((self.loss_below, self.grad_norm_below)[e - 1][b]):
@@ -86,10 +92,10 @@ class StopRules:
             # :meth:`values` of one member on floats (the same IEEE operations, without arrays:
             # an integrator evaluates this at every step)
             def fn(t, y, e=e, level=level):
-                loss, gnorm = measure(y)
                 if e == 0:
-                    return level - loss if math.isfinite(loss) else -1.0
-                return (loss if e == 1 else gnorm) - level
+                    value = loss(y)
+                    return level - value if math.isfinite(value) else -1.0
+                return (loss(y) if e == 1 else measure(y)[1]) - level
             fn.terminal = True
             fn.rule = rule
             fns.append(fn)
