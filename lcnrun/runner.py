@@ -46,7 +46,7 @@ from .core.problem import Problem, ProblemEnsemble
 from .core.regularization import fiber_decomposition, regularize
 from .interrupt import StopRequested
 from .provenance import collect_provenance, finish_provenance
-from .spec import resolved_dict, without_run_settings
+from .spec import canonical_json, resolved_dict
 from .spec.schema import SECTIONS
 from .store.checkpoint import (Checkpoint, checkpoint_path, mismatch, read_checkpoint,
                                remove_checkpoint, spec_sha256, write_checkpoint)
@@ -390,8 +390,10 @@ def iter_ensemble(run_specs, run_ids, checkpoints=None, checkpoint_every: float 
                         problems.append(problem)
                     theta0[b] = build_init(spec.init, model)[0]
                     problem_of[b] = by_data[key]
-                    # a checkpoint matches the run's computation, whatever its run settings
-                    _resume(poller, b, run_ids[b], _spec_text(without_run_settings(spec)), provenances[b])
+                    # a checkpoint matches the run's computation (the text its run id hashes:
+                    # no names, no run settings, the data files' hashes), not its spec's wording
+                    _resume(poller, b, run_ids[b],
+                            canonical_json(spec, file_hashes=dict(spec.file_hashes)), provenances[b])
                 except StopRequested:
                     raise
                 except Exception as err:  # noqa: BLE001 - this member fails, the others go on

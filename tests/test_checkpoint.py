@@ -194,11 +194,16 @@ def test_checkpoints_every_poll_survive_a_kill(tmp_path, setting):
     assert ("checkpoint_every: 0" in data.spec_text) == (setting == "spec")
 
 
-@pytest.mark.parametrize("key, value", [("scipy", "0.0.1"), ("source_sha256", "0" * 64)])
-def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path, key, value):
-    """Another numerical library version, or other package sources (``provenance.source_sha256``:
-    what a checkpoint records as its code, not the git commit): the run starts over and says why."""
+@pytest.mark.parametrize("key, value", [("scipy", "0.0.1"), ("source_sha256", "0" * 64),
+                                        ("spec_sha256", "0" * 64)])
+def test_a_checkpoint_of_another_code_version_or_spec_is_not_used(tmp_path, key, value):
+    """Another numerical library version, other package sources (``provenance.source_sha256``:
+    what a checkpoint records as its code, not the git commit), or another computation (the
+    sha256 of the text the run id hashes): the run starts over and says why."""
+    import hashlib  # noqa: PLC0415
+
     from lcnrun import provenance  # noqa: PLC0415
+    from lcnrun.spec import canonical_json, load_experiment  # noqa: PLC0415
 
     ref = only_run(uninterrupted(tmp_path, DOP853).parent)
     spec = write_spec(tmp_path / "work", DOP853)
@@ -207,12 +212,19 @@ def test_a_checkpoint_of_another_code_version_is_not_used(tmp_path, key, value):
     ck = checkpoint_path(only_run(results))
     found, _ = read_checkpoint(ck)
     assert found.meta["code"]["source_sha256"] == provenance.source_sha256()
-    found.meta["code"] = dict(found.meta["code"], **{key: value})
+    run_spec = load_experiment(spec).points[0].run_spec
+    assert found.meta["spec_sha256"] == hashlib.sha256(canonical_json(run_spec).encode()).hexdigest()
+    if key == "spec_sha256":
+        found.meta[key] = value
+    else:
+        found.meta["code"] = dict(found.meta["code"], **{key: value})
     write_checkpoint(ck, found)
     data = resume_to_the_end(spec, results, ref)
     assert "resumed_from" not in data.provenance
-    assert f"another code version ({key}: '{value}'" in data.provenance["checkpoint_ignored"]
-    assert "starts over" in data.provenance["checkpoint_ignored"]
+    said = data.provenance["checkpoint_ignored"]
+    assert (f"another code version ({key}: '{value}'" in said if key != "spec_sha256"
+            else "another spec (the text its run id hashes differs)" in said)
+    assert "starts over" in said
 
 
 def test_checkpoint_file_round_trip_is_exact(tmp_path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .canonical import RUN_SETTINGS, canonical_json, resolved_dict, run_id, without_run_settings
+from .canonical import RUN_SETTINGS, canonical_json, resolved_dict, run_id
 from .errors import Problem, SpecError
 from .schema import SECTIONS, Context, RunSpec, validate_run
 from .sweep import MANIFEST_COLUMNS, ExperimentSpec, SweepPoint, expand_experiment, format_overrides, manifest_rows
@@ -56,6 +56,6 @@ def load_run_spec_text(text: str, *, base_dir: str | os.PathLike = ".", check_fi
 
 __all__ = [
     "load_experiment", "load_experiment_text", "load_run_spec_text", "resolved_dict", "run_id",
-    "canonical_json", "RUN_SETTINGS", "without_run_settings", "format_overrides", "manifest_rows", "MANIFEST_COLUMNS", "SECTIONS",
+    "canonical_json", "RUN_SETTINGS", "format_overrides", "manifest_rows", "MANIFEST_COLUMNS", "SECTIONS",
     "ExperimentSpec", "SweepPoint", "RunSpec", "SpecError", "Problem",
 ]

@@ -140,15 +140,6 @@ def _without_run_settings(section: str, make: Callable) -> Callable:
     return made
 
 
-def without_run_settings(run_spec: RunSpec) -> RunSpec:
-    """``run_spec`` with every :data:`RUN_SETTINGS` option at its default (what it computes)."""
-    for section, option in RUN_SETTINGS:
-        value = getattr(run_spec, section)
-        default = next(f for f in dataclasses.fields(value) if f.name == option).default
-        run_spec = dataclasses.replace(run_spec, **{section: dataclasses.replace(value, **{option: default})})
-    return run_spec
-
-
 def resolved_dict(run_spec: RunSpec) -> dict[str, Any]:
     """The run as plain data, every default filled in (see module docstring)."""
     return _resolved(run_spec, lambda p: p)

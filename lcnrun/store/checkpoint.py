@@ -4,7 +4,8 @@
 is one ``.npz`` holding
 
 - ``meta``: JSON ``{"format", "run_id", "spec_sha256", "code", "saved_at", "resumed_from"}`` --
-  ``spec_sha256`` the sha256 of the run's resolved spec text, ``code`` the code version that wrote
+  ``spec_sha256`` the sha256 of the text the run id hashes (``spec.canonical_json``: the
+  computation, without names and run settings, with the data files' hashes), ``code`` the code version that wrote
   it (git commit and dirty flag, package versions), ``resumed_from`` the resumes so far;
 - ``state``: the JSON skeleton of the dynamics' state of this member (see
   :mod:`lcnrun.core.control`), each numpy array replaced by ``{"__array__": "a<i>"}``;
@@ -121,7 +122,7 @@ def mismatch(meta: dict, *, run_id: str, spec_sha: str, code: dict) -> str:
     if meta.get("run_id") != run_id:
         return f"it belongs to run {meta.get('run_id')!r}"
     if meta.get("spec_sha256") != spec_sha:
-        return "it was written for another spec (its resolved spec text differs)"
+        return "it was written for another spec (the text its run id hashes differs)"
     theirs = meta.get("code") or {}
     for key in sorted(set(theirs) | set(code)):
         if theirs.get(key) != code.get(key):
