@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..store.atomic import atomic_replace
+from ..store.index import bulk
 from .source import ExperimentSource
 from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, label, load_runs,
                       select_rows)
@@ -167,6 +168,7 @@ def _auto_log(values: list[np.ndarray]) -> bool:
     return bool(len(finite)) and finite.min() > 0 and finite.max() / finite.min() > LOG_SPAN
 
 
+@bulk()  # 10,000 runs' arrays, paths and rows: no cyclic GC walking them meanwhile
 def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
               color: str | None = None, facet: str | None = None, logx: bool | None = None,
               logy: bool | None = None, filters: Sequence[str] = (), band: float = 0.25,
@@ -304,6 +306,7 @@ def _legend(fig, color: str, hues: list, hue_colors: dict, rows: list[dict]) -> 
 
 
 # -- heatmap ---------------------------------------------------------------------------------------
+@bulk()
 def heatmap(source: ExperimentSource, figure: str, x: str, y: str, *,
             filters: Sequence[str] = (), logc: bool | None = None, processes: int | None = None):
     """The mean of ``figure`` over the runs of each ``(x, y)`` cell (finite values only), with
@@ -385,6 +388,7 @@ def default_path(source: ExperimentSource, stem: str) -> Path:
     return root / "plots" / f"{safe_name(stem)}.png"
 
 
+@bulk()  # drawing 10,000 paths makes as many objects: no GC pass over them
 def save(fig, path: str | os.PathLike) -> Path:
     """Save ``fig`` as PNG or PDF (by the suffix), creating the folder; returns the path."""
     path = Path(path)
