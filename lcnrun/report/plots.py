@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..store.atomic import atomic_replace
+from ..store.index import bulk
 from .source import ExperimentSource
 from .summary import (QueryError, Runs, _check_keys, _sort_key, known_keys, label, load_runs,
                       select_rows)
@@ -52,6 +53,15 @@ def title(source: ExperimentSource) -> str:
 
 
 def _group_key(value: Any) -> str:
+    """The identity of a key's value for grouping (``1`` and ``1.0`` apart, lists by content);
+    numbers and strings without ``json.dumps`` (four look-ups per run of 10,000)."""
+    kind = type(value)
+    if kind is float:
+        return repr(value)  # -0.0 apart from 0.0, as json.dumps keeps them
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return "s" + value  # no number's text starts with "s"
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -105,13 +115,22 @@ def _component(name: str, values: np.ndarray, index: tuple[int, ...] | None) -> 
 def _common_grid(xs: list[np.ndarray], log: bool) -> np.ndarray | None:
     """One grid for the runs of a group: their own times if they all share them, else
     :data:`GRID_POINTS` times over the span of all (``None`` if there is nothing to span)."""
-    if all(len(x) == len(xs[0]) and np.array_equal(x, xs[0]) for x in xs):
+    if _same_times(xs):
         return xs[0]
     finite = np.concatenate([x[np.isfinite(x) & ((x > 0) if log else True)] for x in xs])
     if not len(finite) or finite.min() == finite.max():
         return None
     lo, hi = finite.min(), finite.max()
     return np.geomspace(lo, hi, GRID_POINTS) if log else np.linspace(lo, hi, GRID_POINTS)
+
+
+def _same_times(xs: list[np.ndarray]) -> bool:
+    """Whether every run of a group has the very times of the first (one comparison of the
+    stacked ``(runs, T)`` times, not one per run; a ``NaN`` time is never the same)."""
+    first = xs[0]
+    if any(len(x) != len(first) or x.ndim != 1 for x in xs):
+        return False
+    return bool((np.vstack(xs) == first).all()) if len(first) else True
 
 
 def _on_grid(grid: np.ndarray, x: np.ndarray, y: np.ndarray, log: bool) -> np.ndarray:
@@ -133,7 +152,10 @@ def _on_grid(grid: np.ndarray, x: np.ndarray, y: np.ndarray, log: bool) -> np.nd
 
 def _band(grid: np.ndarray, xs: list[np.ndarray], ys: list[np.ndarray], log: bool, q: float):
     """Median and the ``q``, ``1 - q`` quantiles over the runs at each grid time."""
-    stack = np.vstack([_on_grid(grid, x, y, log) for x, y in zip(xs, ys)])
+    if len(grid) == len(xs[0]) and _same_times(xs) and np.array_equal(xs[0], grid):
+        stack = np.vstack(ys).astype(float, copy=True)  # every run on the grid: no interpolation
+    else:
+        stack = np.vstack([_on_grid(grid, x, y, log) for x, y in zip(xs, ys)])
     stack[~np.isfinite(stack)] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no run recorded there
@@ -146,6 +168,7 @@ def _auto_log(values: list[np.ndarray]) -> bool:
     return bool(len(finite)) and finite.min() > 0 and finite.max() / finite.min() > LOG_SPAN
 
 
+@bulk()  # 10,000 runs' arrays, paths and rows: no cyclic GC walking them meanwhile
 def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
               color: str | None = None, facet: str | None = None, logx: bool | None = None,
               logy: bool | None = None, filters: Sequence[str] = (), band: float = 0.25,
@@ -196,14 +219,16 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
         ax.set_visible(False)
     alpha = float(np.clip(4.0 / max(1, len(curves) / max(1, len(hues))), 0.04, 0.35))
     for ax, fv in zip(axes, facets):
-        segments, colours = [], []
+        ax.set_xscale("log" if logx else "linear")  # first: the thin lines are drawn scaled
+        ax.set_yscale("log" if logy else "linear")
+        thin, colours = [], []
         for hv in hues:
             members = groups.get((_group_key(fv) if facet else "",
                                   _group_key(hv) if color else ""), [])
             if not members:
                 continue
             rgba = hue_colors[_group_key(hv)]
-            segments += [np.column_stack([cx, cy]) for cx, cy in members]
+            thin += members
             colours += [rgba] * len(members)
             grid = _common_grid([cx for cx, _ in members], logx)
             if grid is not None and len(members) > 1:
@@ -217,12 +242,9 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
                 ax.plot(members[0][0], members[0][1], color=rgba, linewidth=2.0, zorder=3,
                         label=f"{label(hv)} (n=1)" if color else "median")
         # every run thin, behind the medians: one artist per panel however many runs
-        ax.add_collection(LineCollection(segments, colors=colours, linewidths=0.6, alpha=alpha,
-                                         zorder=1))
+        _thin_lines(ax, thin, colours, alpha, LineCollection)
         if facet is not None:
             ax.set_title(f"{facet} = {label(fv)}", fontsize=10)
-        ax.set_xscale("log" if logx else "linear")
-        ax.set_yscale("log" if logy else "linear")
         ax.autoscale_view()
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[(nrows - 1) * ncols:]:
@@ -237,6 +259,33 @@ def line_plot(source: ExperimentSource, y: str = "loss", *, x: str = "t",
     else:
         axes[0].legend(fontsize=8)
     return fig
+
+
+def _thin_lines(ax, curves: list[tuple[np.ndarray, np.ndarray]], colours: list, alpha: float,
+                line_collection) -> None:
+    """The ``(x, y)`` curves as one ``LineCollection`` of ``ax``, behind everything else.
+
+    Drawn as matplotlib would draw them in data coordinates, only faster: the axes' scale (the
+    log of a log axis, non-positive values clipped as matplotlib clips them) is applied once to
+    all points together, and the collection is drawn through the affine rest of ``transData``
+    (``transLimits + transAxes``: the view limits and the axes box, both live). Through
+    ``transData`` matplotlib scales each of 10,000 paths apart, twice per save. The data limits
+    are the curves' finite points, as ``add_collection`` would take them; the lines are clipped
+    to the axes, so they take no part in the layout."""
+    if not curves:
+        return
+    lengths = [len(cx) for cx, _ in curves]
+    points = np.column_stack([np.concatenate([cx for cx, _ in curves]),
+                              np.concatenate([cy for _, cy in curves])]).astype(float)
+    scaled = ax.transScale.transform(points)
+    segments = np.split(scaled, np.cumsum(lengths)[:-1])
+    lines = line_collection(segments, colors=colours, linewidths=0.6, alpha=alpha, zorder=1,
+                            transform=ax.transLimits + ax.transAxes)
+    lines.set_in_layout(False)
+    ax.add_collection(lines, autolim=False)
+    finite = points[np.isfinite(points).all(axis=1)]
+    if len(finite):
+        ax.update_datalim(finite)
 
 
 def _legend(fig, color: str, hues: list, hue_colors: dict, rows: list[dict]) -> None:
@@ -257,6 +306,7 @@ def _legend(fig, color: str, hues: list, hue_colors: dict, rows: list[dict]) -> 
 
 
 # -- heatmap ---------------------------------------------------------------------------------------
+@bulk()
 def heatmap(source: ExperimentSource, figure: str, x: str, y: str, *,
             filters: Sequence[str] = (), logc: bool | None = None, processes: int | None = None):
     """The mean of ``figure`` over the runs of each ``(x, y)`` cell (finite values only), with
@@ -338,6 +388,7 @@ def default_path(source: ExperimentSource, stem: str) -> Path:
     return root / "plots" / f"{safe_name(stem)}.png"
 
 
+@bulk()  # drawing 10,000 paths makes as many objects: no GC pass over them
 def save(fig, path: str | os.PathLike) -> Path:
     """Save ``fig`` as PNG or PDF (by the suffix), creating the folder; returns the path."""
     path = Path(path)

@@ -164,7 +164,8 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
     series = None if series is None else tuple(series)
     if index_dir(runs_dir) is None:
         return read_runs(files, processes=processes, series=series)
-    known = scan(runs_dir, run_ids=files, reader=file_reader(series, processes), listing=listing)
+    known = scan(runs_dir, run_ids=files, reader=file_reader(series, processes), listing=listing,
+                 kept_series=series is not None)  # no series asked: a summary, none decoded
     out = []
     for rid, path in files.items():
         run = known.get(rid)

@@ -410,15 +410,21 @@ class _Snapshot:
             out[rid] = (_ident(e), e["attrs"].get("status"))
         return out
 
-    def entries(self) -> dict[str, dict]:
-        """Every entry (``{run_id: entry}``), built column by column (once)."""
+    def entries(self, series: bool = True) -> dict[str, dict]:
+        """Every entry (``{run_id: entry}``), built column by column (once). ``series=False``:
+        without the kept series of the snapshot's entries (``"series": None``; 100,000 summary
+        rows need none of them); never what is saved."""
+        if not series:
+            out = self._build(series=False) if self.ids else {}
+            out.update(self.newer)
+            return out
         if self._built is None:
             self._built = self._build() if self.ids else {}
         out = dict(self._built)
         out.update(self.newer)
         return out
 
-    def _build(self) -> dict[str, dict]:
+    def _build(self, series: bool = True) -> dict[str, dict]:
         names = list(self.columns)
         parts = []
         for prefix, rows in (("a:", _rows_any_order), ("s:", _rows)):
@@ -428,16 +434,18 @@ class _Snapshot:
                          if chosen else [{} for _ in self.ids])
         errors = self.column("spec_error")
         idents = zip(*(self.column(k) for k in _IDENTITY))
-        known = self.column("series") if "series" in self.columns else [False] * len(self.ids)
-        kept = [(name, self.column("t:" + name)) for name in KEPT_SERIES if "t:" + name in self.columns]
+        known = (self.column("series") if series and "series" in self.columns
+                 else [False] * len(self.ids))
+        kept = [(name, self.column("t:" + name)) for name in KEPT_SERIES
+                if series and "t:" + name in self.columns]
         out = {}
         for i, (rid, ident, a, sp, err) in enumerate(zip(self.ids, idents, parts[0], parts[1], errors)):
-            series = None
+            arrays = None
             if known[i] is True:
-                series = {name: col[i] for name, col in kept if col[i] is not None}
+                arrays = {name: col[i] for name, col in kept if col[i] is not None}
             out[rid] = {"id": rid, "ino": ident[0], "size": ident[1], "mtime_ns": ident[2],
                         "ctime_ns": ident[3], "attrs": a, "spec": None if err else sp,
-                        "spec_error": err, "series": series}
+                        "spec_error": err, "series": arrays}
         return out
 
 
@@ -663,22 +671,27 @@ def _read_serially(items: list[tuple[str, str]]) -> list:
 
 def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
          reader: Reader | None = None,
-         listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, IndexedRun]:
+         listing: dict[str, tuple[str, os.stat_result]] | None = None,
+         kept_series: bool = True) -> dict[str, IndexedRun]:
     """See :func:`_scan` (run without cyclic garbage collection: :func:`bulk`)."""
     with bulk():
-        return _scan(runs_dir, run_ids, details=details, reader=reader, listing=listing)
+        return _scan(runs_dir, run_ids, details=details, reader=reader, listing=listing,
+                     kept_series=kept_series)
 
 
 def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
           reader: Reader | None = None,
-          listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, IndexedRun]:
+          listing: dict[str, tuple[str, os.stat_result]] | None = None,
+          kept_series: bool = True) -> dict[str, IndexedRun]:
     """What every run file in ``runs_dir`` says (or only those of ``run_ids``): from the index
     where it knows the very file, else from the file itself (its entry then goes into the next
     snapshot). The answer is the same as reading every file (see the module docstring), only
     faster. ``details=False``: statuses only (``attrs`` and ``spec`` stay ``None``).
     ``reader``: how the files without a current entry are read (default: one after the other
     here; e.g. in worker processes, or with a few series beside the attributes). ``listing``:
-    :func:`run_file_stats` of ``runs_dir`` if the caller has it already."""
+    :func:`run_file_stats` of ``runs_dir`` if the caller has it already. ``kept_series=False``:
+    a run the index answers for comes without its kept series (``series=None``, as an entry that
+    has none; a summary needs none)."""
     from .runfile import STATUSES, RunFileError  # noqa: PLC0415
 
     files = _list_files(runs_dir) if listing is None else listing
@@ -706,7 +719,7 @@ def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
             current.append(rid)
         else:
             missing.append((rid, path))
-    entries = snap.entries() if (details and current) else {}
+    entries = snap.entries(series=kept_series) if (details and current) else {}
     for rid in current:
         path, status = files[rid][0], known[rid][1]
         if status not in STATUSES:  # as read_run_status says of such a file
