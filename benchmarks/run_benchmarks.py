@@ -4,11 +4,14 @@ Speed targets live here, never in timed unit tests.
 
 Scripts: bench_torch.py (single-run gradient descent against the PyTorch peer), bench_core.py
 (single-run steps/s against N, compile cost), bench_losses.py (separable losses against the
-numpy BLAS peer: descent, flow, ensembles, the memory-bandwidth limit), bench_ensemble.py
+numpy BLAS peer: descent, flow, ensembles, the memory-bandwidth limit), bench_kernels.py (the same
+comparisons interleaved in one process in CPU time, the core's dgemm peak and the physical bounds
+of the ensemble and DLN targets; printed, no JSON), bench_ensemble.py
 (ensembles, gradient flow), bench_sweep.py (sweep overhead, reading 10,000 run files),
 bench_analysis.py (plot, report and the Python API over 10,000 run files), bench_cli.py (start-up,
 sweep --dry-run of 100,000 points, run --index, status/summary over 100,000 run files),
-bench_flows.py (the repeated-filters figure's long-horizon LSODA runs, CPU per run against before). Every row
+bench_task_start.py (a bundled task's CPU up to its first point, 20,000- and 100,000-point grids;
+printed), bench_flows.py (the repeated-filters figure's long-horizon LSODA runs, CPU per run against before). Every row
 of the targets table carries the peak RSS of the process(es) it was measured in where the script
 records it (ours / peer's). ``--quick`` passes ``--quick`` to the
 scripts that have it.
@@ -23,8 +26,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_losses.py", "bench_ensemble.py", "bench_sweep.py",
-           "bench_analysis.py", "bench_cli.py", "bench_flows.py"]
+SCRIPTS = ["bench_torch.py", "bench_core.py", "bench_losses.py", "bench_kernels.py", "bench_ensemble.py",
+           "bench_sweep.py", "bench_analysis.py", "bench_cli.py", "bench_task_start.py", "bench_flows.py"]
 QUICK = {"bench_ensemble.py", "bench_sweep.py", "bench_losses.py", "bench_analysis.py", "bench_cli.py"}
 #: single-run DLN 5x20 square-loss descent before the compiled DLN kernel (issue 13: "today")
 DLN_BEFORE = 19_000
