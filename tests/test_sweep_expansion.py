@@ -40,16 +40,7 @@ def test_no_sweep_is_one_point(tmp_path):
 
 
 def test_grid_zip_points_product_in_order(tmp_path):
-    exp = load(tmp_path, """\
-sweep:
-  grid:
-    init.seed: [0, 1]
-    model.strides: [[1, 1, 1], [2, 2, 1]]
-  zip: {dynamics.lr: [0.1, 0.01, 0.001], dynamics.steps: [10, 20, 30]}
-  points:
-    - {data.noise: 0.0}
-    - {data.noise: 0.1, data.seed: 3}
-""")
+    exp = load(tmp_path, MIXED)
     seeds, strides = [0, 1], [[1, 1, 1], [2, 2, 1]]
     zipped = [(0.1, 10), (0.01, 20), (0.001, 30)]
     points = [{"data.noise": 0.0}, {"data.noise": 0.1, "data.seed": 3}]
