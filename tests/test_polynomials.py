@@ -270,6 +270,14 @@ def test_vectorised_discriminant_distance_equals_the_scalar_brentq_reference():
             d1, h1 = poly.distance_to_real_discriminant(w)
             assert d == d1
             assert float(poly.chordal_distance(poly.normalize_points(np.cos(phi), np.sin(phi)), h1)) == 0.0
+    # more filters than one vectorised pass takes: the same numbers, row by row
+    W = np.array([w for w in cases if len(w) == 3])
+    copies = poly.DISCRIMINANT_ROWS_AT_ONCE // len(W) + 2
+    d_one, phi_one = poly.distances_to_real_discriminant(W)
+    d_all, phi_all = poly.distances_to_real_discriminant(np.concatenate([W] * copies))
+    assert len(W) * copies > poly.DISCRIMINANT_ROWS_AT_ONCE
+    assert np.array_equal(d_all, np.tile(d_one, copies))
+    assert np.array_equal(phi_all, np.tile(phi_one, copies), equal_nan=True)
 
 
 # -- re-distributing roots -----------------------------------------------------------------------

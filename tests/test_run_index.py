@@ -288,3 +288,31 @@ def test_garbled_data_region_is_unreadable_everywhere(tmp_path):
     assert read_run_status(xdir.run_path(rid)) == "completed"
     assert answers(xdir)[0][rid] == "completed"
     assert np.array_equal(read_run(xdir.run_path(rid)).trajectory["x"], big)
+
+
+def test_files_with_one_second_timestamps_are_entered_only_once_old(tmp_path, monkeypatch):
+    """git's "racily clean" case: on a file system with 1 s timestamps (sshfs, some FUSE/SMB
+    mounts) that reuses inode numbers, a rewrite of the same size within the second has the
+    identity of the file before it. Such a file is not entered until it is RACY_SECONDS old: until
+    then every reader reads the file itself, so the answer is the file's."""
+    from lcnrun.store import index  # noqa: PLC0415
+
+    second = 1_700_000_000 * 10 ** 9
+    coarse = os.stat_result((0o100644, 7, 1, 1, 0, 0, 100, 1, 1, 1, 1.0, 1.0, 1.0, second, second, second))
+    fine = os.stat_result((0o100644, 7, 1, 1, 0, 0, 100, 1, 1, 1, 1.0, 1.0, 1.0, second + 5, second + 5, second + 5))
+    assert index.racy(coarse, now_ns=second + 10 ** 9)
+    assert not index.racy(coarse, now_ns=second + index.RACY_SECONDS * 10 ** 9)
+    assert not index.racy(fine, now_ns=second + 1)
+    # every file racy: no journal lines, no snapshot entries; each scan reads every file again
+    monkeypatch.setattr(index, "racy", lambda st, now_ns=None: True)
+    xdir = make_experiment(tmp_path)
+    assert not any(j.read_text() for j in (xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    read = []
+
+    def counting(items):
+        read.extend(rid for rid, _ in items)
+        return index._read_serially(items)
+    for _ in range(2):
+        scan(xdir.runs_dir, reader=counting)
+    assert sorted(read) == sorted(2 * [f"run{i:04d}" for i in range(12)])
+    check_same_as_full_scan(xdir)

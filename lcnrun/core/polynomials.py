@@ -327,6 +327,10 @@ _HALVINGS = 6
 _SECANTS = 6
 
 
+#: filters per vectorised pass of :func:`distances_to_real_discriminant` (a few MB of work arrays)
+DISCRIMINANT_ROWS_AT_ONCE = 256
+
+
 def distances_to_real_discriminant(W, *, grid: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """:func:`distance_to_real_discriminant` of every row of ``W (m, n+1)`` at once: the distances
     ``(m,)`` and the angles ``phi (m,)`` of the nearest double roots ``[cos phi : sin phi]``
@@ -343,6 +347,10 @@ def distances_to_real_discriminant(W, *, grid: int = 1024) -> tuple[np.ndarray, 
     m, n = W.shape[0], W.shape[1] - 1
     if n <= 1:
         return np.linalg.norm(W, axis=1), np.full(m, np.nan)
+    if m > DISCRIMINANT_ROWS_AT_ONCE:  # bounded memory ((rows, grid) arrays); rows are independent
+        parts = [distances_to_real_discriminant(W[i:i + DISCRIMINANT_ROWS_AT_ONCE], grid=grid)
+                 for i in range(0, m, DISCRIMINANT_ROWS_AT_ONCE)]
+        return np.concatenate([d for d, _ in parts]), np.concatenate([a for _, a in parts])
     phis = np.pi * np.arange(grid) / grid
     d2 = _squared_distance_to_double_root_at(W[:, None, :], phis[None, :]).real  # (m, grid)
     best_i = np.argmin(d2, axis=1)

@@ -33,9 +33,10 @@ Why it can never hide or invent a run: a reader lists the run files themselves (
 ``<run_id>.h5``; ``stat`` gives each file's identity: inode, size, mtime and ctime in ns) and takes
 an entry only for a file of the same identity, compared for equality, never as "newer" (clocks of
 a shared file system disagree). Run files are replaced by rename, never changed in place, so a new
-write is a new inode with a new ctime; the entry also keeps the file's ``write_token`` (the
-content token :mod:`lcnrun.policy` tells writes apart by), so what it describes is that very
-write. Files without a matching entry are read from HDF5 as before (and their entries written into
+write is a new inode with a new ctime; on a file system with 1 s timestamps that may reuse inode
+numbers, a file is entered only once it is a few seconds old (:func:`racy`). The entry also keeps
+the file's ``write_token`` (the content token of :mod:`lcnrun.policy`) for the readers that show
+it; the match itself is the identity. Files without a matching entry are read from HDF5 as before (and their entries written into
 the next snapshot); entries without a file are ignored; a damaged, stale or deleted index only
 costs time.
 """
@@ -48,6 +49,7 @@ import os
 import secrets
 import stat
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +96,24 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int]:
     (ns). A rename sets the ctime, so a file replaced by a later write differs even if the inode
     number was reused."""
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+#: a file whose mtime and ctime are whole seconds (a file system with 1 s timestamps: sshfs, some
+#: FUSE and SMB mounts) is not entered in the index until it is this much older than now
+RACY_SECONDS = 3
+
+
+def racy(st: os.stat_result, now_ns: int | None = None) -> bool:
+    """Whether an entry made now for the file of ``st`` could describe a later write too (git's
+    "racily clean" case): on a file system with 1 s timestamps, a rewrite of the same size in the
+    same second, where inode numbers are reused and the ctime is the mtime, has the same identity.
+    Such a file (mtime and ctime both whole seconds, within :data:`RACY_SECONDS` of now) is read
+    from itself until it is older; files with finer timestamps (ext4, xfs, NFS, Lustre, GPFS:
+    ns) are entered at once."""
+    if st.st_mtime_ns % 1_000_000_000 or st.st_ctime_ns % 1_000_000_000:
+        return False
+    now = time.time_ns() if now_ns is None else now_ns
+    return now - st.st_mtime_ns < RACY_SECONDS * 1_000_000_000
 
 
 def _ident(entry: dict) -> tuple:
@@ -188,6 +208,8 @@ def note_written(path: os.PathLike | str) -> None:
 
     try:
         st = os.stat(path)
+        if racy(st):  # read from the file until it is older (see racy)
+            return
         attrs, series = read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
     except (OSError, RunFileError):
         return
@@ -736,7 +758,7 @@ def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
             continue
         attrs, extra = got
         e = _entry(rid, files[rid][1], attrs, extra)
-        if folder is not None:
+        if folder is not None and not racy(files[rid][1]):
             snap.newer[rid] = e
             snap.changed = True
         status = e["attrs"].get("status")
