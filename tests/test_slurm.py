@@ -486,17 +486,17 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
     job_ids, out = submit(spec, "--results", results, "--points-per-task", "1")
     (job,) = job_ids
     (record,) = submissions(folder)
-    slow_id = record["points"][1][1]
+    cancelled_id = record["points"][1][1]
     barrier.wait(2)
     subprocess.run(["scancel", f"{job}_1"], check=True, timeout=30)
     wait_for_task_end(job, 1)
     barrier.release()
     wait_for_jobs(job_ids)
     # SIGTERM reached the run inside its computation: a whole run file says `stopped`
-    path = folder / "runs" / f"{slow_id}.h5"
+    path = folder / "runs" / f"{cancelled_id}.h5"
     assert not hidden_files(folder)
     assert read_run_status(path) == "stopped"
-    assert (folder / "runs" / f".{slow_id}.checkpoint.npz").exists()  # its state, to resume from
+    assert (folder / "runs" / f".{cancelled_id}.checkpoint.npz").exists()  # its state, to resume from
     assert read_run(path).attrs["message"] == "stopped: received SIGTERM"
     assert "CANCELLED" in (folder / "slurm" / f"{job}_1.out").read_text()
     assert status_json(folder)["counts"] == {"completed": 1, "stopped": 1}
@@ -504,7 +504,7 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
     monkeypatch.delenv(BARRIER_VARIABLE)
     job_ids, out = submit(spec, "--results", results, "--rerun-failed")
     assert "1 completed" in out and "1 to submit" in out, out
-    assert submissions(folder)[-1]["points"] == [[1, slow_id]]
+    assert submissions(folder)[-1]["points"] == [[1, cancelled_id]]
     wait_for_jobs(job_ids)
     assert read_run_status(path) == "completed"
     assert status_json(folder)["counts"] == {"completed": 2}
