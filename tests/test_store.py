@@ -504,3 +504,87 @@ def test_provenance_lookups_are_cached(monkeypatch):
     second = provenance.collect_provenance({})
     assert second["git_commit"] == first["git_commit"]
     assert second["versions"] == first["versions"] and second["versions"] is not first["versions"]
+
+
+def _reference_image(record: RunRecord) -> bytes:
+    """The run file of ``record`` as h5py's high-level API writes it (``attrs[k] = v``,
+    ``create_dataset``): the writer before issue 13's pass, kept here as the reference."""
+    index = {}
+
+    def attrs(manager, values, prefix):
+        for key, value in values.items():
+            stored = runfile._attr_value(prefix + key, value)
+            if stored is not None:
+                manager[key] = stored
+                index[prefix + key] = runfile._python_scalar(stored)
+
+    def arrays(group, values):
+        for key, value in values.items():
+            arr = np.asarray(value)
+            if arr.ndim and arr.nbytes >= runfile.COMPRESS_MIN_BYTES:
+                group.create_dataset(key, data=arr, chunks=True, compression="gzip",
+                                     compression_opts=1, shuffle=True)
+            else:
+                group.create_dataset(key, data=arr)
+
+    string = h5py.string_dtype("utf-8")
+    with h5py.File(f"ref-{record.run_id}", "w", driver="core", backing_store=False,
+                   locking=False) as f:
+        attrs(f.attrs, {"format": "lcnrun-run", "format_version": 1, "run_id": record.run_id,
+                        "status": record.status, "lcnrun_version": provenance.lcnrun_version(),
+                        "write_token": "0123456789abcdef", **record.attrs}, "")
+        f.create_dataset("spec", data=record.spec_text, dtype=string)
+        f.create_dataset("provenance", dtype=string, data=json.dumps(
+            record.provenance, sort_keys=True, ensure_ascii=False, default=runfile._json_default))
+        arrays(f.create_group("trajectory"), record.trajectory)
+        final = f.create_group("final")
+        arrays(final, record.final_arrays)
+        attrs(final.attrs, record.final_attrs, "final.")
+        diagnostics = f.create_group("diagnostics")
+        for name, parts in record.diagnostics.items():
+            group = diagnostics.create_group(name)
+            arrays(group, parts["arrays"])
+            attrs(group.attrs, parts["scalars"], f"diagnostics.{name}.")
+        f.attrs["attrs_json"] = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+        f.flush()
+        return f.id.get_file_image()
+
+
+def _everything(path: Path) -> dict:
+    """Every attribute and dataset of an HDF5 file, read with h5py's high-level API:
+    ``{path: (kind, dtype, shape, bytes or value)}``."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            for key, value in obj.attrs.items():
+                a = np.asarray(value)
+                out[f"{name}@{key}"] = (obj.attrs.get_id(key).dtype.str, a.shape,
+                                        value if a.dtype.kind == "O" else a.tobytes())
+            if isinstance(obj, h5py.Dataset):
+                value = obj[()]
+                out[name] = (obj.dtype.str, obj.shape, obj.chunks, obj.compression,
+                             value if obj.dtype.kind == "O" else np.ascontiguousarray(value).tobytes())
+            else:
+                out[name] = ("group",)
+        visit("/", f)
+        f.visititems(visit)
+    return out
+
+
+def test_writer_gives_the_bytes_of_h5pys_high_level_api(tmp_path, monkeypatch):
+    """The low-level writer (attributes and small datasets through h5a/h5d) makes the very file
+    h5py's ``attrs[...] =`` / ``create_dataset`` make: same bytes, so the same names, types,
+    shapes and values for every reader."""
+    monkeypatch.setattr(runfile.secrets, "token_hex", lambda n: "0123456789abcdef"[:2 * n])
+    record = make_record()
+    record.trajectory["deep/nested/σ"] = np.arange(4.0)  # a non-ASCII name, two new groups
+    record.diagnostics["function_space"]["scalars"]["ρ_max"] = np.float32(2.0)
+    record.attrs["ñame"] = "x"
+    image = runfile._file_image(record)
+    reference = _reference_image(record)
+    assert image == reference
+    (tmp_path / "new.h5").write_bytes(image)
+    (tmp_path / "ref.h5").write_bytes(reference)
+    new, ref = _everything(tmp_path / "new.h5"), _everything(tmp_path / "ref.h5")
+    assert new == ref and "trajectory/deep/nested/σ" in new and "/@ñame" in new
+    assert new["trajectory/large"][3] == "gzip" and new["trajectory/loss"][2:4] == (None, None)
