@@ -316,3 +316,40 @@ def test_files_with_one_second_timestamps_are_entered_only_once_old(tmp_path, mo
         scan(xdir.runs_dir, reader=counting)
     assert sorted(read) == sorted(2 * [f"run{i:04d}" for i in range(12)])
     check_same_as_full_scan(xdir)
+
+
+def test_writers_journal_entry_is_what_reading_the_file_gives(tmp_path):
+    """``write_run`` journals its file from what it wrote (no read back); each line is the line
+    journalled by reading that file (``note_written(path)`` alone, the HDF5 readers)."""
+    from lcnrun.store.index import note_written
+
+    xdir = ExperimentDir(tmp_path / "results" / "idx").create()
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, 1 / 3])
+    trajectories = [
+        {"t": np.linspace(0, 1, 7), "loss": special, "grad_norm": special[::-1].copy(),
+         "params/layer_0": np.ones((7, 2))},
+        {"t": np.arange(3.0), "loss": np.arange(3.0)[::-1]},  # strided, no grad_norm
+        {"t": np.arange(3.0), "loss": np.arange(3.0).astype(">f8")},  # read back from the file
+        {"t": np.arange(2000.0), "loss": np.zeros(2000), "grad_norm": np.zeros(2000)},  # too long
+        {"t": np.arange(3, dtype=np.int64), "loss": np.zeros((3, 1))},
+        {},  # a failed run has no trajectory
+    ]
+    texts = [spec_text(0), "name: ünï ✓\ninit: {seed: 3}\n", "not: [yaml\n", spec_text(1), spec_text(2),
+             "a: 'nul \\0 in it'\n"]
+    paths = []
+    for i, (traj, text) in enumerate(zip(trajectories, texts)):
+        rid = f"run{i:04d}"
+        record = RunRecord(rid, STATUSES[i % 4], text, trajectory=traj,
+                           final_attrs={"loss": float("nan") if i == 0 else 0.5, "steps": i,
+                                        "converged": bool(i % 2), "h": np.float32(0.1)},
+                           diagnostics={"d": {"arrays": {}, "scalars": {"ρ": -0.0, "n": np.int8(i)}}},
+                           attrs={"message": "Ünïcödé", "none": None})
+        paths.append(write_run(xdir.run_path(rid), record, fsync=False))
+    journal, = (xdir.root / INDEX_DIR).glob("journal.*.jsonl")
+    written = journal.read_text().splitlines()
+    for path in paths:
+        note_written(path)  # the entry made by reading the file back
+    lines = journal.read_text().splitlines()
+    assert len(written) == len(paths) and lines[:len(paths)] == written
+    assert lines[len(paths):] == written
+    assert json.loads(written[0])["series"]["loss"][2] != json.loads(written[0])["series"]["loss"][2]

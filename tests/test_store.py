@@ -580,7 +580,7 @@ def test_writer_gives_the_bytes_of_h5pys_high_level_api(tmp_path, monkeypatch):
     record.trajectory["deep/nested/σ"] = np.arange(4.0)  # a non-ASCII name, two new groups
     record.diagnostics["function_space"]["scalars"]["ρ_max"] = np.float32(2.0)
     record.attrs["ñame"] = "x"
-    image = runfile._file_image(record)
+    image, _ = runfile._file_image(record)
     reference = _reference_image(record)
     assert image == reference
     (tmp_path / "new.h5").write_bytes(image)

@@ -194,11 +194,15 @@ def _append(folder: Path, entry: dict) -> None:
         os.close(fd)
 
 
-def note_written(path: os.PathLike | str) -> None:
+def note_written(path: os.PathLike | str, contents: tuple[dict, dict] | None = None) -> None:
     """Journal the run file just written at ``path`` (its final name, after the rename): its
     identity, scalars and flattened spec. Best effort: an index that cannot be written (read-only
     or full folder) is only slower to use, so nothing is raised. Also drops an ``unreadable`` mark
-    of the run (a new file replaced it)."""
+    of the run (a new file replaced it).
+
+    ``contents``: ``(read_run_attrs(path), read_series(path, KEPT_SERIES))`` as the writer knows
+    them without reading the file back (:func:`lcnrun.store.runfile.write_run`, which gives them
+    only where they are exactly what reading the file gives); ``None``: read from the file."""
     path = Path(path)
     folder = index_dir(path.parent)
     if folder is None:
@@ -210,7 +214,8 @@ def note_written(path: os.PathLike | str) -> None:
         st = os.stat(path)
         if racy(st):  # read from the file until it is older (see racy)
             return
-        attrs, series = read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
+        attrs, series = contents if contents is not None else \
+            read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
     except (OSError, RunFileError):
         return
     text = attrs.get("spec", "") or ""

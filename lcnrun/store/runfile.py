@@ -271,7 +271,8 @@ def _write_arrays(group: h5py.Group, arrays: dict, where: str) -> None:
         _write_dataset(group, key, value, where)
 
 
-def _write_contents(f: h5py.File, record: RunRecord) -> None:
+def _write_contents(f: h5py.File, record: RunRecord) -> str:
+    """Write ``record`` into the open file ``f``; returns the ``attrs_json`` text stored."""
     index: dict[str, Any] = {}
     clash = set(record.attrs) & set(RESERVED_ROOT_ATTRS)
     if clash:
@@ -299,7 +300,9 @@ def _write_contents(f: h5py.File, record: RunRecord) -> None:
         group = diagnostics.create_group(name)
         _write_arrays(group, parts.get("arrays", {}), f"diagnostics/{name}")
         _write_attrs(group.id, parts.get("scalars", {}), f"diagnostics.{name}.", index)
-    _put_attr(top, INDEX_ATTR, json.dumps(index, ensure_ascii=False, separators=(",", ":")))
+    text = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+    _put_attr(top, INDEX_ATTR, text)
+    return text
 
 
 def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True) -> Path:
@@ -314,30 +317,54 @@ def write_run(path: os.PathLike | str, record: RunRecord, *, fsync: bool = True)
         raise ValueError(f"run id {record.run_id!r} must match {RUN_ID_PATTERN.pattern}")
     if record.status not in STATUSES:
         raise ValueError(f"status {record.status!r} must be one of {', '.join(STATUSES)}")
-    image = _file_image(record)
+    image, index_text = _file_image(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_replace(path, fsync=fsync) as tmp:
         with open(tmp, "xb") as fh:
             _write_image(fh, image)
         interrupt.barrier("writing")  # tests: a signal between the temporary and the rename
-    note_written(path)  # the run index beside the run files (lcnrun.store.index)
+    # the run index beside the run files (lcnrun.store.index), from what was just written
+    note_written(path, _index_contents(record, index_text))
     return path
+
+
+def _index_contents(record: RunRecord, index_text: str) -> tuple[dict, dict] | None:
+    """``(read_run_attrs, read_series(KEPT_SERIES))`` of the file just made of ``record``, without
+    reading it back: the attributes are the ``attrs_json`` text parsed as the reader parses it,
+    the spec the text stored; the kept series the record's arrays where the file gives them back
+    as they are (1-D native float64). ``None`` (read the file) for anything else: a spec with a
+    NUL (HDF5 strings end at one) or a kept series of another dtype or shape."""
+    from .index import KEPT_SERIES  # noqa: PLC0415
+
+    if "\x00" in record.spec_text:
+        return None
+    series = {}
+    for key in KEPT_SERIES:
+        if key not in record.trajectory:
+            continue
+        arr = np.asarray(record.trajectory[key])
+        if arr.dtype != np.float64 or not arr.dtype.isnative or arr.ndim != 1:
+            return None
+        series[key] = arr.copy()
+    attrs = json.loads(index_text)
+    attrs["spec"] = record.spec_text
+    return attrs, series
 
 
 def _write_image(fh, image: bytes) -> None:
     fh.write(image)
 
 
-def _file_image(record: RunRecord) -> bytes:
-    """The bytes of the run file of ``record``, made in memory (HDF5's ``core`` driver): the disk
+def _file_image(record: RunRecord) -> tuple[bytes, str]:
+    """The bytes of the run file of ``record`` and its ``attrs_json`` text, made in memory (HDF5's ``core`` driver): the disk
     sees one plain write, so a full disk or a read-only folder is one ``OSError`` of Python's,
     not an HDF5 error in the middle of a file (h5py then fails in ``__dealloc__`` of every open
     object, hundreds of messages, sometimes a crash)."""
     with h5py.File(f"lcnrun-run-{record.run_id}", "w", driver="core", backing_store=False,
                    locking=False) as f:
-        _write_contents(f, record)
+        index_text = _write_contents(f, record)
         f.flush()
-        return f.id.get_file_image()
+        return f.id.get_file_image(), index_text
 
 
 # -- reading: fast path (low-level h5py, attributes and spec only) -------------------------------
