@@ -1,6 +1,7 @@
 """The spec layer: YAML reading, validation errors (file, line, dotted key), defaults, run ids."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -283,6 +284,47 @@ def test_round_trip_through_the_run_file_text(tmp_path, text):
         with pytest.raises(SpecError):
             load_run_spec_text(stored)
         assert load_run_spec_text(stored, check_files=False) == run
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP)
+def test_run_file_text_is_the_yaml_dump_of_the_resolved_dict(tmp_path, text):
+    """What a run file stores (``runner._spec_text``, made key by key from a memo) is
+    ``yaml.safe_dump(resolved_dict(run), sort_keys=True)``, a first time and from the memo."""
+    from lcnrun.runner import _spec_text
+
+    np.savez(tmp_path / "data2d.npz", X=np.ones((2, 8, 8)), Y=np.ones((2, 2, 2)))
+    np.savez(tmp_path / "init2d.npz", layer_0=np.ones((3, 3)), layer_1=np.ones((2, 2)))
+    run = load_run(tmp_path, text)
+    want = yaml.safe_dump(resolved_dict(run), sort_keys=True)
+    assert _spec_text(run) == want and _spec_text(run) == want
+
+
+def test_run_file_text_tells_values_of_equal_text_apart(monkeypatch):
+    """The memo of ``_spec_text`` never gives one value's text for another: 1, 1.0, true, "1",
+    [1], {"1": 1}, null, nan and -0.0 each get their own YAML, in any order; a list met twice
+    is YAML's anchor and alias."""
+    from lcnrun import runner
+
+    values = [1, 1.0, True, "1", [1], {"1": 1}, None, float("nan"), -0.0, 0.0, "ü ✓", [[1.5e-300]],
+              {"b": 2, "a": [True, "x"]}, {"a": [True, "x"], "b": 2}]
+    dicts = [{"zeta": copy.deepcopy(v), "alpha": copy.deepcopy(w)} for v in values for w in values[::-1]]
+    shared = [1, 2]
+    dicts += [{"a": shared, "b": shared}, {"a": {"x": shared}, "b": [shared]}, {"a": [1, 2], "b": [1, 2]}]
+    for d in dicts + dicts[::-1]:
+        monkeypatch.setattr(runner, "resolved_dict", lambda _run, d=d: d)
+        assert runner._spec_text(None) == yaml.safe_dump(d, sort_keys=True)
+
+
+def test_run_file_text_of_the_figures_points():
+    """``_spec_text`` against the full dump, for points of every figure spec (a memo shared by
+    all, as one worker process of a sweep shares it)."""
+    from lcnrun.runner import _spec_text
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "lcnrun" / "figures" / "specs").glob("*.yaml")):
+        points = load_experiment(path).points
+        for point in points[::max(1, len(points) // 40)]:
+            want = yaml.safe_dump(resolved_dict(point.run_spec), sort_keys=True)
+            assert _spec_text(point.run_spec) == want, (path.name, point.index)
 
 
 def test_run_file_text_refuses_a_sweep():
