@@ -353,3 +353,95 @@ def test_writers_journal_entry_is_what_reading_the_file_gives(tmp_path):
     assert len(written) == len(paths) and lines[:len(paths)] == written
     assert lines[len(paths):] == written
     assert json.loads(written[0])["series"]["loss"][2] != json.loads(written[0])["series"]["loss"][2]
+
+
+def _truth_table(xdir: ExperimentDir) -> dict[str, dict]:
+    """Each run file read by the HDF5 readers, as a summary row: its flattened spec, then its
+    attributes (a spec key named like an attribute gives way to it, except the file's own
+    ``format`` / ``format_version``, which are no row keys), its id and status; ``message`` says
+    why the file is unreadable (a spec that is not YAML)."""
+    import yaml
+
+    from lcnrun.store.specflat import flatten
+
+    out = {}
+    for p in sorted(xdir.runs_dir.glob("*.h5")):
+        attrs = read_run_attrs(p)
+        try:
+            spec, error = flatten(yaml.safe_load(attrs.pop("spec"))), ""
+        except yaml.YAMLError as err:
+            spec, error = {}, "its spec is not valid YAML"  # the parser's own words follow
+        file_keys = {k: spec[k] for k in ("format", "format_version") if k in spec}
+        row = {**spec, **{k: v for k, v in attrs.items() if k not in ("format", "format_version")},
+               **file_keys, "run_id": p.stem, "status": "unreadable" if error else attrs["status"]}
+        if error:
+            row["message"] = error
+        out[p.stem] = row
+    return out
+
+
+def test_summary_rows_from_the_index_columns_are_the_files(tmp_path, monkeypatch):
+    """``summary``'s rows come from the snapshot's columns (``index.scan_flat``), the journals,
+    or the files: in each state the same rows as reading every file, also with keys only some
+    runs have (masked columns), a spec key named like an attribute (in some runs only: the rows
+    are then built entry by entry), a spec that is not YAML, and runs added behind the index."""
+    from lcnrun.report.summary import load_runs
+    from lcnrun.store import index
+
+    made = []  # what each call's columns made: rows, or None (entry by entry)
+    flat_rows = index._Snapshot.flat_rows
+    monkeypatch.setattr(index._Snapshot, "flat_rows", lambda self, *a: made.append(flat_rows(self, *a)) or made[-1])
+    xdir = ExperimentDir(tmp_path / "results" / "idx").create()
+    texts = {0: spec_text(0) + "data:\n  noise: 0.5\n", 1: spec_text(1), 2: "not: [yaml\n",
+             3: spec_text(3) + "format: mine\n", 4: spec_text(4)}
+    rows = []
+    for i, text in texts.items():
+        rid = f"run{i:04d}"
+        final = {"loss": 1.0 / (i + 1), **({"extra": float(i)} if i % 2 else {})}
+        write_run(xdir.run_path(rid), RunRecord(rid, STATUSES[i % 4], text, final_attrs=final,
+                                                attrs={"message": f"m{i}"}), fsync=False)
+        rows.append((i, rid, {"init.seed": i}))
+    xdir.write_manifest(rows)
+
+    def check(columns: bool):
+        made.clear()
+        got = load_runs(open_experiment(xdir.root))
+        assert (made[-1] is not None if made else False) == columns
+        table = {r["run_id"]: {k: v for k, v in r.items() if k != "index"} for r in got.rows}
+        truth = _truth_table(xdir)
+        for rid, row in truth.items():
+            if row["status"] == "unreadable":
+                assert table[rid].pop("message").startswith(row.pop("message") + " (")
+        assert table == truth
+        assert [r["index"] for r in got.rows] == list(range(len(table)))
+        return got
+
+    check(False)  # the writers' journals
+    check(True)   # the snapshot's columns
+    shutil.rmtree(xdir.root / INDEX_DIR)
+    check(False)  # rebuilt from the files
+    check(True)
+    # a spec key "status" in one run only (masked, named like an attribute): entry by entry
+    write_run(xdir.run_path("run0005"), RunRecord("run0005", "completed", spec_text(5) + "status: x\n"),
+              fsync=False)
+    xdir.write_manifest(rows + [(5, "run0005", {"init.seed": 5})])
+    check(True)  # the other runs from the columns, the new one from the journal
+    got = check(False)  # now in the snapshot: its columns do not make the rows
+    assert "data.noise" in got.spec_keys and got.rows[5]["status"] == "completed"
+
+
+def test_summary_rows_where_every_spec_has_a_key_named_like_an_attribute(tmp_path):
+    """A spec key every run has (an unmasked column) named like an attribute every run has
+    (``message``): the attribute wins, from the columns as from the files."""
+    from lcnrun.report.summary import load_runs
+
+    xdir = ExperimentDir(tmp_path / "results" / "idx").create()
+    for i in range(4):
+        rid = f"run{i:04d}"
+        write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(i) + "message: from the spec\n",
+                                                attrs={"message": f"m{i}"}), fsync=False)
+    xdir.write_manifest([(i, f"run{i:04d}", {"init.seed": i}) for i in range(4)])
+    for _ in range(2):  # the journals, then the snapshot's columns
+        rows = load_runs(open_experiment(xdir.root)).rows
+        assert [r["message"] for r in rows] == ["m0", "m1", "m2", "m3"]
+        assert {r["run_id"]: {k: v for k, v in r.items() if k != "index"} for r in rows} == _truth_table(xdir)

@@ -176,15 +176,14 @@ def exact(value: Any) -> Any:
 _AS_IS = {float, int, str, type(None)}  # csv writes these as exact() would: repr, str, ""
 
 
-def csv_rows(table) -> Iterator[list]:
+def csv_rows(table) -> Iterator[tuple]:
     """The CSV cells of ``table``'s rows (:func:`exact` of each value), fast for 100,000 rows: a
     column whose values csv writes as ``exact`` would is passed through as it is."""
-    cols = list(table.columns)
-    as_is = [{type(r.get(c)) for r in table.rows} <= _AS_IS for c in cols]
-    if all(as_is):
-        return ([r.get(c) for c in cols] for r in table.rows)
-    return ([r.get(c) if plain else exact(r.get(c)) for c, plain in zip(cols, as_is)]
-            for r in table.rows)
+    from ..report.summary import column_values  # noqa: PLC0415
+
+    values = [column_values(table.rows, c) for c in table.columns]
+    values = [col if set(map(type, col)) <= _AS_IS else list(map(exact, col)) for col in values]
+    return zip(*values) if values else ([] for _ in table.rows)
 
 
 def json_value(value: Any) -> Any:

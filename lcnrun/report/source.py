@@ -22,7 +22,7 @@ from typing import Any
 
 from ..provenance import available_cores
 from ..store.experiment import ExperimentDir, ManifestRow
-from ..store.index import KEPT_SERIES, flat_spec, index_dir, run_file_stats, scan
+from ..store.index import KEPT_SERIES, flat_spec, index_dir, run_file_stats, scan, scan_flat
 from ..store.runfile import RunFileError
 from ..store.specflat import flatten, flatten_spec_text  # noqa: F401  (the reports' names for them)
 
@@ -179,6 +179,59 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
             else:  # the index answered: the series it keeps, if it has them
                 arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
             out.append(RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys))
+    return out
+
+
+#: attributes of the file, not of the run: a table's row leaves them out (a spec key of that
+#: name stays)
+FILE_ATTRS = ("format", "format_version")
+
+
+def flat_row(info: RunInfo) -> dict[str, Any]:
+    """One table row of a run: its flattened spec, then its attributes (an attribute wins over a
+    spec key of the same name, except :data:`FILE_ATTRS`), ``run_id`` and ``status``, and
+    ``message`` = why the file is unreadable, if it is."""
+    row: dict[str, Any] = dict(info.spec)
+    saved = [(k, row[k]) for k in FILE_ATTRS if k in row]
+    row.update(info.attrs)
+    for k in FILE_ATTRS:
+        row.pop(k, None)
+    row.update(saved)
+    row["run_id"] = info.run_id
+    row["status"] = info.status
+    if info.error:
+        row["message"] = info.error
+    return row
+
+
+def scan_rows(runs_dir: os.PathLike | str, files: dict[str, Path], *, processes: int | None = None,
+              listing: dict | None = None) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    """:func:`flat_row` of each run file of ``files`` (``{run_id: path}``, in that order) and
+    the keys of its spec, as :func:`scan_runs` reads them (no series): the rows the run index's
+    columns answer for are made column by column (:func:`lcnrun.store.index.scan_flat`: 100,000
+    rows of a summary without a dict per entry, run and info first); every other run through
+    :class:`RunInfo`."""
+    if index_dir(runs_dir) is None:
+        return [(flat_row(info), tuple(info.spec)) for info in read_runs(files, processes=processes)]
+    flat, others = scan_flat(runs_dir, run_ids=files, reader=file_reader(None, processes),
+                             listing=listing, drop_attrs=FILE_ATTRS)
+    out = []
+    for rid, path in files.items():
+        got = flat.get(rid)
+        if got is not None:
+            _, status, row, keys = got
+            row["run_id"] = rid
+            row["status"] = status
+            out.append((row, keys))
+            continue
+        run = others.get(rid)
+        if run is None:  # removed since it was listed: read it as before (it says so)
+            info = read_run_info(rid, Path(path))
+        elif run.attrs is None:
+            info = RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason)
+        else:
+            info = RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error)
+        out.append((flat_row(info), tuple(info.spec)))
     return out
 
 

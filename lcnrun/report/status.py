@@ -18,13 +18,15 @@ per file.
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..store.claims import claimed_runs
-from ..store.index import scan
+from ..store.index import statuses
 from ..store.runfile import RunFileError
 from .source import ExperimentSource, file_reader
 
@@ -70,27 +72,71 @@ class RunState:
 
 @dataclass
 class ExperimentStatus:
+    """Where every point of an experiment stands: made from the points, the run files' statuses,
+    the claims and the scheduler's word; each point's :class:`RunState` is made only when
+    ``states`` (or ``orphans``) is read, ``counts`` needs none of them (100,000 points)."""
+
     label: str
     runs_dir: Path
-    states: list[RunState]
-    orphans: list[RunState]
+    points: list | None                # the sweep points (ManifestRow), None: a folder of files
+    files: dict[str, str]              # run id -> its file's status
+    running: dict[str, str] = field(default_factory=dict)    # run id -> its claim's holder
+    scheduler: dict[str, str] = field(default_factory=dict)  # run id -> the scheduler's state
+
+    def state_of(self, run_id: str) -> str:
+        """The state of the run ``run_id`` (the module docstring's rules)."""
+        if run_id in self.running:
+            return "running"
+        return self.scheduler.get(run_id) or self.files.get(run_id, "pending")
+
+    def _state(self, index, run_id, overrides) -> RunState:
+        status = self.files.get(run_id)
+        if run_id in self.running:
+            return RunState(index, run_id, "running", "claim", overrides, status, self.running[run_id])
+        if run_id in self.scheduler:
+            return RunState(index, run_id, self.scheduler[run_id], "scheduler", overrides, status)
+        if status is not None:
+            return RunState(index, run_id, status, "file", overrides, status)
+        return RunState(index, run_id, "pending", "none", overrides, None)
+
+    @functools.cached_property
+    def states(self) -> list[RunState]:
+        """One :class:`RunState` per point, in order (per run file for a folder of files)."""
+        if self.points is None:
+            return [self._state(None, rid, {}) for rid in self.files]
+        return [self._state(p.index, p.run_id, dict(p.overrides)) for p in self.points]
+
+    @functools.cached_property
+    def orphans(self) -> list[RunState]:
+        """The run files that are no point of the experiment."""
+        if self.points is None:
+            return []
+        known = {p.run_id for p in self.points}
+        return [self._state(None, rid, {}) for rid in self.files if rid not in known]
+
+    def _ids(self) -> Iterable[str]:
+        return self.files if self.points is None else (p.run_id for p in self.points)
 
     def counts(self) -> dict[str, int]:
         """``{state: number of points}`` in :data:`STATUS_ORDER` (states with 0 points left out),
         then any scheduler states; orphans are not counted."""
-        c = collections.Counter(s.state for s in self.states)
+        files, override = self.files, {**self.scheduler, **dict.fromkeys(self.running, "running")}
+        if override:
+            c = collections.Counter(map(self.state_of, self._ids()))
+        else:  # the common case, at C speed: the file's status, else pending
+            c = collections.Counter(map(files.get, self._ids(), itertools.repeat("pending")))
         ordered = {k: c[k] for k in STATUS_ORDER if c.get(k)}
         ordered.update({k: v for k, v in sorted(c.items()) if k not in ordered})
         return ordered
 
     @property
     def total(self) -> int:
-        return len(self.states)
+        return len(self.files) if self.points is None else len(self.points)
 
     @property
     def done(self) -> bool:
         """Every point completed."""
-        return all(s.state == "completed" for s in self.states)
+        return all(self.state_of(rid) == "completed" for rid in self._ids())
 
 
 def experiment_status(source: ExperimentSource, *,
@@ -100,28 +146,9 @@ def experiment_status(source: ExperimentSource, *,
     ``scheduler``: optional ``{run_id: state}`` from a cluster scheduler (only live work:
     ``queued``, ``running`` ...); it overrides what the files say for those runs.
     """
-    scheduler = dict(scheduler or {})
-    files = {rid: run.status for rid, run in
-             scan(source.runs_dir, details=False, reader=file_reader()).items()}
-    running = claimed_runs(source.runs_dir)
-
-    def state_of(index, run_id, overrides) -> RunState:
-        status = files.get(run_id)
-        if run_id in running:
-            return RunState(index, run_id, "running", "claim", overrides, status, running[run_id])
-        if run_id in scheduler:
-            return RunState(index, run_id, scheduler[run_id], "scheduler", overrides, status)
-        if status is not None:
-            return RunState(index, run_id, status, "file", overrides, status)
-        return RunState(index, run_id, "pending", "none", overrides, None)
-
-    if source.points is None:  # a folder of run files: every file is a run of it
-        states = [state_of(None, rid, {}) for rid in files]
-        return ExperimentStatus(source.label, source.runs_dir, states, [])
-    states = [state_of(p.index, p.run_id, dict(p.overrides)) for p in source.points]
-    known = {p.run_id for p in source.points}
-    orphans = [state_of(None, rid, {}) for rid in files if rid not in known]
-    return ExperimentStatus(source.label, source.runs_dir, states, orphans)
+    files = statuses(source.runs_dir, reader=file_reader())
+    return ExperimentStatus(source.label, source.runs_dir, source.points, files,
+                            claimed_runs(source.runs_dir), dict(scheduler or {}))
 
 
 def failure_messages(status: ExperimentStatus, states: list[RunState] | None = None) -> dict[str, str]:

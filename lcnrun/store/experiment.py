@@ -117,18 +117,27 @@ class ExperimentDir:
         if not lines or tuple(lines[0].split("\t")) != MANIFEST_HEADER:
             raise ValueError(f"{self.manifest_tsv}:1: expected the header "
                              f"{chr(9).join(MANIFEST_HEADER)!r}")
+        # ``raw_decode`` of the compact JSON write_manifest writes, ending exactly at the row's end:
+        # ``json.loads``' own wrapper is ~70 % of its time on 100,000 small objects; anything
+        # else (spaces around it, a bad row) goes through ``json.loads`` as before
+        decode = json.JSONDecoder().raw_decode
         rows = []
         for lineno, line in enumerate(lines[1:], start=2):
             if not line:
                 continue
             try:
                 index, run_id, overrides = line.split("\t")
-                row = ManifestRow(int(index), run_id, json.loads(overrides))
-                if not isinstance(row.overrides, dict):
+                try:
+                    value, end = decode(overrides)
+                except ValueError:
+                    end = -1
+                if end != len(overrides):
+                    value = json.loads(overrides)
+                if not isinstance(value, dict):
                     raise ValueError("overrides is not a JSON object")
+                rows.append(ManifestRow(int(index), run_id, value))
             except ValueError as exc:
                 raise ValueError(f"{self.manifest_tsv}:{lineno}: malformed row ({exc})") from None
-            rows.append(row)
         return rows
 
     def manifest_row_matches(self, index: int, run_id: str, overrides: dict[str, Any],

@@ -51,7 +51,7 @@ import stat
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,6 +272,8 @@ def unreadable_mark(path: os.PathLike | str, st: os.stat_result | None = None) -
 # -- the snapshot's columns ------------------------------------------------------------------------
 _ABSENT = object()  # a key a run does not have (a spec value may well be None)
 _COLUMN_KEYS = {"enc", "value", "values", "at", "mask", "lens"}
+#: the columns every reader relies on, decoded and type-checked when the snapshot is loaded
+_CHECKED_AT_LOAD = (*_IDENTITY, "a:status", "spec_error")
 
 
 def _same(values: list) -> bool:
@@ -362,28 +364,30 @@ def _decode_series(col: dict, blob: memoryview, n: int) -> list:
     return out
 
 
-def _decode(col: dict, blob: memoryview, n: int) -> list:
+def _decode(col: dict, blob: memoryview, n: int, values: bool = True) -> list | None:
     """The values of one column (see :func:`_encode`); raises ValueError/TypeError/KeyError if
-    it does not fit the snapshot (a damaged file)."""
+    it does not fit the snapshot (a damaged file). ``values=False``: only that check (no list
+    of ``n`` Python objects; ``None``)."""
     import numpy as np  # noqa: PLC0415
 
     enc = col["enc"]
     if enc == "ragged":
         return _decode_series(col, blob, n)
     if enc == "const":
-        values = [col["value"]] * n
+        out = [col["value"]] * n if values else None
     elif enc == "json":
-        values = col["values"]
-        if not isinstance(values, list) or len(values) != n:
+        out = col["values"]
+        if not isinstance(out, list) or len(out) != n:
             raise ValueError("bad column")
     else:
         dtype = {"f8": "<f8", "i8": "<i8", "b1": "u1"}[enc]
         array = np.frombuffer(blob, dtype=dtype, count=n, offset=int(col["at"]))
-        values = array.astype(bool).tolist() if enc == "b1" else array.tolist()
+        out = (array.astype(bool).tolist() if enc == "b1" else array.tolist()) if values else None
     if "mask" in col:
-        mask = np.frombuffer(blob, dtype="u1", count=n, offset=int(col["mask"])).tolist()
-        values = [v if m else _ABSENT for v, m in zip(values, mask)]
-    return values
+        mask = np.frombuffer(blob, dtype="u1", count=n, offset=int(col["mask"]))
+        if values:
+            out = [v if m else _ABSENT for v, m in zip(out, mask.tolist())]
+    return out
 
 
 def _rows(names: list[str], columns: list[list], masked: list[bool]) -> list[dict]:
@@ -436,6 +440,44 @@ class _Snapshot:
         for rid, e in self.newer.items():
             out[rid] = (_ident(e), e["attrs"].get("status"))
         return out
+
+    def position(self) -> dict[str, int]:
+        """``{run_id: i}``: where each entry of the snapshot's columns is."""
+        return dict(zip(self.ids, range(len(self.ids))))
+
+    def flat_rows(self, drop_attrs: frozenset[str] = frozenset()) -> tuple[list[dict], list[tuple]] | None:
+        """For each entry of the snapshot's columns (``ids`` order): one dict of its flattened spec
+        and its attributes (an attribute wins over a spec key of the same name; ``drop_attrs``
+        left out; keys a run has not left out) and the tuple of its spec keys (in column order,
+        as :meth:`entries` makes the spec). ``None`` where that would not be the same: a key
+        that is a spec key and an attribute and is missing in some spec (then use
+        :meth:`entries`). The entries found since (``newer``) are not in it."""
+        spec = [n for n in self.columns if n.startswith("s:")]
+        attrs = [n for n in self.columns if n.startswith("a:") and n[2:] not in drop_attrs]
+        attr_keys = {n[2:] for n in attrs}
+        masked = [n for n in spec + attrs if "mask" in self.columns[n]]
+        if any(n.startswith("s:") and n[2:] in attr_keys for n in masked):
+            return None
+        full = [n for n in spec + attrs if "mask" not in self.columns[n]]
+        names = [n[2:] for n in full]
+        if full:
+            rows = [dict(zip(names, vals)) for vals in zip(*(self.column(n) for n in full))]
+        else:
+            rows = [{} for _ in self.ids]
+        for n in masked:  # spec ones first: an attribute of the same name is set after them
+            key = n[2:]
+            for row, v in zip(rows, self.column(n)):
+                if v is not _ABSENT:
+                    row[key] = v
+        spec_full = tuple(n[2:] for n in spec if "mask" not in self.columns[n])
+        spec_masked = [n for n in spec if "mask" in self.columns[n]]
+        if not spec_masked:
+            keys = [spec_full] * len(self.ids)
+        else:  # the run's own keys, in column order
+            present = [self.column(n) for n in spec]
+            keys = [tuple(n[2:] for n, v in zip(spec, vals) if v is not _ABSENT)
+                    for vals in zip(*present)]
+        return rows, keys
 
     def entries(self, series: bool = True) -> dict[str, dict]:
         """Every entry (``{run_id: entry}``), built column by column (once). ``series=False``:
@@ -496,8 +538,10 @@ def _load_snapshot(folder: Path) -> _Snapshot:
         for name, col in snap.columns.items():  # every column decodes (a damaged one raises
             if col.get("enc") == "ragged":       # here, not later); series: their bounds only
                 _check_series(col, snap.blob, len(snap.ids))
-            else:
+            elif name in _CHECKED_AT_LOAD:
                 snap.column(name)
+            else:  # fits the snapshot; its Python values only when a reader asks for them
+                _decode(col, snap.blob, len(snap.ids), values=False)
         for name, kind in (*((k, int) for k in _IDENTITY), ("a:status", str), ("spec_error", str)):
             if not set(map(type, snap.column(name))) <= {kind}:  # what every reader relies on
                 return _Snapshot(changed=True)
@@ -632,7 +676,8 @@ def run_file_stats(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_
     regular files (after symlinks) named ``<run_id>.h5``, not hidden (temporaries, claims). A
     FIFO, a folder, a dangling link named ``*.h5`` is no run file (and is never opened: a FIFO
     would block)."""
-    return dict(sorted(_list_files(runs_dir).items()))
+    files = _list_files(runs_dir)
+    return {rid: files[rid] for rid in sorted(files)}  # strings sort ~8x faster than the items
 
 
 def _list_files(runs_dir: os.PathLike | str) -> dict[str, tuple[str, os.stat_result]]:
@@ -700,16 +745,6 @@ def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
          reader: Reader | None = None,
          listing: dict[str, tuple[str, os.stat_result]] | None = None,
          kept_series: bool = True) -> dict[str, IndexedRun]:
-    """See :func:`_scan` (run without cyclic garbage collection: :func:`bulk`)."""
-    with bulk():
-        return _scan(runs_dir, run_ids, details=details, reader=reader, listing=listing,
-                     kept_series=kept_series)
-
-
-def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
-          reader: Reader | None = None,
-          listing: dict[str, tuple[str, os.stat_result]] | None = None,
-          kept_series: bool = True) -> dict[str, IndexedRun]:
     """What every run file in ``runs_dir`` says (or only those of ``run_ids``): from the index
     where it knows the very file, else from the file itself (its entry then goes into the next
     snapshot). The answer is the same as reading every file (see the module docstring), only
@@ -718,9 +753,114 @@ def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
     here; e.g. in worker processes, or with a few series beside the attributes). ``listing``:
     :func:`run_file_stats` of ``runs_dir`` if the caller has it already. ``kept_series=False``:
     a run the index answers for comes without its kept series (``series=None``, as an entry that
-    has none; a summary needs none)."""
-    from .runfile import STATUSES, RunFileError  # noqa: PLC0415
+    has none; a summary needs none). Runs without cyclic garbage collection (:func:`bulk`)."""
+    with bulk():
+        res = _resolve(runs_dir, run_ids, listing)
+        out = _unreadable_runs(res)
+        entries = res.snap.entries(series=kept_series) if (details and res.current) else {}
+        for rid in res.current:
+            path, status = res.files[rid][0], res.known[rid][1]
+            if status not in _statuses():  # as read_run_status says of such a file
+                out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
+            elif not details:
+                out[rid] = IndexedRun(rid, path, status)
+            else:
+                e = entries[rid]
+                out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
+                                      None, e.get("series"))
+        out.update(_read_missing(res, reader, details))
+        _finish(res)
+        return {rid: out[rid] for rid in sorted(out)}
 
+
+def statuses(runs_dir: os.PathLike | str, *, reader: Reader | None = None,
+             listing: dict[str, tuple[str, os.stat_result]] | None = None) -> dict[str, str]:
+    """``{run_id: status}`` of every run file in ``runs_dir``, in run id order: what
+    ``scan(runs_dir, details=False)`` says of each (``unreadable`` for a file that cannot be
+    read), without an :class:`IndexedRun` per file (``lcnrun status`` of 100,000 runs)."""
+    with bulk():
+        res = _resolve(runs_dir, None, listing)
+        out = {rid: run.status for rid, run in _unreadable_runs(res).items()}
+        known, ok = res.known, _statuses()
+        for rid in res.current:
+            status = known[rid][1]
+            out[rid] = status if status in ok else "unreadable"
+        out.update((rid, run.status) for rid, run in _read_missing(res, reader, False).items())
+        _finish(res)
+        return {rid: out[rid] for rid in sorted(out)}
+
+
+def scan_flat(runs_dir: os.PathLike | str, run_ids=None, *, reader: Reader | None = None,
+              listing: dict[str, tuple[str, os.stat_result]] | None = None,
+              drop_attrs: Iterable[str] = ()) -> tuple[dict[str, tuple[str, str, dict, tuple]],
+                                                       dict[str, IndexedRun]]:
+    """:func:`scan` for a table of 100,000 runs: ``(flat, others)``. ``flat``: ``{run_id: (path,
+    status, row, spec_keys)}`` of the runs the snapshot's columns answer, ``row`` one new dict of
+    the flattened spec and the attributes (an attribute wins over a spec key of the same name;
+    ``drop_attrs`` left out), built column by column (:meth:`_Snapshot.flat_rows`), ``spec_keys``
+    the run's spec keys in order; ``others``: :class:`IndexedRun` (with details, no kept series)
+    of every other run file (journal entries not yet merged, files read, unreadable ones, a spec
+    that is not YAML).
+    Together: every run file of ``scan(..., kept_series=False)``, the same values."""
+    with bulk():
+        res = _resolve(runs_dir, run_ids, listing)
+        others = _unreadable_runs(res)
+        made = res.snap.flat_rows(frozenset(drop_attrs)) if res.current and res.snap.ids else None
+        flat: dict[str, tuple[str, str, dict, tuple]] = {}
+        if made is None:  # nothing current, or columns that do not make rows that way
+            newer_too = res.current
+        else:
+            rows, keys = made
+            at = res.snap.position()
+            newer, ok, known = res.snap.newer, _statuses(), res.known
+            errors = res.snap.column("spec_error")
+            newer_too = []
+            for rid in res.current:
+                status = known[rid][1]
+                if rid in newer or status not in ok or errors[at[rid]]:
+                    newer_too.append(rid)
+                else:
+                    i = at[rid]
+                    flat[rid] = (res.files[rid][0], status, rows[i], keys[i])
+        if newer_too:
+            entries = res.snap.entries(series=False)
+            for rid in newer_too:
+                path, status = res.files[rid][0], res.known[rid][1]
+                if status not in _statuses():
+                    others[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
+                else:
+                    e = entries[rid]
+                    others[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"],
+                                             e["spec_error"])
+        others.update(_read_missing(res, reader, True))
+        _finish(res)
+        return flat, others
+
+
+def _statuses() -> tuple[str, ...]:
+    from .runfile import STATUSES  # noqa: PLC0415
+
+    return STATUSES
+
+
+@dataclass
+class _Resolved:
+    """Which run files the index answers for: ``files`` (the listing, ``{run_id: (path, stat)}``),
+    the index ``folder`` and its merged ``snap``; ``unreadable``: ``{run_id: reason}`` of files
+    marked so; ``current``: the run ids whose entry (``known``: ``{run_id: (identity, status)}``)
+    is for this very file; ``missing``: ``(run_id, path)`` of the files to read."""
+
+    files: dict[str, tuple[str, os.stat_result]]
+    folder: Path | None
+    snap: _Snapshot
+    unreadable: dict[str, str]
+    current: list[str]
+    missing: list[tuple[str, str]]
+    known: dict[str, tuple[tuple, Any]]
+
+
+def _resolve(runs_dir: os.PathLike | str, run_ids,
+             listing: dict[str, tuple[str, os.stat_result]] | None) -> _Resolved:
     files = _list_files(runs_dir) if listing is None else listing
     if run_ids is not None:
         wanted = set(run_ids)
@@ -732,47 +872,55 @@ def _scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
         _read_journals(folder, snap)
         marks = _marks(folder)
     known = snap.identity_and_status()
-    out: dict[str, IndexedRun] = {}
+    unreadable: dict[str, str] = {}
     missing: list[tuple[str, str]] = []
     current: list[str] = []
     known_of = known.get
     for rid, (path, st) in files.items():  # 100,000 files: kept lean
-        reason = _mark_reason(marks[rid], st) if rid in marks else None
-        if reason is not None:
-            out[rid] = IndexedRun(rid, path, "unreadable", reason)
-            continue
+        if marks and rid in marks:
+            reason = _mark_reason(marks[rid], st)
+            if reason is not None:
+                unreadable[rid] = reason
+                continue
         k = known_of(rid)
         if k is not None and k[0] == (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             current.append(rid)
         else:
             missing.append((rid, path))
-    entries = snap.entries(series=kept_series) if (details and current) else {}
-    for rid in current:
-        path, status = files[rid][0], known[rid][1]
-        if status not in STATUSES:  # as read_run_status says of such a file
-            out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
-        elif not details:
-            out[rid] = IndexedRun(rid, path, status)
-        else:
-            e = entries[rid]
-            out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
-                                  None, e.get("series"))
-    for (rid, path), got in zip(missing, (reader or _read_serially)(missing) if missing else ()):
+    return _Resolved(files, folder, snap, unreadable, current, missing, known)
+
+
+def _unreadable_runs(res: _Resolved) -> dict[str, IndexedRun]:
+    return {rid: IndexedRun(rid, res.files[rid][0], "unreadable", reason)
+            for rid, reason in res.unreadable.items()}
+
+
+def _read_missing(res: _Resolved, reader: Reader | None, details: bool) -> dict[str, IndexedRun]:
+    """The files of ``res.missing`` read (by ``reader``); their entries go into the snapshot."""
+    from .runfile import RunFileError  # noqa: PLC0415
+
+    out: dict[str, IndexedRun] = {}
+    if not res.missing:
+        return out
+    for (rid, path), got in zip(res.missing, (reader or _read_serially)(res.missing)):
         if isinstance(got, RunFileError):
             out[rid] = IndexedRun(rid, path, "unreadable", got.reason)
             continue
         attrs, extra = got
-        e = _entry(rid, files[rid][1], attrs, extra)
-        if folder is not None and not racy(files[rid][1]):
-            snap.newer[rid] = e
-            snap.changed = True
+        e = _entry(rid, res.files[rid][1], attrs, extra)
+        if res.folder is not None and not racy(res.files[rid][1]):
+            res.snap.newer[rid] = e
+            res.snap.changed = True
         status = e["attrs"].get("status")
-        if status not in STATUSES:
+        if status not in _statuses():
             out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
             continue
         out[rid] = IndexedRun(rid, path, status, "", e["attrs"] if details else None,
                               e["spec"] if details else None, e["spec_error"], extra,
                               e["series"] if details else None)
-    if folder is not None and snap.changed:
-        _save(folder, snap)
-    return dict(sorted(out.items()))
+    return out
+
+
+def _finish(res: _Resolved) -> None:
+    if res.folder is not None and res.snap.changed:
+        _save(res.folder, res.snap)
