@@ -38,8 +38,8 @@ from typing import Any
 
 import yaml
 
-from ..store.index import bulk
-from .source import ExperimentSource, flat_row, scan_rows, scan_runs
+from ..store.index import bulk, index_dir, scan_columns
+from .source import FILE_ATTRS, ExperimentSource, flat_row, scan_rows, scan_runs
 
 FIGURES = ("final.loss", "final.grad_norm", "final.t", "final.invariant_drift")
 STATS = ("mean", "std", "min", "max", "count")
@@ -108,11 +108,7 @@ def _runs_of(source, made, index_of, files, pending, orphans, extra) -> Runs:
         row["index"] = index(row["run_id"])
         rows.append(row)
     rows.sort(key=_row_order)
-    key_order: dict[str, None] = {}
-    for p in source.points or ():
-        for k in p.overrides:
-            key_order.setdefault(k, None)
-    return Runs(rows, list(spec_keys), list(key_order), pending, orphans, extra, files)
+    return Runs(rows, list(spec_keys), _key_order(source), pending, orphans, extra, files)
 
 
 def _row_order(r: dict) -> tuple:
@@ -252,12 +248,41 @@ def varying_keys(rows: list[dict], spec_keys: Sequence[str], order: Sequence[str
                    itertools.repeat(first))):
             out.append(key)
 
+    return _ranked(out, order)
+
+
+def _ranked(keys: list[str], order: Sequence[str]) -> list[str]:
+    """``keys`` sorted: those of the sweep (``order``: its keys as written; a key inside one or
+    around one counts as it) first, in that order, then by name."""
     def rank(key: str) -> tuple:
         for i, o in enumerate(order):
             if key == o or key.startswith(o + ".") or o.startswith(key + "."):
                 return (i, key)
         return (len(order), key)
-    return sorted(out, key=rank)
+    return sorted(keys, key=rank)
+
+
+def _key_order(source: ExperimentSource) -> list[str]:
+    """The sweep's keys in the order its points set them."""
+    key_order: dict[str, None] = {}
+    for p in source.points or ():
+        for k in p.overrides:
+            key_order.setdefault(k, None)
+    return list(key_order)
+
+
+def _notes(pending: int, orphans: int) -> list[str]:
+    notes = []
+    if pending:
+        notes.append(f"{pending} point{'s' if pending != 1 else ''} without a run file yet (pending)")
+    if orphans:
+        notes.append(f"{orphans} run file{'s' if orphans != 1 else ''} not in the experiment's "
+                     "sweep left out (--all-files shows them)")
+    return notes
+
+
+def _figures(cols: Sequence[str]) -> list[str]:
+    return [c for c in cols if c in FIGURES or c.startswith("final.") or c.startswith("diagnostics.")]
 
 
 def _row_keys(rows: list[dict]) -> set[str]:
@@ -303,10 +328,59 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
                   processes: int | None = None) -> SummaryTable:
     """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
     DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
+    if not (filters or sort or group_by or columns or all_files):  # the default table
+        table = _table_from_columns(source)
+        if table is not None:
+            return table
     runs = load_runs(source, all_files=all_files, processes=processes)
     with bulk():  # 100,000 rows: no garbage collector walking them (see store.index.bulk)
         return summarize(runs, filters=filters, sort=sort, reverse=reverse, group_by=group_by,
                          columns=columns)
+
+
+#: the row keys a summary sets itself (never a spec key's value)
+_ROW_OWN = ("index", "run_id", "status", "message")
+
+
+def _table_from_columns(source: ExperimentSource) -> SummaryTable | None:
+    """The default table (no filter, sort, group or columns asked) of an experiment whose run
+    index answers for every run file from its columns (:func:`lcnrun.store.index.scan_columns`):
+    the table :func:`summarize` makes of :func:`load_runs`, made column by column (100,000 runs
+    without a dict of all keys per run, and without comparing 30 constant keys row by row).
+    ``None`` when the columns do not answer (then rows are made as always)."""
+    if source.points is None or index_dir(source.runs_dir) is None:
+        return None
+    listing = source.run_file_stats()
+    index_of = source.index_of
+    orphans = len(listing.keys() - index_of.keys())
+    if orphans:
+        listing = {rid: v for rid, v in listing.items() if rid in index_of}
+    with bulk():
+        view = scan_columns(source.runs_dir, listing=listing, drop_attrs=FILE_ATTRS,
+                            reserved=_ROW_OWN)
+        if view is None:
+            return None
+        index = [index_of[rid] for rid in view.ids]
+        order = sorted(range(len(index)), key=index.__getitem__)  # rows by sweep index
+
+        def by_row(values: list) -> list:
+            return [values[i] for i in order]
+
+        spec_keys = list(view.spec)
+        # a row's value: the attribute's where a spec key is named like one (as in flat_row)
+        named = {**view.spec, **view.attrs, "index": index, "run_id": view.ids, "status": view.status}
+        varying = _ranked([k for k in spec_keys if (k in view.attrs or k not in view.constant)
+                           and any(map(operator.ne, named[k], itertools.repeat(named[k][0])))],
+                          _key_order(source))
+        first = order[0]
+        constant = {k: named[k][first] for k in spec_keys if k not in varying}
+        keys = {*spec_keys, *view.attrs, "index", "run_id", "status"}
+        cols = default_columns([{"index": index[first]}], varying, keys)
+        values = [by_row(named[c]) if c in named else [None] * len(order) for c in cols]
+        rows = [dict(zip(cols, vals)) for vals in zip(*values)]
+        pending = sum(1 for p in source.points if p.run_id not in listing)
+        return SummaryTable(cols, rows, varying, constant, notes=_notes(pending, orphans),
+                            figures=_figures(cols))
 
 
 def to_frame(table: SummaryTable):
@@ -344,13 +418,7 @@ def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = 
             _check_keys(extra + chosen, known, "--columns")
             base = cols if not chosen else ["run_id", *[c for c in chosen if c != "run_id"]]
             cols = list(dict.fromkeys(base + extra))
-    notes = []
-    if runs.pending:
-        notes.append(f"{runs.pending} point{'s' if runs.pending != 1 else ''} without a run file "
-                     "yet (pending)")
-    if runs.orphans:
-        notes.append(f"{runs.orphans} run file{'s' if runs.orphans != 1 else ''} not in the "
-                     "experiment's sweep left out (--all-files shows them)")
+    notes = _notes(runs.pending, runs.orphans)
     if group_by:
         table = _grouped(rows, list(group_by), cols, set(runs.spec_keys), varying, constant,
                          notes)
@@ -360,8 +428,7 @@ def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = 
     _check_keys(sort, known, "--sort")
     rows = sort_rows(rows, sort, reverse) if sort else rows
     return SummaryTable(cols, project(rows, cols), varying, constant,
-                        notes=notes, figures=[c for c in cols if c in FIGURES or c.startswith("final.")
-                                              or c.startswith("diagnostics.")])
+                        notes=notes, figures=_figures(cols))
 
 
 def column_values(rows: list[dict], column: str) -> list:
