@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from lcnrun.cli import app
 from lcnrun.report.source import flatten, flatten_spec_text, open_experiment, read_runs
 from lcnrun.report.status import experiment_status
-from lcnrun.report.summary import FIGURES, QueryError, load_runs, parse_filter, summarize
+from lcnrun.report.summary import FIGURES, QueryError, load_runs, parse_filter, summarize, summary_table
 from lcnrun.store.claims import try_claim
+from lcnrun.store import RunRecord, write_run
 from lcnrun.store.experiment import ExperimentDir
 
 runner = CliRunner()
@@ -310,3 +311,55 @@ def test_csv_fast_path_writes_what_exact_writes():
         csv.writer(slow, lineterminator="\n").writerows(
             [exact(r[c]) for c in columns] for r in table.rows)
         assert fast.getvalue() == slow.getvalue()
+
+
+def test_default_table_from_the_index_columns_is_the_table_of_the_rows(tmp_path):
+    """``summary_table`` with no query makes its table column by column from the run index when
+    it can (``_table_from_columns``); it must be exactly the table ``summarize`` makes of the
+    rows (the rows built from each run's dict): columns, rows, varying and constant keys, notes.
+    Run ids in another order than the sweep's indices, a spec key named like an attribute
+    (``name``), an attribute only some runs have, diagnostics, nan and inf, a pending point and
+    an orphan file; and no column table (``None``) where a spec key is missing in some runs."""
+    import numpy as np
+
+    from lcnrun.report import summary as S
+    from lcnrun.store.index import INDEX_DIR
+
+    xdir = ExperimentDir(tmp_path / "results" / "cols").create()
+    rows = []
+    for i in range(9):
+        rid = f"{(7 * i) % 9:02d}run"  # not in index order
+        text = (f"name: cols\ninit:\n  kind: gaussian\n  seed: {i // 3}\ndynamics:\n  kind: gradient_descent\n"
+                f"  lr: {[0.1, 0.2, float('nan')][i % 3]}\n  steps: 10\n")
+        final = {"loss": [0.5, np.inf, np.nan][i % 3] if i != 4 else 1e-3, "grad_norm": float(i), "t": 10.0,
+                 **({"extra": i} if i % 2 else {})}
+        write_run(xdir.run_path(rid), RunRecord(rid, "completed" if i % 4 else "diverged", text,
+                                                final_attrs=final, attrs={"name": f"run {i}"},
+                                                diagnostics={"g": {"arrays": {}, "scalars": {
+                                                    "r": i / 7, **({"odd": i} if i % 2 else {})}}}),
+                  fsync=False)
+        rows.append((i, rid, {"init.seed": i // 3, "dynamics.lr": [0.1, 0.2, 0.3][i % 3]}))
+    rows.append((9, "pending1", {"init.seed": 3, "dynamics.lr": 0.1}))
+    xdir.write_manifest(rows)
+    write_run(xdir.run_path("orphan"), RunRecord("orphan", "completed", "name: cols\n"), fsync=False)
+
+    def both():
+        src = open_experiment(xdir.root)
+        return S._table_from_columns(src), S.summarize(S.load_runs(src))
+
+    fast, slow = both()  # the journals: the rows (no snapshot yet)
+    assert fast is None
+    fast, slow = both()  # the snapshot's columns
+    assert fast is not None and repr(fast) == repr(slow)  # repr: nan is no nan (==) of another read
+    assert fast.varying == ["init.seed", "dynamics.lr", "name"] and fast.notes == slow.notes and len(fast.notes) == 2
+    assert [r["index"] for r in fast.rows] == list(range(9))
+    assert fast.rows[0]["name"] == "run 0" and fast.rows[1]["diagnostics.g.odd"] == 1
+    assert fast.rows[0]["diagnostics.g.odd"] is None
+    assert repr(summary_table(open_experiment(xdir.root))) == repr(slow)
+    # a spec key in some runs only: the rows make the table
+    write_run(xdir.run_path("00run"), RunRecord("00run", "completed", "name: cols\nextra: 1\n"), fsync=False)
+    both()  # merges the journal
+    fast, slow = both()
+    assert fast is None
+    shutil.rmtree(xdir.root / INDEX_DIR)
+    assert S._table_from_columns(open_experiment(xdir.root)) is None  # files read: the rows

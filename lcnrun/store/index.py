@@ -862,9 +862,10 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
     """The run files of ``runs_dir`` (or those of ``run_ids``) as columns (:class:`ColumnView`),
     when the snapshot's columns answer for every one of them as they are: no file to read, no
     journal entry since, no unreadable mark, a known status and a YAML spec in each, every spec
-    key in every run, no spec key named like an attribute that some run lacks (``drop_attrs``
-    left out), nor like a name of ``reserved``. ``None`` otherwise (then :func:`scan_flat` answers; nothing was
-    written). 100,000 runs of a sweep in a few column copies, without a dict per run."""
+    key in all of them or in none, no spec key named like an attribute that some of them lack
+    (``drop_attrs`` left out), nor like a name of ``reserved``. ``None`` otherwise (then
+    :func:`scan_flat` answers; nothing was written). 100,000 runs of a sweep in a few column
+    copies, without a dict per run."""
     with bulk():
         res = _resolve(runs_dir, run_ids, listing)
         snap, drop = res.snap, set(drop_attrs)
@@ -873,8 +874,7 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
             return None
         spec = [n for n in snap.columns if n.startswith("s:")]
         attrs = [n for n in snap.columns if n.startswith("a:") and n[2:] not in drop]
-        masked_attrs = {n[2:] for n in attrs if "mask" in snap.columns[n]}
-        if any("mask" in snap.columns[n] or n[2:] in masked_attrs or n[2:] in reserved for n in spec):
+        if any(n[2:] in reserved for n in spec):
             return None
         if not set(snap.column("a:status")) <= set(_statuses()) or any(snap.column("spec_error")):
             return None
@@ -884,23 +884,28 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
             at = snap.position()
             where = [at[rid] for rid in res.current]
             take = lambda col: [col[i] for i in where]  # noqa: E731
+        spec_values = {}
+        for n in spec:
+            values = take(snap.column(n))
+            if "mask" in snap.columns[n] and _ABSENT in values:
+                if any(v is not _ABSENT for v in values):
+                    return None  # a spec key some of these runs lack (the rows say which)
+                continue  # a key of other runs only
+            spec_values[n[2:]] = values
         view = ColumnView(list(res.current), [res.files[rid][0] for rid in res.current],
-                          take(snap.column("a:status")),
-                          {n[2:]: take(snap.column(n)) for n in spec},
-                          {n[2:] for n in spec if snap.columns[n]["enc"] == "const"}, {})
+                          take(snap.column("a:status")), spec_values,
+                          {n[2:] for n in spec if snap.columns[n]["enc"] == "const"} & spec_values.keys(), {})
         for n in attrs:
             values = take(snap.column(n))
-            if "mask" in snap.columns[n]:
-                values = [None if v is _ABSENT else v for v in values]
-                if not any(m for m in take(_mask_of(snap, n))):
+            if "mask" in snap.columns[n] and _ABSENT in values:
+                if n[2:] in spec_values:
+                    return None  # a spec key's value in some rows, the attribute's in others
+                if all(v is _ABSENT for v in values):
                     continue  # no run of these has it
+                values = [None if v is _ABSENT else v for v in values]
             view.attrs[n[2:]] = values
         _finish(res)
         return view
-
-
-def _mask_of(snap: _Snapshot, name: str) -> list[bool]:
-    return [v is not _ABSENT for v in snap.column(name)]
 
 
 def _statuses() -> tuple[str, ...]:
