@@ -445,3 +445,31 @@ def test_summary_rows_where_every_spec_has_a_key_named_like_an_attribute(tmp_pat
         rows = load_runs(open_experiment(xdir.root)).rows
         assert [r["message"] for r in rows] == ["m0", "m1", "m2", "m3"]
         assert {r["run_id"]: {k: v for k, v in r.items() if k != "index"} for r in rows} == _truth_table(xdir)
+
+
+def test_snapshot_columns_gathered_per_key_set_are_the_per_run_gets():
+    """``_save`` gathers each column by key set (``_columns_of``); the columns, their order and
+    every value (``_ABSENT`` where a run has no such key) are those of one ``get`` per run and
+    key, on random mixes of key sets, missing dicts and values that compare equal across types."""
+    import random
+
+    from lcnrun.store import index
+
+    def per_run(dicts):
+        order = {}
+        for d in dicts:
+            order.update(dict.fromkeys(d or ()))
+        return {k: [(d or {}).get(k, index._ABSENT) for d in dicts] for k in order}
+
+    rng = random.Random(0)
+    for _ in range(300):
+        dicts = []
+        for _ in range(rng.randint(0, 30)):
+            if rng.random() < 0.1:
+                dicts.append(None)
+                continue
+            keys = rng.sample("abcde", rng.randint(0, 5)) if rng.random() < 0.5 else ["a", "b", "c"]
+            dicts.append({k: rng.choice([1, 1.0, True, [1, 2], None, "x"]) for k in keys})
+        got, want = index._columns_of(dicts), per_run(dicts)
+        assert list(got) == list(want)
+        assert all(list(map(repr, got[k])) == list(map(repr, want[k])) for k in want)

@@ -363,3 +363,25 @@ def test_default_table_from_the_index_columns_is_the_table_of_the_rows(tmp_path)
     assert fast is None
     shutil.rmtree(xdir.root / INDEX_DIR)
     assert S._table_from_columns(open_experiment(xdir.root)) is None  # files read: the rows
+
+
+def test_a_finished_sweep_leaves_its_runs_merged_in_the_index(tmp_path):
+    """``lcnrun sweep`` merges the workers' journals into the snapshot when it ends: the next
+    reader finds every run file there, with its identity (no journal line and no file to read),
+    and answers what reading the files answers."""
+    from lcnrun.store import index
+
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(SPEC.replace("init.seed: [0, 1, 2], ", ""))
+    r = invoke("sweep", spec, "-j", "2", "--results", tmp_path / "results")
+    assert r.exit_code == 0, r.output
+    xdir = ExperimentDir(tmp_path / "results" / "grid")
+    snap = index._load_snapshot(xdir.root / index.INDEX_DIR)
+    files = index.run_file_stats(xdir.runs_dir)
+    assert len(files) == 4 and snap.ids == list(files)
+    index._read_journals(xdir.root / index.INDEX_DIR, snap)
+    assert not snap.newer  # nothing left to merge
+    known = snap.identity_and_status()
+    assert all(known[rid][0] == index.identity(st) for rid, (_, st) in files.items())
+    assert [known[rid][1] for rid in files] == [read_runs({rid: p}, processes=1)[0].status
+                                                for rid, (p, _) in files.items()]

@@ -17,6 +17,7 @@ from ... import policy
 from ...provenance import BLAS_VARIABLES, available_cores
 from ...store.claims import clean_run_temporaries, clean_stale_claims, try_claim
 from ...store.experiment import ExperimentDir
+from ...store.index import merge_journals
 from .grouping import ensemble_groups
 from .outcome import UNREADABLE, PointResult, SweepError, SweepObserver, SweepReport, _kept
 from .worker import _DONE, _READY, UnitOfWork, _worker_main
@@ -190,6 +191,8 @@ def run_sweep(exp, xdir: ExperimentDir, *, jobs: int | None = None, force: bool 
     observer.planned(len(chosen), len(to_run), skipped, report.workers)  # points, not ensembles
     if queue:
         _Pool(exp, xdir, report, observer, queue, force, rerun_failed, planned, grace_seconds).run()
+        if not report.interrupted:  # the next status/summary reads one snapshot, not the journals
+            merge_journals(xdir.runs_dir)
     report.elapsed = time.perf_counter() - started
     return report
 
