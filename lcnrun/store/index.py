@@ -837,10 +837,16 @@ def statuses(runs_dir: os.PathLike | str, *, reader: Reader | None = None,
     with bulk():
         res = _resolve(runs_dir, None, listing)
         out = {rid: run.status for rid, run in _unreadable_runs(res).items()}
-        known, ok = res.known, _statuses()
-        for rid in res.current:
-            status = known[rid][1]
-            out[rid] = status if status in ok else "unreadable"
+        ok = _statuses()
+        column = (res.snap.column("a:status")
+                  if not res.snap.newer and res.current == res.snap.ids else None)
+        if column is not None and set(column) <= set(ok):  # every file is its snapshot entry
+            out.update(zip(res.current, column))
+        else:
+            known = res.known
+            for rid in res.current:
+                status = known[rid][1]
+                out[rid] = status if status in ok else "unreadable"
         out.update((rid, run.status) for rid, run in _read_missing(res, reader, False).items())
         _finish(res)
         return {rid: out[rid] for rid in sorted(out)}
@@ -896,12 +902,11 @@ def scan_flat(runs_dir: os.PathLike | str, run_ids=None, *, reader: Reader | Non
 @dataclass
 class ColumnView:
     """Run files exactly as the snapshot's columns hold them (:func:`scan_columns`), ``ids`` in
-    run id order: ``paths``; ``status``; ``spec``: ``{spec key: values}`` (every run has every
+    run id order: ``status``; ``spec``: ``{spec key: values}`` (every run has every
     key; ``constant``: the keys stored as one value); ``attrs``: ``{attribute: values}``, ``None``
     where a run has no such attribute, only those some run has."""
 
     ids: list[str]
-    paths: list[str]
     status: list[str]
     spec: dict[str, list]
     constant: set[str]
@@ -944,8 +949,7 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
                     return None  # a spec key some of these runs lack (the rows say which)
                 continue  # a key of other runs only
             spec_values[n[2:]] = values
-        view = ColumnView(list(res.current), [res.files[rid][0] for rid in res.current],
-                          take(snap.column("a:status")), spec_values,
+        view = ColumnView(list(res.current), take(snap.column("a:status")), spec_values,
                           {n[2:] for n in spec if snap.columns[n]["enc"] == "const"} & spec_values.keys(), {})
         for n in attrs:
             values = take(snap.column(n))
@@ -997,7 +1001,7 @@ class _Resolved:
 
 def _resolve(runs_dir: os.PathLike | str, run_ids,
              listing: dict[str, tuple[str, os.stat_result]] | None) -> _Resolved:
-    files = _list_files(runs_dir) if listing is None else listing
+    files = _list_files(runs_dir, ordered=True) if listing is None else listing
     if run_ids is not None:
         wanted = set(run_ids)
         files = {rid: v for rid, v in files.items() if rid in wanted}
