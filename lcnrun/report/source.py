@@ -7,7 +7,7 @@ path of every report (summary, status, plots, the HTML report, the Python API): 
 where it knows the very file, else the file, opened once for its attributes, its spec and the few
 series asked for plus those the index keeps (never the other arrays), in worker processes when
 there are many; each run's resolved spec is flattened to dotted keys (``model.strides``,
-``data.target.scale``).
+``data.target.scale``). :func:`scan_rows` is the same reading made into table rows.
 """
 from __future__ import annotations
 

@@ -87,7 +87,9 @@ class ExperimentStatus:
         """The state of the run ``run_id`` (the module docstring's rules)."""
         if run_id in self.running:
             return "running"
-        return self.scheduler.get(run_id) or self.files.get(run_id, "pending")
+        if run_id in self.scheduler:
+            return self.scheduler[run_id]
+        return self.files.get(run_id, "pending")
 
     def _state(self, index, run_id, overrides) -> RunState:
         status = self.files.get(run_id)
@@ -120,11 +122,10 @@ class ExperimentStatus:
     def counts(self) -> dict[str, int]:
         """``{state: number of points}`` in :data:`STATUS_ORDER` (states with 0 points left out),
         then any scheduler states; orphans are not counted."""
-        files, override = self.files, {**self.scheduler, **dict.fromkeys(self.running, "running")}
-        if override:
+        if self.running or self.scheduler:
             c = collections.Counter(map(self.state_of, self._ids()))
         else:  # the common case, at C speed: the file's status, else pending
-            c = collections.Counter(map(files.get, self._ids(), itertools.repeat("pending")))
+            c = collections.Counter(map(self.files.get, self._ids(), itertools.repeat("pending")))
         ordered = {k: c[k] for k in STATUS_ORDER if c.get(k)}
         ordered.update({k: v for k, v in sorted(c.items()) if k not in ordered})
         return ordered

@@ -20,8 +20,10 @@ Queries (:func:`summarize`):
   infinite loss is counted out; ``count`` says how many were used). Filter first
   (``status==completed``) to restrict the statistics to some runs.
 
-Reading uses :func:`lcnrun.report.source.scan_runs` (the run index beside the run files, else
-each file opened once: attributes, spec and a few small series, never the other arrays).
+Reading uses :func:`lcnrun.report.source.scan_rows` (the run index beside the run files, else
+each file opened once: attributes, spec and a few small series, never the other arrays); the
+default table of an experiment whose index answers for every file is made from the index's
+columns (:func:`lcnrun.store.index.scan_columns`), the same table (tested).
 """
 from __future__ import annotations
 
