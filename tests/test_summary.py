@@ -356,6 +356,23 @@ def test_default_table_from_the_index_columns_is_the_table_of_the_rows(tmp_path)
     assert fast.rows[0]["name"] == "run 0" and fast.rows[1]["diagnostics.g.odd"] == 1
     assert fast.rows[0]["diagnostics.g.odd"] is None
     assert repr(summary_table(open_experiment(xdir.root))) == repr(slow)
+    queries = [dict(filters=["status==completed"]), dict(filters=["final.loss<1"], sort=["final.loss"]),
+               dict(sort=["final.loss", "init.seed"], reverse=True), dict(filters=["diagnostics.g.odd>=3"]),
+               dict(filters=["init.seed==7"]), dict(sort=["diagnostics.g.odd"]), dict(filters=["message==x"]),
+               dict(filters=["diagnostics.g.odd==null"]),  # only runs without it: no such column
+               dict(filters=["name!=run 3", "init.seed<=1"], sort=["name"], reverse=True)]
+    src = open_experiment(xdir.root)
+    for q in queries:  # filters and sorts: the same table from the columns
+        fast = S._table_from_columns(src, q.get("filters", ()), q.get("sort", ()), q.get("reverse", False))
+        slow = S.summarize(S.load_runs(src), **q)
+        assert fast is not None and repr(fast) == repr(slow), q
+    assert S._table_from_columns(src, ["init.seed==7"]).rows == []
+    for bad in (dict(filters=["nosuch==1"]), dict(sort=["nosuch"]), dict(filters=["x"])):
+        with pytest.raises(QueryError) as fast_err:
+            S._table_from_columns(src, bad.get("filters", ()), bad.get("sort", ()))
+        with pytest.raises(QueryError) as slow_err:
+            S.summarize(S.load_runs(src), **bad)
+        assert str(fast_err.value) == str(slow_err.value)
     # a spec key in some runs only: the rows make the table
     write_run(xdir.run_path("00run"), RunRecord("00run", "completed", "name: cols\nextra: 1\n"), fsync=False)
     both()  # merges the journal

@@ -330,8 +330,8 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
                   processes: int | None = None) -> SummaryTable:
     """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
     DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
-    if not (filters or sort or group_by or columns or all_files):  # the default table
-        table = _table_from_columns(source)
+    if not (group_by or columns or all_files):  # the default columns: maybe from the index's
+        table = _table_from_columns(source, filters, sort, reverse)
         if table is not None:
             return table
     runs = load_runs(source, all_files=all_files, processes=processes)
@@ -344,12 +344,15 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
 _ROW_OWN = ("index", "run_id", "status", "message")
 
 
-def _table_from_columns(source: ExperimentSource) -> SummaryTable | None:
-    """The default table (no filter, sort, group or columns asked) of an experiment whose run
-    index answers for every run file from its columns (:func:`lcnrun.store.index.scan_columns`):
-    the table :func:`summarize` makes of :func:`load_runs`, made column by column (100,000 runs
-    without a dict of all keys per run, and without comparing 30 constant keys row by row).
-    ``None`` when the columns do not answer (then rows are made as always)."""
+def _table_from_columns(source: ExperimentSource, filters: Sequence[str] = (),
+                        sort: Sequence[str] = (), reverse: bool = False) -> SummaryTable | None:
+    """The table with the default columns (``filters`` and ``sort`` allowed; no group or columns
+    asked) of an experiment whose run index answers for every run file from its columns
+    (:func:`lcnrun.store.index.scan_columns`): the table :func:`summarize` makes of
+    :func:`load_runs`, made column by column (100,000 runs without a dict of all keys per run, and
+    without comparing 30 constant keys row by row; filters and sorts see a row of just their keys,
+    through the same :class:`Filter` and :func:`sort_rows`). ``None`` when the columns do not
+    answer (then rows are made as always)."""
     if source.points is None or index_dir(source.runs_dir) is None:
         return None
     listing = source.run_file_stats()
@@ -364,25 +367,47 @@ def _table_from_columns(source: ExperimentSource) -> SummaryTable | None:
             return None
         index = [index_of[rid] for rid in view.ids]
         order = sorted(range(len(index)), key=index.__getitem__)  # rows by sweep index
-
-        def by_row(values: list) -> list:
-            return [values[i] for i in order]
-
         spec_keys = list(view.spec)
         # a row's value: the attribute's where a spec key is named like one (as in flat_row)
         named = {**view.spec, **view.attrs, "index": index, "run_id": view.ids, "status": view.status}
+        keys = {*spec_keys, *view.attrs, "index", "run_id", "status"}
+        known = ["index", "run_id", "status", "message", *spec_keys, *sorted(keys)]
+        chosen = _chosen(named, order, filters, known)
         varying = _ranked([k for k in spec_keys if (k in view.attrs or k not in view.constant)
                            and any(map(operator.ne, named[k], itertools.repeat(named[k][0])))],
                           _key_order(source))
         first = order[0]
         constant = {k: named[k][first] for k in spec_keys if k not in varying}
-        keys = {*spec_keys, *view.attrs, "index", "run_id", "status"}
-        cols = default_columns([{"index": index[first]}], varying, keys)
-        values = [by_row(named[c]) if c in named else [None] * len(order) for c in cols]
-        rows = [dict(zip(cols, vals)) for vals in zip(*values)]
+        shown = {*spec_keys, "index", "run_id", "status",
+                 *(a for a in view.attrs if a not in view.present
+                   or any(map(view.present[a].__getitem__, chosen)))} if chosen else set()
+        cols = default_columns([{"index": index[chosen[0]]}] if chosen else [], varying, shown)
+        _check_keys(sort, known, "--sort")
+        if sort:
+            marks = [{**{k: named[k][i] for k in sort if k in named}, _POSITION: i} for i in chosen]
+            chosen = [r[_POSITION] for r in sort_rows(marks, sort, reverse)]
+        values = [[named[c][i] for i in chosen] if c in named else [None] * len(chosen) for c in cols]
+        rows = [dict(zip(cols, vals)) for vals in zip(*values)] if cols else []
         pending = sum(1 for p in source.points if p.run_id not in listing)
         return SummaryTable(cols, rows, varying, constant, notes=_notes(pending, orphans),
                             figures=_figures(cols))
+
+
+_POSITION = object()  # a sort mark's key for its row's position (no query key can be it)
+
+
+def _chosen(named: dict[str, list], order: list[int], filters: Sequence[str],
+            known: Sequence[str]) -> list[int]:
+    """The positions (in ``order``) of the rows that pass every filter (texts), as
+    :func:`select_rows` decides on the whole rows: each filter sees the row's value of its key."""
+    parsed = [parse_filter(f) for f in filters]
+    if parsed:
+        _check_keys([f.key for f in parsed], known, "--filter")
+    chosen = order
+    for f in parsed:
+        column = named.get(f.key)
+        chosen = [i for i in chosen if f.matches({} if column is None else {f.key: column[i]})]
+    return chosen
 
 
 def to_frame(table: SummaryTable):

@@ -904,13 +904,15 @@ class ColumnView:
     """Run files exactly as the snapshot's columns hold them (:func:`scan_columns`), ``ids`` in
     run id order: ``status``; ``spec``: ``{spec key: values}`` (every run has every
     key; ``constant``: the keys stored as one value); ``attrs``: ``{attribute: values}``, ``None``
-    where a run has no such attribute, only those some run has."""
+    where a run has no such attribute, only those some run has; ``present``: for an attribute that
+    some runs lack, whether each run has it."""
 
     ids: list[str]
     status: list[str]
     spec: dict[str, list]
     constant: set[str]
     attrs: dict[str, list]
+    present: dict[str, list[bool]] = field(default_factory=dict)
 
 
 def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
@@ -958,6 +960,7 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
                     return None  # a spec key's value in some rows, the attribute's in others
                 if all(map(operator.is_, values, itertools.repeat(_ABSENT))):
                     continue  # no run of these has it
+                view.present[n[2:]] = [v is not _ABSENT for v in values]
                 values = [None if v is _ABSENT else v for v in values]
             view.attrs[n[2:]] = values
         _finish(res)
