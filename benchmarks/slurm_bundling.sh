@@ -4,22 +4,16 @@
 # two. Needs a running cluster (scripts/slurm_up.sh) and takes tens of minutes on 2 cores: not
 # part of `make bench`. Usage: bash benchmarks/slurm_bundling.sh [WORKDIR] (default /tmp/lcnrun-20k)
 set -eu
-L=${LCNRUN:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/lcnrun}
+HERE=$(cd "$(dirname "$0")" && pwd)
+L=${LCNRUN:-$HERE/../.venv/bin/lcnrun}
 W=${1:-/tmp/lcnrun-20k}
 mkdir -p "$W" && cd "$W" && rm -rf results local
-python3 - <<'PY'
-seeds = ", ".join(map(str, range(2000)))
-open("sweep20k.yaml", "w").write(f"""\
-name: sweep20k
-model: {{kind: lcn, filters: [3, 2], strides: [2, 1]}}
-data: {{kind: gaussian, n_samples: 8, input_size: 12, noise: 0.01, seed: 0}}
-init: {{kind: gaussian, scale: 0.3, seed: 1}}
-loss: {{kind: square}}
-dynamics: {{kind: gradient_descent, lr: 0.001, steps: 100}}
-record: {{points: 12}}
-sweep:
-  grid: {{init.seed: [{seeds}], data.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}
-""")
+# the spec of benchmarks/bench_task_start.py (SPEC) at 20,000 points
+python3 - "$HERE" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from bench_task_start import SPEC
+open("sweep20k.yaml", "w").write(SPEC.format(name="sweep20k", seeds=", ".join(map(str, range(2000)))))
 PY
 now() { date +%s.%N; }
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
