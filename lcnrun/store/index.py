@@ -284,6 +284,11 @@ def _has_absent(values: list) -> bool:
     return any(map(operator.is_, values, itertools.repeat(_ABSENT)))
 
 
+def _all_absent(values: list) -> bool:
+    """Whether every value is ``_ABSENT`` (by identity, at C speed)."""
+    return all(map(operator.is_, values, itertools.repeat(_ABSENT)))
+
+
 def _same(values: list) -> bool:
     first = values[0]
     if isinstance(first, float):  # -0.0 == 0.0 and nan != nan: compare what is stored, the bits
@@ -813,17 +818,7 @@ def scan(runs_dir: os.PathLike | str, run_ids=None, *, details: bool = True,
     with bulk():
         res = _resolve(runs_dir, run_ids, listing)
         out = _unreadable_runs(res)
-        entries = res.snap.entries(series=kept_series) if (details and res.current) else {}
-        for rid in res.current:
-            path, status = res.files[rid][0], res.known[rid][1]
-            if status not in _statuses():  # as read_run_status says of such a file
-                out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
-            elif not details:
-                out[rid] = IndexedRun(rid, path, status)
-            else:
-                e = entries[rid]
-                out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
-                                      None, e.get("series"))
+        out.update(_current_runs(res, res.current, details, kept_series))
         out.update(_read_missing(res, reader, details))
         _finish(res)
         return {rid: out[rid] for rid in sorted(out)}
@@ -884,16 +879,7 @@ def scan_flat(runs_dir: os.PathLike | str, run_ids=None, *, reader: Reader | Non
                 else:
                     i = at[rid]
                     flat[rid] = (res.files[rid][0], status, rows[i], keys[i])
-        if newer_too:
-            entries = res.snap.entries(series=False)
-            for rid in newer_too:
-                path, status = res.files[rid][0], res.known[rid][1]
-                if status not in _statuses():
-                    others[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
-                else:
-                    e = entries[rid]
-                    others[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"],
-                                             e["spec_error"])
+        others.update(_current_runs(res, newer_too, True, False))
         others.update(_read_missing(res, reader, True))
         _finish(res)
         return flat, others
@@ -923,48 +909,54 @@ def scan_columns(runs_dir: os.PathLike | str, run_ids=None, *,
     journal entry since, no unreadable mark, a known status and a YAML spec in each, every spec
     key in all of them or in none, no spec key named like an attribute that some of them lack
     (``drop_attrs`` left out), nor like a name of ``reserved``. ``None`` otherwise (then
-    :func:`scan_flat` answers; nothing was written). 100,000 runs of a sweep in a few column
-    copies, without a dict per run."""
+    :func:`scan_flat` answers; the journals merged here are saved either way, so that it does not
+    merge them again). 100,000 runs of a sweep in a few column copies, without a dict per run."""
     with bulk():
         res = _resolve(runs_dir, run_ids, listing)
-        snap, drop = res.snap, set(drop_attrs)
-        if res.missing or res.unreadable or not res.current or (
-                snap.newer and not snap.newer.keys().isdisjoint(res.current)):
-            return None
-        spec = [n for n in snap.columns if n.startswith("s:")]
-        attrs = [n for n in snap.columns if n.startswith("a:") and n[2:] not in drop]
-        if any(n[2:] in reserved for n in spec):
-            return None
-        if not set(snap.column("a:status")) <= set(_statuses()) or any(snap.column("spec_error")):
-            return None
-        if res.current == snap.ids:
-            take = list
-        else:
-            at = snap.position()
-            where = [at[rid] for rid in res.current]
-            take = lambda col: [col[i] for i in where]  # noqa: E731
-        spec_values = {}
-        for n in spec:
-            values = take(snap.column(n))
-            if "mask" in snap.columns[n] and _has_absent(values):
-                if not all(map(operator.is_, values, itertools.repeat(_ABSENT))):
-                    return None  # a spec key some of these runs lack (the rows say which)
-                continue  # a key of other runs only
-            spec_values[n[2:]] = values
-        view = ColumnView(list(res.current), take(snap.column("a:status")), spec_values,
-                          {n[2:] for n in spec if snap.columns[n]["enc"] == "const"} & spec_values.keys(), {})
-        for n in attrs:
-            values = take(snap.column(n))
-            if "mask" in snap.columns[n] and _has_absent(values):
-                if n[2:] in spec_values:
-                    return None  # a spec key's value in some rows, the attribute's in others
-                if all(map(operator.is_, values, itertools.repeat(_ABSENT))):
-                    continue  # no run of these has it
-                view.present[n[2:]] = [v is not _ABSENT for v in values]
-                values = [None if v is _ABSENT else v for v in values]
-            view.attrs[n[2:]] = values
-        _finish(res)
+        view = _column_view(res, set(drop_attrs), reserved)
+        _finish(res)  # journals it merged are kept either way: the rows' reading then finds them
         return view
+
+
+def _column_view(res: _Resolved, drop: set[str], reserved: tuple[str, ...]) -> ColumnView | None:
+    """:func:`scan_columns`' answer from what ``res`` resolved, or ``None``."""
+    snap = res.snap
+    if res.missing or res.unreadable or not res.current or (
+            snap.newer and not snap.newer.keys().isdisjoint(res.current)):
+        return None
+    spec = [n for n in snap.columns if n.startswith("s:")]
+    attrs = [n for n in snap.columns if n.startswith("a:") and n[2:] not in drop]
+    if any(n[2:] in reserved for n in spec):
+        return None
+    if not set(snap.column("a:status")) <= set(_statuses()) or any(snap.column("spec_error")):
+        return None
+    if res.current == snap.ids:
+        take = list
+    else:
+        at = snap.position()
+        where = [at[rid] for rid in res.current]
+        take = lambda col: [col[i] for i in where]  # noqa: E731
+    spec_values = {}
+    for n in spec:
+        values = take(snap.column(n))
+        if "mask" in snap.columns[n] and _has_absent(values):
+            if not _all_absent(values):
+                return None  # a spec key some of these runs lack (the rows say which)
+            continue  # a key of other runs only
+        spec_values[n[2:]] = values
+    view = ColumnView(list(res.current), take(snap.column("a:status")), spec_values,
+                      {n[2:] for n in spec if snap.columns[n]["enc"] == "const"} & spec_values.keys(), {})
+    for n in attrs:
+        values = take(snap.column(n))
+        if "mask" in snap.columns[n] and _has_absent(values):
+            if n[2:] in spec_values:
+                return None  # a spec key's value in some rows, the attribute's in others
+            if _all_absent(values):
+                continue  # no run of these has it
+            view.present[n[2:]] = [v is not _ABSENT for v in values]
+            values = [None if v is _ABSENT else v for v in values]
+        view.attrs[n[2:]] = values
+    return view
 
 
 def merge_journals(runs_dir: os.PathLike | str) -> None:
@@ -1058,6 +1050,25 @@ def _same_identities(files: dict[str, tuple[str, os.stat_result]], snap: _Snapsh
             return False
     res.current.extend(files)
     return True
+
+
+def _current_runs(res: _Resolved, run_ids: list[str], details: bool,
+                  kept_series: bool) -> dict[str, IndexedRun]:
+    """:class:`IndexedRun` of the runs ``run_ids`` (of ``res.current``) from their entries (see
+    :func:`scan` for ``details`` and ``kept_series``)."""
+    out: dict[str, IndexedRun] = {}
+    entries = res.snap.entries(series=kept_series) if (details and run_ids) else {}
+    for rid in run_ids:
+        path, status = res.files[rid][0], res.known[rid][1]
+        if status not in _statuses():  # as read_run_status says of such a file
+            out[rid] = IndexedRun(rid, path, "unreadable", f"bad status {status!r}")
+        elif not details:
+            out[rid] = IndexedRun(rid, path, status)
+        else:
+            e = entries[rid]
+            out[rid] = IndexedRun(rid, path, status, "", e["attrs"], e["spec"], e["spec_error"],
+                                  None, e.get("series"))
+    return out
 
 
 def _unreadable_runs(res: _Resolved) -> dict[str, IndexedRun]:
