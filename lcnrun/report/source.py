@@ -166,20 +166,22 @@ def scan_runs(runs_dir: os.PathLike | str, files: dict[str, Path], *,
         return read_runs(files, processes=processes, series=series)
     known = scan(runs_dir, run_ids=files, reader=file_reader(series, processes), listing=listing,
                  kept_series=series is not None)  # no series asked: a summary, none decoded
-    out = []
-    for rid, path in files.items():
-        run = known.get(rid)
-        if run is None:  # removed since it was listed: read it as before (it says so)
-            out.append(read_run_info(rid, Path(path), series))
-        elif run.attrs is None:
-            out.append(RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason))
-        else:  # the scan's dicts are new (not shared): no copies of 100,000 of them
-            if run.extra is not None:  # the file was read: every series asked for
-                arrays, keys = run.extra, _with_kept(series)
-            else:  # the index answered: the series it keeps, if it has them
-                arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
-            out.append(RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys))
-    return out
+    return [_run_info(rid, path, known.get(rid), series) for rid, path in files.items()]
+
+
+def _run_info(rid: str, path, run, series: tuple[str, ...] | None) -> RunInfo:
+    """:class:`RunInfo` of the run file ``rid`` from what the index's scan said of it (``run``,
+    an :class:`~lcnrun.store.index.IndexedRun`, or ``None``)."""
+    if run is None:  # removed since it was listed: read it as before (it says so)
+        return read_run_info(rid, Path(path), series)
+    if run.attrs is None:
+        return RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason)
+    # the scan's dicts are new (not shared): no copies of 100,000 of them
+    if run.extra is not None:  # the file was read: every series asked for
+        arrays, keys = run.extra, _with_kept(series)
+    else:  # the index answered: the series it keeps, if it has them
+        arrays, keys = run.series, (KEPT_SERIES if run.series is not None else ())
+    return RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error, arrays, keys)
 
 
 #: attributes of the file, not of the run: a table's row leaves them out (a spec key of that
@@ -224,13 +226,7 @@ def scan_rows(runs_dir: os.PathLike | str, files: dict[str, Path], *, processes:
             row["status"] = status
             out.append((row, keys))
             continue
-        run = others.get(rid)
-        if run is None:  # removed since it was listed: read it as before (it says so)
-            info = read_run_info(rid, Path(path))
-        elif run.attrs is None:
-            info = RunInfo(rid, path, {"run_id": rid, "status": "unreadable"}, {}, run.reason)
-        else:
-            info = RunInfo(rid, path, run.attrs, run.spec or {}, run.spec_error)
+        info = _run_info(rid, path, others.get(rid), None)
         out.append((flat_row(info), tuple(info.spec)))
     return out
 
