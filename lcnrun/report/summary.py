@@ -77,6 +77,22 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
     """Read the run files of ``source``: those of its points (every file with ``all_files``, or
     when it has no points). ``series``: trajectory series to read in the same open of each file
     that has to be opened (``Runs.series``; see :func:`lcnrun.report.source.scan_runs`)."""
+    return _load_runs(source, _point_files(source, all_files), all_files, processes, series)
+
+
+@dataclass
+class _PointFiles:
+    """The run files a table of ``source`` reads, listed once: ``listing`` (``{run_id: (path,
+    stat)}``, only its points' unless ``all_files``), ``index_of`` (run id -> sweep index),
+    ``orphans`` (files of no point) and ``pending`` (points without a file)."""
+
+    listing: dict[str, tuple]
+    index_of: dict[str, int]
+    orphans: int
+    pending: int
+
+
+def _point_files(source: ExperimentSource, all_files: bool = False) -> _PointFiles:
     listing = source.run_file_stats()
     index_of = source.index_of
     orphans = 0
@@ -84,8 +100,14 @@ def load_runs(source: ExperimentSource, *, all_files: bool = False,
         orphans = len(listing.keys() - index_of.keys())
         if orphans and not all_files:
             listing = {rid: v for rid, v in listing.items() if rid in index_of}
+    pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in listing)
+    return _PointFiles(listing, index_of, orphans, pending)
+
+
+def _load_runs(source: ExperimentSource, pf: _PointFiles, all_files: bool, processes: int | None,
+               series: Sequence[str] | None) -> Runs:
+    listing, index_of, orphans, pending = pf.listing, pf.index_of, pf.orphans, pf.pending
     files = {rid: path for rid, (path, _) in listing.items()}
-    pending = 0 if source.points is None else sum(1 for p in source.points if p.run_id not in files)
     with bulk():
         if series is None:  # a table: the rows straight from the run index's columns
             made = scan_rows(source.runs_dir, files, processes=processes, listing=listing)
@@ -330,11 +352,12 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
                   processes: int | None = None) -> SummaryTable:
     """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
     DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
+    pf = _point_files(source, all_files)
     if not (group_by or columns or all_files):  # the default columns: maybe from the index's
-        table = _table_from_columns(source, filters, sort, reverse)
+        table = _table_from_columns(source, filters, sort, reverse, pf)
         if table is not None:
             return table
-    runs = load_runs(source, all_files=all_files, processes=processes)
+    runs = _load_runs(source, pf, all_files, processes, None)
     with bulk():  # 100,000 rows: no garbage collector walking them (see store.index.bulk)
         return summarize(runs, filters=filters, sort=sort, reverse=reverse, group_by=group_by,
                          columns=columns)
@@ -345,21 +368,19 @@ _ROW_OWN = ("index", "run_id", "status", "message")
 
 
 def _table_from_columns(source: ExperimentSource, filters: Sequence[str] = (),
-                        sort: Sequence[str] = (), reverse: bool = False) -> SummaryTable | None:
+                        sort: Sequence[str] = (), reverse: bool = False,
+                        pf: _PointFiles | None = None) -> SummaryTable | None:
     """The table with the default columns (``filters`` and ``sort`` allowed; no group or columns
     asked) of an experiment whose run index answers for every run file from its columns
     (:func:`lcnrun.store.index.scan_columns`): the table :func:`summarize` makes of
     :func:`load_runs`, made column by column (100,000 runs without a dict of all keys per run, and
     without comparing 30 constant keys row by row; filters and sorts see a row of just their keys,
     through the same :class:`Filter` and :func:`sort_rows`). ``None`` when the columns do not
-    answer (then rows are made as always)."""
+    answer (then rows are made as always). ``pf``: :func:`_point_files` of ``source``, if known."""
     if source.points is None or index_dir(source.runs_dir) is None:
         return None
-    listing = source.run_file_stats()
-    index_of = source.index_of
-    orphans = len(listing.keys() - index_of.keys())
-    if orphans:
-        listing = {rid: v for rid, v in listing.items() if rid in index_of}
+    pf = pf or _point_files(source)
+    listing, index_of = pf.listing, pf.index_of
     with bulk():
         view = scan_columns(source.runs_dir, listing=listing, drop_attrs=FILE_ATTRS,
                             reserved=_ROW_OWN)
@@ -388,8 +409,7 @@ def _table_from_columns(source: ExperimentSource, filters: Sequence[str] = (),
             chosen = [r[_POSITION] for r in sort_rows(marks, sort, reverse)]
         values = [[named[c][i] for i in chosen] if c in named else [None] * len(chosen) for c in cols]
         rows = [dict(zip(cols, vals)) for vals in zip(*values)] if cols else []
-        pending = sum(1 for p in source.points if p.run_id not in listing)
-        return SummaryTable(cols, rows, varying, constant, notes=_notes(pending, orphans),
+        return SummaryTable(cols, rows, varying, constant, notes=_notes(pf.pending, pf.orphans),
                             figures=_figures(cols))
 
 
