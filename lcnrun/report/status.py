@@ -85,21 +85,22 @@ class ExperimentStatus:
 
     def state_of(self, run_id: str) -> str:
         """The state of the run ``run_id`` (the module docstring's rules)."""
+        return self._rule(run_id)[0]
+
+    def _rule(self, run_id: str) -> tuple[str, str]:
+        """``(state, source)`` of ``run_id``: the first of the module docstring's rules that applies."""
         if run_id in self.running:
-            return "running"
+            return "running", "claim"
         if run_id in self.scheduler:
-            return self.scheduler[run_id]
-        return self.files.get(run_id, "pending")
+            return self.scheduler[run_id], "scheduler"
+        if run_id in self.files:
+            return self.files[run_id], "file"
+        return "pending", "none"
 
     def _state(self, index, run_id, overrides) -> RunState:
-        status = self.files.get(run_id)
-        if run_id in self.running:
-            return RunState(index, run_id, "running", "claim", overrides, status, self.running[run_id])
-        if run_id in self.scheduler:
-            return RunState(index, run_id, self.scheduler[run_id], "scheduler", overrides, status)
-        if status is not None:
-            return RunState(index, run_id, status, "file", overrides, status)
-        return RunState(index, run_id, "pending", "none", overrides, None)
+        state, source = self._rule(run_id)
+        return RunState(index, run_id, state, source, overrides, self.files.get(run_id),
+                        self.running.get(run_id, ""))
 
     @functools.cached_property
     def states(self) -> list[RunState]:
