@@ -360,16 +360,36 @@ def test_default_table_from_the_index_columns_is_the_table_of_the_rows(tmp_path)
                dict(sort=["final.loss", "init.seed"], reverse=True), dict(filters=["diagnostics.g.odd>=3"]),
                dict(filters=["init.seed==7"]), dict(sort=["diagnostics.g.odd"]), dict(filters=["message==x"]),
                dict(filters=["diagnostics.g.odd==null"]),  # only runs without it: no such column
-               dict(filters=["name!=run 3", "init.seed<=1"], sort=["name"], reverse=True)]
+               dict(filters=["name!=run 3", "init.seed<=1"], sort=["name"], reverse=True),
+               dict(sort=["status", "final.grad_norm"], reverse=True), dict(sort=["dynamics.lr"]),
+               dict(group_by=["init.seed"]), dict(group_by=["name"]), dict(group_by=["diagnostics.g.odd"]),
+               dict(group_by=["dynamics.lr", "status"], filters=["final.loss<1"], sort=["final.loss.mean"],
+                    reverse=True),
+               dict(group_by=["init.seed"], filters=["init.seed==7"]),
+               dict(columns=["all"]), dict(columns=["all"], filters=["diagnostics.g.odd==null"]),
+               dict(columns=["final.loss", "run_id", "message"], sort=["init.seed"], reverse=True),
+               dict(columns=["+diagnostics.g.odd", "+index"], filters=["init.seed==7"]),
+               dict(columns=["name", "+final.extra"], group_by=["init.seed"])]
     src = open_experiment(xdir.root)
-    for q in queries:  # filters and sorts: the same table from the columns
-        fast = S._table_from_columns(src, q.get("filters", ()), q.get("sort", ()), q.get("reverse", False))
+
+    def fast_table(q):
+        return S._table_from_columns(src, q.get("filters", ()), q.get("sort", ()), q.get("reverse", False),
+                                     q.get("group_by", ()), q.get("columns"))
+
+    for q in queries:  # filters, sorts, groups and columns: the same table from the columns
+        fast = fast_table(q)
         slow = S.summarize(S.load_runs(src), **q)
         assert fast is not None and repr(fast) == repr(slow), q
+        assert fast.rows == [dict(zip(fast.columns, vals)) for vals in zip(*map(fast.column, fast.columns))]
     assert S._table_from_columns(src, ["init.seed==7"]).rows == []
-    for bad in (dict(filters=["nosuch==1"]), dict(sort=["nosuch"]), dict(filters=["x"])):
+    for bad in (dict(filters=["nosuch==1"]), dict(sort=["nosuch"]), dict(filters=["x"]),
+                dict(group_by=["nosuch"]), dict(columns=["nosuch"]), dict(columns=["+nosuch"]),
+                dict(group_by=["init.seed"], sort=["final.loss"]),  # no such column of the groups
+                dict(filters=["nosuch==1"], group_by=["other"], columns=["third"], sort=["fourth"]),
+                dict(group_by=["other"], columns=["third"], sort=["fourth"]),
+                dict(columns=["third"], sort=["fourth"])):
         with pytest.raises(QueryError) as fast_err:
-            S._table_from_columns(src, bad.get("filters", ()), bad.get("sort", ()))
+            fast_table(bad)
         with pytest.raises(QueryError) as slow_err:
             S.summarize(S.load_runs(src), **bad)
         assert str(fast_err.value) == str(slow_err.value)

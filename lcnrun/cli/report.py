@@ -179,9 +179,7 @@ _AS_IS = {float, int, str, type(None)}  # csv writes these as exact() would: rep
 def csv_rows(table) -> Iterator[tuple]:
     """The CSV cells of ``table``'s rows (:func:`exact` of each value), fast for 100,000 rows: a
     column whose values csv writes as ``exact`` would is passed through as it is."""
-    from ..report.summary import column_values  # noqa: PLC0415
-
-    values = [column_values(table.rows, c) for c in table.columns]
+    values = [table.column(c) for c in table.columns]
     values = [col if set(map(type, col)) <= _AS_IS else list(map(exact, col)) for col in values]
     return zip(*values) if values else ([] for _ in table.rows)
 

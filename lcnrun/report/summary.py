@@ -240,20 +240,53 @@ def _check_keys(keys: Iterable[str], known: Iterable[str], what: str) -> None:
 
 
 # -- the table -------------------------------------------------------------------------------------
-@dataclass
 class SummaryTable:
     """``columns`` and ``rows`` (dicts by column) to render; ``varying``: the spec columns;
-    ``constant``: spec keys with one value in every row; ``numeric``: columns holding numbers;
-    ``grouped``: rows are groups; ``notes``: what the table leaves out."""
+    ``constant``: spec keys with one value in every row; ``grouped``: rows are groups;
+    ``group_by``: their keys; ``figures``: the result columns; ``notes``: what the table leaves
+    out.
 
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    varying: list[str] = field(default_factory=list)
-    constant: dict[str, Any] = field(default_factory=dict)
-    grouped: bool = False
-    group_by: list[str] = field(default_factory=list)
-    figures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    ``cells`` (instead of ``rows``): the values column by column (``cells[j][i]`` is row ``i``'s
+    value of ``columns[j]``); the row dicts are then made when first asked for, so that a CSV of
+    100,000 rows (:meth:`column`) never needs them."""
+
+    _FIELDS = ("columns", "rows", "varying", "constant", "grouped", "group_by", "figures", "notes")
+
+    def __init__(self, columns: Sequence[str], rows: list[dict[str, Any]] | None = None,
+                 varying: Sequence[str] = (), constant: dict[str, Any] | None = None,
+                 grouped: bool = False, group_by: Sequence[str] = (), figures: Sequence[str] = (),
+                 notes: Sequence[str] = (), *, cells: list[list] | None = None) -> None:
+        if (rows is None) == (cells is None):
+            raise TypeError("SummaryTable: give rows or cells, not both")
+        self.columns = list(columns)
+        self._rows, self._cells = rows, cells
+        self.varying, self.constant = list(varying), dict(constant or {})
+        self.grouped, self.group_by = grouped, list(group_by)
+        self.figures, self.notes = list(figures), list(notes)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = [dict(zip(self.columns, vals)) for vals in zip(*self._cells)]
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: list[dict[str, Any]]) -> None:
+        self._rows, self._cells = rows, None
+
+    def column(self, name: str) -> list:
+        """The values of column ``name``, row by row (``None`` where a row has none)."""
+        if self._cells is not None and name in self.columns:
+            return self._cells[self.columns.index(name)]
+        return column_values(self.rows, name)
+
+    def __repr__(self) -> str:
+        return f"SummaryTable({', '.join(f'{k}={getattr(self, k)!r}' for k in self._FIELDS)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SummaryTable):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
 
 
 def _canon(value: Any) -> str:
@@ -351,10 +384,11 @@ def summary_table(source: ExperimentSource, *, filters: Sequence[str] = (),
                   columns: Sequence[str] | None = None, all_files: bool = False,
                   processes: int | None = None) -> SummaryTable:
     """The table ``lcnrun summary`` renders and ``lcnrun.open(...).summary()`` returns as a
-    DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize`."""
+    DataFrame (:func:`to_frame`): :func:`load_runs` then :func:`summarize` (or the same table
+    made from the run index's columns, :func:`_table_from_columns`)."""
     pf = _point_files(source, all_files)
-    if not (group_by or columns or all_files):  # the default columns: maybe from the index's
-        table = _table_from_columns(source, filters, sort, reverse, pf)
+    if not all_files:
+        table = _table_from_columns(source, filters, sort, reverse, group_by, columns, pf)
         if table is not None:
             return table
     runs = _load_runs(source, pf, all_files, processes, None)
@@ -369,14 +403,15 @@ _ROW_OWN = ("index", "run_id", "status", "message")
 
 def _table_from_columns(source: ExperimentSource, filters: Sequence[str] = (),
                         sort: Sequence[str] = (), reverse: bool = False,
+                        group_by: Sequence[str] = (), columns: Sequence[str] | None = None,
                         pf: _PointFiles | None = None) -> SummaryTable | None:
-    """The table with the default columns (``filters`` and ``sort`` allowed; no group or columns
-    asked) of an experiment whose run index answers for every run file from its columns
-    (:func:`lcnrun.store.index.scan_columns`): the table :func:`summarize` makes of
-    :func:`load_runs`, made column by column (100,000 runs without a dict of all keys per run, and
-    without comparing 30 constant keys row by row; filters and sorts see a row of just their keys,
-    through the same :class:`Filter` and :func:`sort_rows`). ``None`` when the columns do not
-    answer (then rows are made as always). ``pf``: :func:`_point_files` of ``source``, if known."""
+    """The table of :func:`summarize` (any query) for an experiment whose run index answers for
+    every run file of its points from its columns (:func:`lcnrun.store.index.scan_columns`),
+    made column by column: 100,000 runs without a dict of all keys per run, and without comparing
+    30 constant keys row by row. Filters, sorts and groups see a row of just their keys, through
+    the same :class:`Filter`, sort order (:func:`_sorted_positions`) and :func:`_grouped`.
+    ``None`` when the columns do not answer (then rows are made as always). ``pf``:
+    :func:`_point_files` of ``source``, if known."""
     if source.points is None or index_dir(source.runs_dir) is None:
         return None
     pf = pf or _point_files(source)
@@ -403,17 +438,51 @@ def _table_from_columns(source: ExperimentSource, filters: Sequence[str] = (),
                  *(a for a in view.attrs if a not in view.present
                    or any(map(view.present[a].__getitem__, chosen)))} if chosen else set()
         cols = default_columns([{"index": index[chosen[0]]}] if chosen else [], varying, shown)
+        _check_keys(group_by, known, "--group-by")
+        cols = _asked_columns(cols, columns, spec_keys, shown, known)
+        notes = _notes(pf.pending, pf.orphans)
+        if group_by:
+            need = list(dict.fromkeys([*group_by, "status", *cols]))
+            rows = [dict(zip(need, vals)) for vals in zip(*(_gather(named.get(k), chosen) for k in need))]
+            return _group_table(rows, list(group_by), cols, set(spec_keys), varying, constant,
+                                notes, sort, reverse)
         _check_keys(sort, known, "--sort")
         if sort:
-            marks = [{**{k: named[k][i] for k in sort if k in named}, _POSITION: i} for i in chosen]
-            chosen = [r[_POSITION] for r in sort_rows(marks, sort, reverse)]
-        values = [[named[c][i] for i in chosen] if c in named else [None] * len(chosen) for c in cols]
-        rows = [dict(zip(cols, vals)) for vals in zip(*values)] if cols else []
-        return SummaryTable(cols, rows, varying, constant, notes=_notes(pf.pending, pf.orphans),
-                            figures=_figures(cols))
+            chosen = _sorted_positions(named, chosen, sort, reverse)
+        return SummaryTable(cols, varying=varying, constant=constant, notes=notes,
+                            figures=_figures(cols), cells=[_gather(named.get(c), chosen) for c in cols])
 
 
-_POSITION = object()  # a sort mark's key for its row's position (no query key can be it)
+def _gather(column: list | None, at: list[int]) -> list:
+    """``[column[i] for i in at]`` at C speed (``None`` for each when there is no column)."""
+    if column is None:
+        return [None] * len(at)
+    if len(at) < 2:
+        return [column[i] for i in at]
+    return list(operator.itemgetter(*at)(column))
+
+
+def _sorted_positions(named: dict[str, list], at: list[int], keys: Sequence[str],
+                      reverse: bool = False) -> list[int]:
+    """The positions ``at`` in the order :func:`sort_rows` puts their rows (whose values are
+    ``named[key][i]``; no column: no row has the key): stably by each key, last key first,
+    values by :func:`_sort_key`, rows without the key last. Numbers only (no bool) are sorted
+    as floats, which is :func:`_sort_key`'s order of them, on Python's float fast path."""
+    out = list(at)
+    for key in reversed(keys):
+        column = named.get(key)
+        if column is None:
+            continue  # every row lacks it: all last, in the order they were
+        values = _gather(column, out)
+        present = [j for j, v in enumerate(values) if v is not None]
+        got = _gather(values, present)
+        if set(map(type, got)) <= {float, int}:
+            ranked = [math.inf if v != v else float(v) for v in got]  # nan as _sort_key has it
+        else:
+            ranked = list(map(_sort_key, got))
+        by = sorted(range(len(got)), key=ranked.__getitem__, reverse=reverse)
+        out = _gather(out, _gather(present, by)) + [out[j] for j, v in enumerate(values) if v is None]
+    return out
 
 
 def _chosen(named: dict[str, list], order: list[int], filters: Sequence[str],
@@ -455,38 +524,45 @@ def summarize(runs: Runs, *, filters: Sequence[str] = (), sort: Sequence[str] = 
     constant = ({k: runs.rows[0].get(k) for k in runs.spec_keys if k not in varying}
                 if runs.rows else {})
     keys = runs.row_keys if rows is runs.rows else _row_keys(rows)
-    cols = default_columns(rows, varying, keys)
-    if columns:
-        if list(columns) == ["all"]:
-            cols = list(dict.fromkeys(["index", "run_id", *runs.spec_keys, "status", *sorted(keys)]))
-        else:
-            extra = [c[1:] for c in columns if c.startswith("+")]
-            chosen = [c for c in columns if not c.startswith("+")]
-            _check_keys(extra + chosen, known, "--columns")
-            base = cols if not chosen else ["run_id", *[c for c in chosen if c != "run_id"]]
-            cols = list(dict.fromkeys(base + extra))
+    cols = _asked_columns(default_columns(rows, varying, keys), columns, runs.spec_keys, keys, known)
     notes = _notes(runs.pending, runs.orphans)
     if group_by:
-        table = _grouped(rows, list(group_by), cols, set(runs.spec_keys), varying, constant,
-                         notes)
-        _check_keys(sort, table.columns, "--sort")
-        table.rows = sort_rows(table.rows, sort or table.group_by, reverse)
-        return table
+        return _group_table(rows, list(group_by), cols, set(runs.spec_keys), varying, constant,
+                            notes, sort, reverse)
     _check_keys(sort, known, "--sort")
     rows = sort_rows(rows, sort, reverse) if sort else rows
-    return SummaryTable(cols, project(rows, cols), varying, constant,
-                        notes=notes, figures=_figures(cols))
+    return SummaryTable(cols, varying=varying, constant=constant, notes=notes,
+                        figures=_figures(cols), cells=[column_values(rows, c) for c in cols])
+
+
+def _asked_columns(cols: list[str], columns: Sequence[str] | None, spec_keys: Sequence[str],
+                   keys: set[str], known: Sequence[str]) -> list[str]:
+    """The columns shown for ``--columns`` (see :func:`summarize`): ``cols`` (the default ones)
+    when none are asked; ``keys``: every key of the shown rows."""
+    if not columns:
+        return cols
+    if list(columns) == ["all"]:
+        return list(dict.fromkeys(["index", "run_id", *spec_keys, "status", *sorted(keys)]))
+    extra = [c[1:] for c in columns if c.startswith("+")]
+    chosen = [c for c in columns if not c.startswith("+")]
+    _check_keys(extra + chosen, known, "--columns")
+    base = cols if not chosen else ["run_id", *[c for c in chosen if c != "run_id"]]
+    return list(dict.fromkeys(base + extra))
+
+
+def _group_table(rows, group_by, cols, spec_keys, varying, constant, notes, sort,
+                 reverse) -> SummaryTable:
+    """The grouped table (:func:`_grouped`) sorted by ``sort`` (a column of it), else by the
+    group keys."""
+    table = _grouped(rows, group_by, cols, spec_keys, varying, constant, notes)
+    _check_keys(sort, table.columns, "--sort")
+    table.rows = sort_rows(table.rows, sort or table.group_by, reverse)
+    return table
 
 
 def column_values(rows: list[dict], column: str) -> list:
     """``[r.get(column) for r in rows]``, at C speed."""
     return list(map(dict.get, rows, itertools.repeat(column)))
-
-
-def project(rows: list[dict], cols: Sequence[str]) -> list[dict]:
-    """``[{c: r.get(c) for c in cols} for r in rows]``, a column at a time (100,000 rows)."""
-    return [dict(zip(cols, vals)) for vals in zip(*(column_values(rows, c) for c in cols))] \
-        if cols else [{} for _ in rows]
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
