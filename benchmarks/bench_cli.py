@@ -147,6 +147,13 @@ def bench_index_run(tmp: Path, repeats: int) -> dict:
     return out
 
 
+#: ``summary --csv`` queries timed over the many files (the target: every one under 5 s)
+QUERIES = (("--filter", "status==completed"), ("--sort", "final.loss"),
+           ("--filter", "final.loss<1e-3", "--sort", "final.loss", "-r"),
+           ("--group-by", "dynamics.lr"), ("--group-by", "init.seed"),
+           ("--columns", "+final.n_steps"), ("--columns", "all"))
+
+
 def bench_many(tmp: Path, n_files: int) -> dict:
     spec = tmp / "one.yaml"
     template = next((tmp / "results-one" / "bench-cli" / "runs").glob("[!.]*.h5"))
@@ -167,6 +174,12 @@ def bench_many(tmp: Path, n_files: int) -> dict:
         assert code == 0
         assert len((tmp / "summary.csv").read_text().splitlines()) == n_files + 1
     out["index_bytes"] = sum(p.stat().st_size for p in (folder / ".index").rglob("*") if p.is_file())
+    out["queries"] = {}
+    for query in QUERIES:  # the index is current: every query of a researcher's summary
+        with open(tmp / "summary.csv", "w") as fh:
+            wall, code = lcnrun("summary", folder, "--csv", *query, stdout=fh)
+        assert code == 0, query
+        out["queries"][" ".join(query)] = {"wall_s": wall, "cpu_s": LAST_CPU_S[0]}
     del spec
     return out
 
@@ -216,6 +229,9 @@ def main() -> int:
             rows.append((f"status / summary --csv, {m['files']} files, {phase.replace('_', ' ')}",
                          f"{m[f'status_{phase}_s']:.2f} s / {m[f'summary_csv_{phase}_s']:.2f} s wall, "
                          f"{m[f'status_{phase}_cpu_s']:.2f} s / {m[f'summary_csv_{phase}_cpu_s']:.2f} s cpu"))
+        for query, q in m["queries"].items():
+            rows.append((f"summary --csv {query}, {m['files']} files",
+                         f"{q['wall_s']:.2f} s wall, {q['cpu_s']:.2f} s cpu"))
     for k, v in PEAK_RSS_MB.items():
         rows.append((f"peak RSS: lcnrun {k}", f"{v:.0f} MiB"))
     width = max(len(k) for k, _ in rows)
