@@ -425,3 +425,43 @@ def test_a_finished_sweep_leaves_its_runs_merged_in_the_index(tmp_path):
     assert all(known[rid][0] == index.identity(st) for rid, (_, st) in files.items())
     assert [known[rid][1] for rid in files] == [read_runs({rid: p}, processes=1)[0].status
                                                 for rid, (p, _) in files.items()]
+
+
+def test_groups_keep_apart_values_that_compare_equal_and_stats_skip_non_finite():
+    """``_grouped`` puts rows in one group exactly when the JSON of their group values is the
+    same (``1``, ``1.0``, ``True``, ``"1"``, ``0.0`` and ``-0.0`` are all apart; every ``nan`` is
+    one group), in first-seen order; each figure's statistics are those of its finite numbers
+    (a bool counts as 0/1), sums exact (``math.fsum``). Checked against the definition written
+    out here."""
+    import json
+    import math
+    import statistics
+
+    from lcnrun.report import summary as S
+
+    values = [1, 1.0, True, "1", 0.0, -0.0, float("nan"), None, [1], [1.0], False, 0, 2 ** 70, "a"]
+    figures = [0.5, float("inf"), 1e-300, -2.5, float("nan"), True, 3, 1e300, 1e-16, -1e300, 7.0, None, 4.0, 1.0]
+    rows = [{"k": values[(3 * i) % len(values)], "j": (i // len(values)) % 2, "status": "completed" if i % 3 else "diverged",
+             "fig": figures[(5 * i) % len(figures)]} for i in range(5 * len(values))]
+    table = S._grouped(rows, ["k", "j"], ["k", "j", "status", "fig"], set(), [], {}, [])
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(json.dumps([r["k"], r["j"]], sort_keys=True, default=str), []).append(r)
+    assert len(table.rows) == len(groups) == 2 * len(values)
+    for got, members in zip(table.rows, groups.values()):
+        assert json.dumps([got["k"], got["j"]], default=str) == json.dumps([members[0]["k"], members[0]["j"]],
+                                                                        default=str)
+        assert got["runs"] == len(members)
+        assert got["completed"] == sum(m["status"] == "completed" for m in members)
+        finite = [float(m["fig"]) for m in members if isinstance(m["fig"], (int, float)) and math.isfinite(m["fig"])]
+        assert got["fig.count"] == len(finite)
+        if finite:
+            assert got["fig.mean"] == math.fsum(finite) / len(finite)
+            assert repr((got["fig.min"], got["fig.max"])) == repr((min(finite), max(finite)))
+        if len(finite) > 1 and max(map(abs, finite)) < 1e100:
+            assert got["fig.std"] == pytest.approx(statistics.stdev(finite), rel=1e-12)
+    # a column of floats only (the fast path) and the same with a None (the general path)
+    floats = [0.1, float("inf"), 0.2, float("-inf"), float("nan"), 0.30000000000000004, -0.0]
+    assert S._stats(floats) == S._stats([*floats, None])
+    assert S._stats(floats)["mean"] == math.fsum([0.1, 0.2, 0.30000000000000004]) / 4
+    assert S._stats([*floats, 1])["count"] == 5 and repr(S._stats([*floats, 1])["max"]) == "1.0"

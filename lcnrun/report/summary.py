@@ -293,6 +293,24 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _canon_of_scalars():
+    """:func:`_canon`, remembered for strings, ints and bools (by type and value: ``1``,
+    ``1.0`` and ``True`` stay apart; floats are not remembered, ``0.0 == -0.0``). A group's key
+    is the tuple of its values' canons: the same groups as the canon of the list of them (a
+    list's JSON is its items' JSON joined)."""
+    memo: dict[tuple, str] = {}
+
+    def canon(value: Any) -> str:
+        if type(value) not in (str, int, bool):
+            return _canon(value)
+        key = (type(value), value)
+        text = memo.get(key)
+        if text is None:
+            text = memo[key] = _canon(value)
+        return text
+    return canon
+
+
 def varying_keys(rows: list[dict], spec_keys: Sequence[str], order: Sequence[str] = ()) -> list[str]:
     """Spec keys whose value is not the same in every row, the sweep's keys first in their order."""
     if not rows:
@@ -566,7 +584,10 @@ def column_values(rows: list[dict], column: str) -> list:
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    finite = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+    if set(map(type, values)) <= {float}:  # the common case, at C speed (25,000 groups)
+        finite = list(filter(math.isfinite, values))
+    else:
+        finite = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
     n = len(finite)
     if n == 0:
         return {"mean": None, "std": None, "min": None, "max": None, "count": 0}
@@ -579,16 +600,17 @@ def _grouped(rows, group_by, cols, spec_keys, varying, constant, notes) -> Summa
     """One row per group; statistics of the numeric result columns (not spec values) of ``cols``."""
     figures = [c for c in cols if c not in group_by and c not in ("index", "run_id", "status")
                and c not in spec_keys and any(_is_number(r.get(c)) for r in rows)]
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(_canon([r.get(k) for k in group_by]), []).append(r)
+    groups: dict[tuple, list[dict]] = {}
+    canon = _canon_of_scalars()
+    for key, r in zip(zip(*(map(canon, column_values(rows, k)) for k in group_by)), rows):
+        groups.setdefault(key, []).append(r)
     out = []
     for members in groups.values():
         row = {k: members[0].get(k) for k in group_by}
         row["runs"] = len(members)
         row["completed"] = sum(1 for m in members if m.get("status") == "completed")
         for f in figures:
-            for stat, value in _stats([m.get(f) for m in members]).items():
+            for stat, value in _stats(column_values(members, f)).items():
                 row[f"{f}.{stat}"] = value
         out.append(row)
     columns = [*group_by, "runs", "completed", *[f"{f}.{s}" for f in figures for s in STATS]]
