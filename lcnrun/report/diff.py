@@ -43,14 +43,14 @@ import yaml
 from ..provenance import available_cores
 from ..spec import RUN_SETTINGS
 from ..store.runfile import RunData, RunFileError, read_run
-from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
+from .source import (ExperimentSource, SourceError, flatten_spec_text, open_experiment, read_runs,
+                     reader_context)
 from .tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 
 #: spec keys that do not decide a result: names and the run settings (how a run is kept)
 SPEC_IGNORED = ("name", "description", *(f"{section}.{option}" for section, option in RUN_SETTINGS))
 ATTRS_IGNORED = ("lcnrun_version", "name")
 PARALLEL_PAIRS = 400
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -224,8 +224,8 @@ def compare_values(key: str, a: Any, b: Any, rtol: float, atol: float, *,
 
 # -- one pair of runs ------------------------------------------------------------------------------
 def _spec_items(a: RunData, b: RunData, rtol: float, atol: float) -> list[Item]:
-    sa = flatten(yaml.load(a.spec_text, Loader=_LOADER) or {})
-    sb = flatten(yaml.load(b.spec_text, Loader=_LOADER) or {})
+    # the flattened whole parse, each top-level entry parsed once per process (runs share most)
+    sa, sb = flatten_spec_text(a.spec_text), flatten_spec_text(b.spec_text)
     items = []
     for key in dict.fromkeys([*sa, *sb]):
         if key not in sa or key not in sb:  # a key one code version has and the other not:
