@@ -234,9 +234,23 @@ def _spec_items(a: RunData, b: RunData, rtol: float, atol: float) -> list[Item]:
                               note=f"key only in {'A' if key in sa else 'B'}", counts=False))
             continue
         va, vb = sa[key], sb[key]
-        same = json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True)
+        same = _same_spec_value(va, vb)
         items.append(Item(f"spec.{key}", same, same, va, vb, counts=key not in SPEC_IGNORED))
     return items
+
+
+_JSON_EXACT = (str, int, bool, type(None))  # equal values of one of these types: equal JSON texts
+
+
+def _same_spec_value(va: Any, vb: Any) -> bool:
+    """Whether two spec values have the same JSON text (``sort_keys``; raises ``TypeError`` for a
+    value JSON cannot write, a date say). Equal strings, ints, bools or ``None`` of one type, and
+    equal floats but for 0.0 and -0.0, are so without writing them (a spec has ~30 values, most
+    equal)."""
+    if type(va) is type(vb) and (type(va) in _JSON_EXACT and va == vb
+                                 or type(va) is float and (va is vb or va == vb != 0.0)):
+        return True
+    return json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True)
 
 
 def _scalar_items(prefix: str, da: dict, db: dict, rtol: float, atol: float,
