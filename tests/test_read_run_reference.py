@@ -276,13 +276,16 @@ def test_unreadable_files_are_marked_as_before(tmp_path):
     with open(garbled, "r+b") as fh:
         fh.seek(info.byte_offset)
         fh.write(b"\x5a" * info.size)
-    for path, fragment in ((text, "not a readable HDF5 file"),
-                           (truncated, "not a readable HDF5 file"),
-                           (garbled, "unreadable run file")):
+    for path, fragment in ((text, r"unreadable run file \(OSError: .*file signature not found"),
+                           (truncated, r"unreadable run file \(OSError: .*truncated file"),
+                           (garbled, r"unreadable run file \(OSError: .*")):
         assert unreadable_mark(path) is None
         with pytest.raises(RunFileError, match=fragment) as info:
             read_run(path)
         assert info.value.path == path and unreadable_mark(path) == info.value.reason
+        with pytest.raises(OSError) as want:  # the reason the high-level reader gave
+            reference_read_run(path)
+        assert info.value.reason == f"unreadable run file (OSError: {want.value})"
     with pytest.raises(RunFileError, match="no such file"):
         read_run(runs / "missing.h5")
     assert unreadable_mark(good) is None

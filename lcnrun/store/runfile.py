@@ -668,9 +668,11 @@ def read_run(path: os.PathLike | str) -> RunData:
     _regular(path)
     try:
         fid = _open_fast(path)
-    except RunFileError as err:  # not HDF5, truncated
+    except RunFileError as err:  # not HDF5, truncated: said as the full read always said it
+        exc = err.__cause__ or err
+        err = RunFileError(path, f"unreadable run file ({type(exc).__name__}: {exc})")
         _mark(path, err.reason)
-        raise
+        raise err from exc
     try:
         return _run_body(path, fid)
     except RunFileError:
