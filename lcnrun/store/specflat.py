@@ -65,8 +65,8 @@ def flatten_spec_text(text: str) -> dict[str, Any]:
     (in YAML a line at column 0 ends whatever the entry before it was in; an entry cut inside a
     quoted or flow value does not parse alone) unless two entries share a key (the whole keeps
     the last) or an anchor is defined twice (the whole is an error): the text is then parsed
-    whole, as it is when any line is of another kind (``---``, ``...``, ``%``, ``?``, ``<<``, a
-    quoted key, a tab) or any entry does not parse alone. Values are shared between calls:
+    whole, as it is when any line is of another kind (``...``, ``%``, ``?``, ``<<``, a quoted
+    key, a tab) or any entry does not parse alone (one with a ``---`` line, say). Values are shared between calls:
     treat them as read-only.
     """
     if "&" in text:  # anchors: a name defined in two entries is an error only in the whole
@@ -76,7 +76,7 @@ def flatten_spec_text(text: str) -> dict[str, Any]:
         head = line[:1]
         if head in _KEY_START:
             blocks.append([line])
-        elif head in _CONTINUED and not line.startswith("---"):
+        elif head in _CONTINUED:  # (a "---" line: its entry is two documents, an error)
             if blocks:
                 blocks[-1].append(line)
             elif line.strip():
