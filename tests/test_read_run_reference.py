@@ -22,27 +22,18 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import yaml
 from test_store import make_record
 
 from lcnrun import workflow
 from lcnrun.spec import load_experiment
 from lcnrun.store import RunFileError, RunRecord, read_run, write_run
 from lcnrun.store.index import unreadable_mark
-from lcnrun.store.runfile import RESERVED_ROOT_ATTRS, RunData, _check_format
+from lcnrun.store.runfile import RESERVED_ROOT_ATTRS, RunData, _check_format, _python_scalar
 
 
 # -- the reference: the high-level reader as it was ------------------------------------------------
-def _ref_python_scalar(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, np.generic):
-        value = value.item()
-        return value.decode("utf-8") if isinstance(value, bytes) else value
-    return value
-
-
+# (with the helpers it called, which are unchanged: ``_python_scalar``, ``_check_format``)
 def _ref_read_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
 
@@ -56,7 +47,7 @@ def _ref_read_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
 
 
 def _ref_scalars(attrs) -> dict[str, Any]:
-    return {k: _ref_python_scalar(v) for k, v in attrs.items()}
+    return {k: _python_scalar(v) for k, v in attrs.items()}
 
 
 def reference_read_run(path: Path) -> RunData:
@@ -137,16 +128,6 @@ sweep:
     - {model: {kind: dense, widths: [12, 3, 2]}, dynamics: {kind: gradient_flow, t_max: 2.0},
        diagnostics: []}
 """
-FILE_SPEC = """\
-name: f
-model: {kind: dense, widths: [3, 2]}
-data: {kind: file, path: DATA}
-init: {kind: gaussian, scale: 0.3, seed: 1}
-dynamics: {kind: gradient_descent, lr: 0.01, steps: 10}
-record: {points: 3, spacing: linear}
-"""
-
-
 @pytest.fixture(scope="module")
 def sweep_files(tmp_path_factory) -> list[Path]:
     """The run files of a small sweep (computed as an ensemble where it can be) and a failed run."""
@@ -163,7 +144,12 @@ def sweep_files(tmp_path_factory) -> list[Path]:
     # a failed run, as the runner writes it: the data file changed after the run id was made
     rng = np.random.default_rng(0)
     np.savez(tmp / "d.npz", X=rng.standard_normal((6, 3)), Y=rng.standard_normal((6, 2)))
-    (tmp / "f.yaml").write_text(FILE_SPEC.replace("DATA", str(tmp / "d.npz")))
+    (tmp / "f.yaml").write_text(yaml.safe_dump({
+        "name": "f", "model": {"kind": "dense", "widths": [3, 2]},
+        "data": {"kind": "file", "path": str(tmp / "d.npz")},
+        "init": {"kind": "gaussian", "scale": 0.3, "seed": 1},
+        "dynamics": {"kind": "gradient_descent", "lr": 0.01, "steps": 10},
+        "record": {"points": 3, "spacing": "linear"}}))
     exp = load_experiment(tmp / "f.yaml")
     xdir = workflow.prepare(exp, tmp / "results")
     np.savez(tmp / "d.npz", X=rng.standard_normal((6, 3)), Y=rng.standard_normal((6, 2)))
