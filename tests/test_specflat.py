@@ -71,9 +71,11 @@ def shipped_spec_texts() -> list[str]:
 
 
 def test_suite_texts() -> list[str]:
-    """Every string literal of the test modules that YAML reads as a mapping."""
+    """Every string literal of the other test modules that YAML reads as a mapping."""
     out = []
     for path in sorted((REPO / "tests").glob("test_*.py")):
+        if path.name == Path(__file__).name:
+            continue  # this module's texts are the confusing ones, tested one by one
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
                 try:
