@@ -644,7 +644,8 @@ def _run_body(path: Path, fid: h5f.FileID) -> RunData:
         run_id=root["run_id"], status=root["status"],
         spec_text=_read_text(fid, b"spec"),
         provenance=json.loads(_read_text(fid, b"provenance")),
-        trajectory=_read_arrays(h5g.open(root_gid, b"trajectory")) if b"trajectory" in root_gid else {},
+        trajectory=(_read_arrays(h5g.open(root_gid, b"trajectory"))
+                    if b"trajectory" in root_gid else {}),
         final_arrays=_read_arrays(final) if final is not None else {},
         final_attrs=_attrs_of(final) if final is not None else {},
         diagnostics=diagnostics,

@@ -66,8 +66,8 @@ def flatten_spec_text(text: str) -> dict[str, Any]:
     quoted or flow value does not parse alone) unless two entries share a key (the whole keeps
     the last) or an anchor is defined twice (the whole is an error): the text is then parsed
     whole, as it is when any line is of another kind (``...``, ``%``, ``?``, ``<<``, a quoted
-    key, a tab) or any entry does not parse alone (one with a ``---`` line, say). Values are shared between calls:
-    treat them as read-only.
+    key, a tab) or any entry does not parse alone (one with a ``---`` line, say). Values are
+    shared between calls: treat them as read-only.
     """
     if "&" in text:  # anchors: a name defined in two entries is an error only in the whole
         return _whole(text)
