@@ -63,11 +63,11 @@ def flatten_spec_text(text: str) -> dict[str, Any]:
     ``data: ...``: a line starting with a letter, digit or ``_``, up to the next one), each parsed
     once and cached, since runs of a sweep share most of them. The parts give the whole's entries
     (in YAML a line at column 0 ends whatever the entry before it was in; an entry cut inside a
-    quoted or flow value does not parse alone) unless two entries share a key (the whole keeps
-    the last) or an anchor is defined twice (the whole is an error): the text is then parsed
-    whole, as it is when any line is of another kind (``...``, ``%``, ``?``, ``<<``, a quoted
-    key, a tab) or any entry does not parse alone (one with a ``---`` line, say). Values are
-    shared between calls: treat them as read-only.
+    quoted or flow value does not parse alone) unless two entries have equal keys (``a`` twice,
+    ``1`` and ``true``: the whole keeps the last value) or an anchor is defined twice (the whole
+    is an error): the text is then parsed whole, as it is when any line is of another kind
+    (``...``, ``%``, ``?``, ``<<``, a quoted key, a tab) or any entry does not parse alone (one
+    with a ``---`` line, say). Values are shared between calls: treat them as read-only.
     """
     if "&" in text:  # anchors: a name defined in two entries is an error only in the whole
         return _whole(text)
