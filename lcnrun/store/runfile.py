@@ -403,13 +403,22 @@ def _decode_name(name: bytes) -> str | bytes:
 
 
 @lru_cache(maxsize=1)
-def _known_attr_types() -> tuple:
-    """``(file type, dtype, memory type)`` of the attribute types lcnrun writes (:func:`_put_attr`):
-    an attribute of a type equal to one of them (``H5Tequal``: every property) has that dtype,
-    without h5py translating the type anew (~20 us per attribute)."""
+def _known_types() -> tuple:
+    """``(file type, dtype, memory type)`` of the types lcnrun writes (:func:`_put_attr`,
+    :func:`_write_dataset`): an attribute or dataset of a type equal to one of them
+    (``H5Tequal``: every property) has that dtype, without h5py translating the type anew
+    (~20 us each)."""
     known = [(*_htypes(np.dtype(t).str), np.dtype(t)) for t in ("<f8", "<i8", "|b1")]
     known.append((*_str_htypes(), _STR))
     return tuple((file_type, dtype, mtype) for file_type, mtype, dtype in known)
+
+
+def _known_type(tid: h5t.TypeID) -> tuple[np.dtype, h5t.TypeID] | None:
+    """``(dtype, memory type)`` of a type of :func:`_known_types`, else ``None``."""
+    for file_type, dtype, mtype in _known_types():
+        if tid.equal(file_type):
+            return dtype, mtype
+    return None
 
 
 def _memtype(dtype: np.dtype) -> h5t.TypeID | None:
@@ -426,16 +435,14 @@ def _read_attr(attr: h5a.AttrID) -> Any:
     (``str`` decoded from UTF-8), an array for a foreign file's array attribute, ``h5py.Empty``
     for an empty dataspace."""
     shape = attr.shape
-    if shape == ():
-        tid = attr.get_type()
-        for file_type, dtype, mtype in _known_attr_types():
-            if tid.equal(file_type):
-                out = np.zeros((), dtype=dtype)
-                attr.read(out, mtype=mtype)
-                value = out[()]
-                if dtype is _STR:  # variable-length strings are read as bytes
-                    return value.decode("utf-8", "surrogateescape")
-                return _python_scalar(value)
+    known = _known_type(attr.get_type()) if shape == () else None
+    if known is not None:
+        out = np.zeros((), dtype=known[0])
+        attr.read(out, mtype=known[1])
+        value = out[()]
+        if known[0] is _STR:  # variable-length strings are read as bytes
+            return value.decode("utf-8", "surrogateescape")
+        return _python_scalar(value)
     if shape is None:
         return h5py.Empty(attr.dtype)
     dtype = attr.dtype
@@ -600,9 +607,11 @@ def is_complete_run(path: os.PathLike | str) -> bool:
 # -- reading: everything ---------------------------------------------------------------------------
 def _read_dataset(dset: h5d.DatasetID) -> np.ndarray:
     """A whole dataset as an array of its stored dtype and shape (0-d for a scalar dataset)."""
-    array = np.empty(dset.shape, dtype=dset.dtype)
+    known = _known_type(dset.get_type())
+    array = np.empty(dset.shape, dtype=dset.dtype if known is None else known[0])
     if array.size:
-        dset.read(h5s.ALL, h5s.ALL, array, mtype=_memtype(array.dtype))
+        dset.read(h5s.ALL, h5s.ALL, array,
+                  mtype=_memtype(array.dtype) if known is None else known[1])
     return array
 
 
