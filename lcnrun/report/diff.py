@@ -43,14 +43,14 @@ import yaml
 from ..provenance import available_cores
 from ..spec import RUN_SETTINGS
 from ..store.runfile import RunData, RunFileError, read_run
-from .source import ExperimentSource, SourceError, flatten, open_experiment, read_runs, reader_context
+from .source import (ExperimentSource, SourceError, flatten_spec_text, open_experiment, read_runs,
+                     reader_context)
 from .tolerance import DEFAULT_ATOL, DEFAULT_RTOL
 
 #: spec keys that do not decide a result: names and the run settings (how a run is kept)
 SPEC_IGNORED = ("name", "description", *(f"{section}.{option}" for section, option in RUN_SETTINGS))
 ATTRS_IGNORED = ("lcnrun_version", "name")
 PARALLEL_PAIRS = 400
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -224,8 +224,8 @@ def compare_values(key: str, a: Any, b: Any, rtol: float, atol: float, *,
 
 # -- one pair of runs ------------------------------------------------------------------------------
 def _spec_items(a: RunData, b: RunData, rtol: float, atol: float) -> list[Item]:
-    sa = flatten(yaml.load(a.spec_text, Loader=_LOADER) or {})
-    sb = flatten(yaml.load(b.spec_text, Loader=_LOADER) or {})
+    # the flattened whole parse, each top-level entry parsed once per process (runs share most)
+    sa, sb = flatten_spec_text(a.spec_text), flatten_spec_text(b.spec_text)
     items = []
     for key in dict.fromkeys([*sa, *sb]):
         if key not in sa or key not in sb:  # a key one code version has and the other not:
@@ -234,9 +234,23 @@ def _spec_items(a: RunData, b: RunData, rtol: float, atol: float) -> list[Item]:
                               note=f"key only in {'A' if key in sa else 'B'}", counts=False))
             continue
         va, vb = sa[key], sb[key]
-        same = json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True)
+        same = _same_spec_value(va, vb)
         items.append(Item(f"spec.{key}", same, same, va, vb, counts=key not in SPEC_IGNORED))
     return items
+
+
+_JSON_EXACT = (str, int, bool, type(None))  # equal values of one of these types: equal JSON texts
+
+
+def _same_spec_value(va: Any, vb: Any) -> bool:
+    """Whether two spec values have the same JSON text (``sort_keys``; raises ``TypeError`` for a
+    value JSON cannot write, a date say). Equal strings, ints, bools or ``None`` of one type, and
+    equal floats but for 0.0 and -0.0, are so without writing them (a spec has ~30 values, most
+    equal)."""
+    if type(va) is type(vb) and (type(va) in _JSON_EXACT and va == vb
+                                 or type(va) is float and (va is vb or va == vb != 0.0)):
+        return True
+    return json.dumps(va, sort_keys=True) == json.dumps(vb, sort_keys=True)
 
 
 def _scalar_items(prefix: str, da: dict, db: dict, rtol: float, atol: float,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from h5py import h5a, h5d, h5f, h5s
+from h5py import h5a, h5d, h5f
 
 from . import runfile
-from .runfile import RunFileError, _attrs_body, _check_format, _fast, _read_attr
+from .runfile import RunFileError, _attrs_body, _check_format, _fast, _read_attr, _read_dataset
 
 
 def _datasets(fid: h5f.FileID, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -25,10 +25,7 @@ def _datasets(fid: h5f.FileID, keys: Sequence[str]) -> dict[str, np.ndarray]:
             dset = h5d.open(fid, f"trajectory/{key}".encode())
         except KeyError:  # no such series (a failed run has no trajectory at all)
             continue
-        array = np.empty(dset.shape, dtype=dset.dtype)
-        if array.size:
-            dset.read(h5s.ALL, h5s.ALL, array)
-        out[key] = array
+        out[key] = _read_dataset(dset)
     return out
 
 
