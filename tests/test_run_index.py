@@ -76,10 +76,12 @@ def answers(xdir: ExperimentDir):
     return {rid: s for rid, s in states.items() if s != "pending"}, states.get("pending0000"), rows
 
 
-def check_same_as_full_scan(xdir: ExperimentDir) -> None:
-    states, pending, rows = answers(xdir)
+def check_same_as_full_scan(xdir: ExperimentDir, pending: str | None = "pending") -> None:
+    """Status and rows are those of every file read; ``pending``: the state of the point
+    ``pending0000`` (``None``: an experiment without it)."""
+    states, point, rows = answers(xdir)
     assert states == truth(xdir)
-    assert pending == "pending"
+    assert point == pending
     assert rows == truth_rows(xdir)
 
 
@@ -539,10 +541,10 @@ def test_first_readers_snapshot_is_the_snapshot_of_the_files(tmp_path):
     xdir = make_mixed_experiment(tmp_path)
     folder = xdir.root / INDEX_DIR
     journals = {j.name: j.read_bytes() for j in folder.glob("journal.*.jsonl")}
-    check_same_as_full_scan_of(xdir)
+    check_same_as_full_scan(xdir, pending=None)
     merged = _snapshot_parts(folder)
     shutil.rmtree(folder)
-    check_same_as_full_scan_of(xdir)  # every file read
+    check_same_as_full_scan(xdir, pending=None)  # every file read
     from_files = _snapshot_parts(folder)
     assert merged[0] == from_files[0] == sorted(truth(xdir))
     assert merged[1] == from_files[1] and merged[2] == from_files[2]
@@ -561,7 +563,7 @@ def test_first_readers_snapshot_is_the_snapshot_of_the_files(tmp_path):
         (folder / name).write_bytes(data)
         _old_format(folder / name)
     assert b'"loss":[' in b"".join(j.read_bytes() for j in folder.glob("journal.*.jsonl"))
-    check_same_as_full_scan_of(xdir)
+    check_same_as_full_scan(xdir, pending=None)
     old = _snapshot_parts(folder)
     assert old[:2] == from_files[:2] and old[2] != from_files[2]
     nan_bits = np.copysign(np.nan, -1.0).tobytes()
@@ -571,13 +573,6 @@ def test_first_readers_snapshot_is_the_snapshot_of_the_files(tmp_path):
         if run.series is not None:
             want = read_series(xdir.run_path(rid), ("t", "loss", "grad_norm"))
             assert all(np.array_equal(run.series[k], want[k], equal_nan=True) for k in want)
-
-
-def check_same_as_full_scan_of(xdir: ExperimentDir) -> None:
-    """:func:`check_same_as_full_scan` for an experiment without a pending point."""
-    states, _, rows = answers(xdir)
-    assert states == truth(xdir)
-    assert rows == truth_rows(xdir)
 
 
 def test_damaged_series_of_a_journal_line_are_not_used(tmp_path):
@@ -664,4 +659,4 @@ def test_merge_into_a_snapshot_is_encoding_its_entries_one_by_one(tmp_path):
     assert got[0] == sorted(entries)
     assert list(got[1]) == list(columns) and got[1] == json.loads(json.dumps(columns))
     assert got[2] == bytes(blob)
-    check_same_as_full_scan_of(xdir)
+    check_same_as_full_scan(xdir, pending=None)

@@ -9,7 +9,9 @@ Layout, under the experiment folder (``results/<name>/.index/``)::
                                           file written: {"id", "ino", "size", "mtime_ns",
                                           "ctime_ns", "attrs" (read_run_attrs without "spec"),
                                           "spec" (the spec flattened: {dotted.key: value}) or
-                                          "spec_text" (when its values are not plain JSON)}
+                                          "spec_text" (when its values are not plain JSON),
+                                          "series" ({name: base64 of the little-endian float64
+                                          bytes} of KEPT_SERIES; an older lcnrun: JSON lists)}
     snapshot.bin                          the journals merged by a reader (atomic replace),
                                           column by column (see :func:`_encode`), with how far
                                           into each journal it read and a CRC-32 of it all
@@ -728,7 +730,7 @@ def _merged(snap: _Snapshot, records: dict[str, tuple]) -> tuple[list[str], dict
     return ids, columns, blob
 
 
-def _save(folder: Path | None, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot | None:
+def _save(folder: Path, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot | None:
     """Write the snapshot of ``snap``'s entries and ``records`` (:func:`_merged`) atomically into
     ``folder`` and drop the journals it holds whose writer is gone. Returns it as a reader of it
     would load it, or ``None`` if some value cannot be kept in one (then nothing is written: the
@@ -739,16 +741,15 @@ def _save(folder: Path | None, snap: _Snapshot, records: dict[str, tuple]) -> _S
         return None
     header = json.dumps({"ids": ids, "columns": columns, "consumed": snap.consumed},
                         ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    if folder is not None:
-        with contextlib.suppress(OSError, ValueError):
-            folder.mkdir(exist_ok=True)
-            with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
-                with open(tmp, "xb") as fh:
-                    fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
-                             + header + blob)
-            _drop_merged_journals(folder, snap)
-        with contextlib.suppress(OSError):
-            os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
+    with contextlib.suppress(OSError, ValueError):
+        folder.mkdir(exist_ok=True)
+        with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
+            with open(tmp, "xb") as fh:
+                fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
+                         + header + blob)
+        _drop_merged_journals(folder, snap)
+    with contextlib.suppress(OSError):
+        os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
     doc = json.loads(header)  # what a reader of the file finds: the header's values, not ours
     return _Snapshot(doc["ids"], doc["columns"], memoryview(blob).toreadonly(), doc["consumed"])
 
