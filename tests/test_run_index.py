@@ -76,10 +76,12 @@ def answers(xdir: ExperimentDir):
     return {rid: s for rid, s in states.items() if s != "pending"}, states.get("pending0000"), rows
 
 
-def check_same_as_full_scan(xdir: ExperimentDir) -> None:
-    states, pending, rows = answers(xdir)
+def check_same_as_full_scan(xdir: ExperimentDir, pending: str | None = "pending") -> None:
+    """Status and rows are those of every file read; ``pending``: the state of the point
+    ``pending0000`` (``None``: an experiment without it)."""
+    states, point, rows = answers(xdir)
     assert states == truth(xdir)
-    assert pending == "pending"
+    assert point == pending
     assert rows == truth_rows(xdir)
 
 
@@ -352,7 +354,10 @@ def test_writers_journal_entry_is_what_reading_the_file_gives(tmp_path):
     lines = journal.read_text().splitlines()
     assert len(written) == len(paths) and lines[:len(paths)] == written
     assert lines[len(paths):] == written
-    assert json.loads(written[0])["series"]["loss"][2] != json.loads(written[0])["series"]["loss"][2]
+    from lcnrun.store.index import _series_bytes  # noqa: PLC0415
+
+    loss = _series_bytes(json.loads(written[0])["series"]["loss"])  # every bit: -0.0, nan, 5e-324
+    assert loss == special.astype("<f8").tobytes()
 
 
 def _truth_table(xdir: ExperimentDir) -> dict[str, dict]:
@@ -416,7 +421,7 @@ def test_summary_rows_from_the_index_columns_are_the_files(tmp_path, monkeypatch
         assert [r["index"] for r in got.rows] == list(range(len(table)))
         return got
 
-    check(False)  # the writers' journals
+    check(True)   # the writers' journals, merged into the columns by this first reader
     check(True)   # the snapshot's columns
     shutil.rmtree(xdir.root / INDEX_DIR)
     check(False)  # rebuilt from the files
@@ -425,8 +430,8 @@ def test_summary_rows_from_the_index_columns_are_the_files(tmp_path, monkeypatch
     write_run(xdir.run_path("run0005"), RunRecord("run0005", "completed", spec_text(5) + "status: x\n"),
               fsync=False)
     xdir.write_manifest(rows + [(5, "run0005", {"init.seed": 5})])
-    check(True)  # the other runs from the columns, the new one from the journal
-    got = check(False)  # now in the snapshot: its columns do not make the rows
+    check(False)  # its journal line merged first: the snapshot's columns do not make the rows
+    got = check(False)
     assert "data.noise" in got.spec_keys and got.rows[5]["status"] == "completed"
 
 
@@ -470,6 +475,188 @@ def test_snapshot_columns_gathered_per_key_set_are_the_per_run_gets():
                 continue
             keys = rng.sample("abcde", rng.randint(0, 5)) if rng.random() < 0.5 else ["a", "b", "c"]
             dicts.append({k: rng.choice([1, 1.0, True, [1, 2], None, "x"]) for k in keys})
-        got, want = index._columns_of(dicts), per_run(dicts)
+        got = index._columns_of([tuple(d or ()) for d in dicts], [tuple((d or {}).values()) for d in dicts])
+        want = per_run(dicts)
         assert list(got) == list(want)
         assert all(list(map(repr, got[k])) == list(map(repr, want[k])) for k in want)
+
+
+def _snapshot_parts(folder: Path) -> tuple[list, dict, bytes]:
+    """``(ids, columns, blob)`` of the snapshot in ``folder`` (the journals it consumed left out)."""
+    data = (folder / SNAPSHOT).read_bytes()
+    at = len(SNAPSHOT_MAGIC)
+    size, _ = struct.unpack_from("<QI", data, at)
+    header = json.loads(data[at + 12:at + 12 + size])
+    return header["ids"], header["columns"], data[at + 12 + size:]
+
+
+def make_mixed_experiment(tmp_path: Path) -> ExperimentDir:
+    """Runs whose index entries differ in shape: keys in some runs only (attributes and spec), a
+    spec that is not YAML, a failed run without series, series with -0.0, nan, inf and a NaN
+    whose sign is set (which JSON numbers cannot keep), a series too long to keep."""
+    xdir = ExperimentDir(tmp_path / "results" / "mixed").create()
+    negative_nan = np.copysign(np.nan, -1.0)
+    rows = []
+    for i in range(10):
+        rid = f"run{i:04d}"
+        n = 5 + i
+        traj = {"t": np.linspace(0.0, 1.0, n), "loss": np.full(n, 0.5 / (i + 1)), "grad_norm": np.arange(n, dtype=float)}
+        if i == 1:
+            traj["loss"][:4] = [-0.0, np.nan, np.inf, negative_nan]
+        if i == 6:
+            traj = {}  # a failed run has no trajectory
+        if i == 7:
+            traj = {"t": np.arange(2000.0), "loss": np.zeros(2000)}  # too long to keep
+        text = "not: [yaml\n" if i == 4 else spec_text(i) + ("data:\n  noise: 0.5\n" if i % 3 == 0 else "")
+        final = {**({"extra": float(i)} if i % 2 == 0 else {}), "loss": 1.0 / (i + 1)}  # before loss, in some
+        write_run(xdir.run_path(rid), RunRecord(rid, STATUSES[i % 4], text, trajectory=traj, final_attrs=final,
+                                                attrs={"message": f"m{i}"}), fsync=False)
+        rows.append((i, rid, {"init.seed": i}))
+    xdir.write_manifest(rows)
+    return xdir
+
+
+def _old_format(journal: Path) -> None:
+    """Rewrite ``journal``'s lines as an older lcnrun wrote them: each series a JSON list."""
+    from lcnrun.store.index import _series_bytes  # noqa: PLC0415
+
+    lines = []
+    for line in journal.read_bytes().splitlines():
+        entry = json.loads(line)
+        if "series" in entry:
+            entry["series"] = {k: np.frombuffer(_series_bytes(v), dtype="<f8").tolist()
+                               for k, v in entry["series"].items()}
+        lines.append(json.dumps(entry, separators=(",", ":")).encode())
+    journal.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_first_readers_snapshot_is_the_snapshot_of_the_files(tmp_path):
+    """The snapshot that the first reader merges from the writers' journals is, byte for byte
+    (ids, columns, arrays), the snapshot made by reading every run file (index deleted): also
+    the series' bits (a NaN with its sign set), keys in some runs only, a spec that is not YAML.
+    Journal lines of an older lcnrun (series as JSON lists) give the same answers, and the same
+    snapshot but for that NaN's sign, which JSON numbers cannot keep."""
+    from lcnrun.store.series import read_series  # noqa: PLC0415
+
+    xdir = make_mixed_experiment(tmp_path)
+    folder = xdir.root / INDEX_DIR
+    journals = {j.name: j.read_bytes() for j in folder.glob("journal.*.jsonl")}
+    check_same_as_full_scan(xdir, pending=None)
+    merged = _snapshot_parts(folder)
+    shutil.rmtree(folder)
+    check_same_as_full_scan(xdir, pending=None)  # every file read
+    from_files = _snapshot_parts(folder)
+    assert merged[0] == from_files[0] == sorted(truth(xdir))
+    assert merged[1] == from_files[1] and merged[2] == from_files[2]
+    series = scan(xdir.runs_dir)
+    for rid, run in series.items():  # and the kept series are the files' (every bit)
+        kept = run.series
+        if rid in ("run0007",):
+            assert kept is None  # too long: not kept, read from the file when needed
+            continue
+        want = read_series(xdir.run_path(rid), ("t", "loss", "grad_norm"))
+        assert sorted(kept) == sorted(want) and all(kept[k].tobytes() == want[k].tobytes() for k in want)
+    # the same journals as an older lcnrun wrote them
+    shutil.rmtree(folder)
+    folder.mkdir()
+    for name, data in journals.items():
+        (folder / name).write_bytes(data)
+        _old_format(folder / name)
+    assert b'"loss":[' in b"".join(j.read_bytes() for j in folder.glob("journal.*.jsonl"))
+    check_same_as_full_scan(xdir, pending=None)
+    old = _snapshot_parts(folder)
+    assert old[:2] == from_files[:2] and old[2] != from_files[2]
+    nan_bits = np.copysign(np.nan, -1.0).tobytes()
+    assert from_files[2].count(nan_bits) == 1 and old[2].replace(np.float64(np.nan).tobytes(), b"") == \
+        from_files[2].replace(nan_bits, b"").replace(np.float64(np.nan).tobytes(), b"")
+    for rid, run in scan(xdir.runs_dir).items():
+        if run.series is not None:
+            want = read_series(xdir.run_path(rid), ("t", "loss", "grad_norm"))
+            assert all(np.array_equal(run.series[k], want[k], equal_nan=True) for k in want)
+
+
+def test_damaged_series_of_a_journal_line_are_not_used(tmp_path):
+    """A line whose series text is not exactly the base64 text of whole float64s (characters
+    outside the alphabet, which a decoder would skip; cut to a length that is no whole number;
+    too long; not text; a series not kept) gives an entry without kept series: readers read them
+    from the file. Its other values are still the file's, and every answer is the files'."""
+    xdir = make_experiment(tmp_path, n=8)
+    paths = {f"run{i:04d}": xdir.run_path(f"run{i:04d}") for i in range(8)}
+    for rid, path in paths.items():  # rewritten with series, journalled again
+        write_run(path, RunRecord(rid, "completed", spec_text(1), trajectory={
+            "t": np.arange(6.0), "loss": np.linspace(1.0, 0.1, 6)}, final_attrs={"loss": 0.1}), fsync=False)
+    journal = next((xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    lines = [json.loads(line) for line in journal.read_bytes().splitlines()][-8:]
+    good = lines[0]["series"]["loss"]
+    damage = {
+        "run0001": good[:4] + " " + good[4:],       # a character the decoder skips
+        "run0002": good[:4] + "!" + good[5:],       # one outside the alphabet
+        "run0003": good[:-4],                       # cut: 4 bytes short of a whole float64
+        "run0004": 12.5,                            # not text
+        "run0005": "A" * (4 * (8 * 1025 // 3 + 1)),  # more than KEPT_TIMES values
+    }
+    for e in lines:
+        if e["id"] in damage:
+            e["series"]["loss"] = damage[e["id"]]
+        if e["id"] == "run0006":
+            e["series"]["params/x"] = e["series"]["t"]  # no kept series of that name
+    journal.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in lines))
+    check_same_as_full_scan(xdir)
+    runs = scan(xdir.runs_dir)
+    for rid in paths:
+        if rid in damage or rid == "run0006":
+            assert runs[rid].series is None, rid
+        else:
+            assert runs[rid].series["loss"].tolist() == np.linspace(1.0, 0.1, 6).tolist()
+        assert runs[rid].attrs["final.loss"] == 0.1 and runs[rid].status == "completed"
+
+
+def test_merge_into_a_snapshot_is_encoding_its_entries_one_by_one(tmp_path):
+    """Journal lines merged into an existing snapshot (column by column) give the snapshot of
+    encoding, one by one, its entries (as it gives them) updated by those of the files read
+    from HDF5: same ids, same columns in the same order, same arrays. Also with keys in some
+    runs only, whose order in an entry of the snapshot differs from that of a file's."""
+    from lcnrun.store import index  # noqa: PLC0415
+    from lcnrun.store.series import read_attrs_and_series  # noqa: PLC0415
+
+    xdir = make_mixed_experiment(tmp_path)
+    folder = xdir.root / INDEX_DIR
+    scan(xdir.runs_dir)  # the first reader merges the journals
+    # a snapshot whose spec column claims a value for the run whose spec is not YAML: its entry
+    # has no spec all the same (so neither has the merged snapshot)
+    snapshot = folder / SNAPSHOT
+    snapshot.write_bytes(_snapshot_with_header(snapshot.read_bytes(), lambda h: h["columns"]["s:name"].pop("mask")))
+    before = index._load_snapshot(folder)
+    assert before.ids and before.entries()["run0004"]["spec"] is None and not before.changed
+    assert any("mask" in c for n, c in before.columns.items() if n.startswith("a:"))
+    changed = {"run0002": spec_text(2), "run0009": spec_text(9) + "extra: [1, 2]\n", "run0100": "not: [yaml\n"}
+    for rid, text in changed.items():  # a run rewritten, one with a new spec key, a new run
+        write_run(xdir.run_path(rid), RunRecord(rid, "diverged", text, trajectory={"t": np.arange(3.0)},
+                                                final_attrs={"loss": 7.0, "late": True}), fsync=False)
+    scan(xdir.runs_dir)
+    got = _snapshot_parts(folder)
+
+    entries = before.entries()
+    for rid in changed:
+        path = xdir.run_path(rid)
+        attrs, series = read_attrs_and_series(path, index.KEPT_SERIES, check_marks=False)
+        entries[rid] = index._entry(rid, os.stat(path), attrs, series)
+    es = [e for _, e in sorted(entries.items())]
+    blob = bytearray()
+    columns = {k: index._encode([e[k] for e in es], blob) for k in ("ino", "size", "mtime_ns", "ctime_ns")}
+    for part, prefix in (("attrs", "a:"), ("spec", "s:")):
+        keys = {}
+        for e in es:
+            keys.update(dict.fromkeys(e[part] or ()))
+        for k in keys:
+            columns[prefix + k] = index._encode([(e[part] or {}).get(k, index._ABSENT) for e in es], blob)
+    columns["spec_error"] = index._encode([e["spec_error"] for e in es], blob)
+    columns["series"] = index._encode([e["series"] is not None for e in es], blob)
+    for name in index.KEPT_SERIES:
+        columns["t:" + name] = index._encode_series(
+            [None if a is None else np.asarray(a, dtype="<f8").tobytes()
+             for a in ((e["series"] or {}).get(name) for e in es)], blob)
+    assert got[0] == sorted(entries)
+    assert list(got[1]) == list(columns) and got[1] == json.loads(json.dumps(columns))
+    assert got[2] == bytes(blob)
+    check_same_as_full_scan(xdir, pending=None)

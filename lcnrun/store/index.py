@@ -9,7 +9,9 @@ Layout, under the experiment folder (``results/<name>/.index/``)::
                                           file written: {"id", "ino", "size", "mtime_ns",
                                           "ctime_ns", "attrs" (read_run_attrs without "spec"),
                                           "spec" (the spec flattened: {dotted.key: value}) or
-                                          "spec_text" (when its values are not plain JSON)}
+                                          "spec_text" (when its values are not plain JSON),
+                                          "series" ({name: base64 of the little-endian float64
+                                          bytes} of KEPT_SERIES; an older lcnrun: JSON lists)}
     snapshot.bin                          the journals merged by a reader (atomic replace),
                                           column by column (see :func:`_encode`), with how far
                                           into each journal it read and a CRC-32 of it all
@@ -42,6 +44,7 @@ costs time.
 """
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
 import gc
@@ -225,7 +228,7 @@ def note_written(path: os.PathLike | str, contents: tuple[dict, dict] | None = N
     entry = _entry(path.name[:-3], st, attrs, series)
     line = {k: entry[k] for k in ("id", *_IDENTITY, "attrs")}
     if entry["series"] is not None:
-        line["series"] = {k: v.tolist() for k, v in entry["series"].items()}
+        line["series"] = {k: _series_text(v) for k, v in entry["series"].items()}
     if entry["spec"] is not None and _plain(entry["spec"]):
         line["spec"] = entry["spec"]
     else:  # not plain JSON (or not YAML): the reader flattens the text itself
@@ -273,7 +276,11 @@ def unreadable_mark(path: os.PathLike | str, st: os.stat_result | None = None) -
 
 
 # -- the snapshot's columns ------------------------------------------------------------------------
-_ABSENT = object()  # a key a run does not have (a spec value may well be None)
+class _Absent:
+    __slots__ = ()
+
+
+_ABSENT = _Absent()  # a key a run does not have (a spec value may well be None)
 _COLUMN_KEYS = {"enc", "value", "values", "at", "mask", "lens"}
 #: the columns every reader relies on, decoded and type-checked when the snapshot is loaded
 _CHECKED_AT_LOAD = (*_IDENTITY, "a:status", "spec_error")
@@ -289,47 +296,53 @@ def _all_absent(values: list) -> bool:
     return all(map(operator.is_, values, itertools.repeat(_ABSENT)))
 
 
-def _same(values: list) -> bool:
-    first = values[0]
-    if isinstance(first, float):  # -0.0 == 0.0 and nan != nan: compare what is stored, the bits
-        if set(map(type, values)) != {float}:
-            return False
+def _same(values: list, kind: type) -> bool:
+    """Whether all of ``values`` (not empty, every one of type ``kind``) are one value, as the
+    snapshot tells values apart: floats by their bits (-0.0 == 0.0 and nan != nan otherwise),
+    lists and dicts by ``repr`` (which tells 1 from 1.0 and True, as JSON does), the rest by ``==``
+    (exact within one type)."""
+    if kind is float:
         import numpy as np  # noqa: PLC0415
 
         bits = np.asarray(values, dtype=np.float64).view(np.int64)
         return bool((bits == bits[0]).all())
-    if isinstance(first, (list, dict)):  # repr tells 1 from 1.0 and True, as JSON does
-        text = repr(first)
-        return all(type(v) is type(first) and repr(v) == text for v in values)
-    kind = type(first)
-    return all(type(v) is kind and v == first for v in values)
+    if kind is list or kind is dict:
+        return all(map(repr(values[0]).__eq__, map(repr, values)))
+    return values.count(values[0]) == len(values)
 
 
 def _encode(values: list, blob: bytearray) -> dict:
     """One column (``_ABSENT`` where a run has no such key) as its description, appending its
     arrays to ``blob``: ``{"enc": "const", "value"}``, ``{"enc": "f8" | "i8" | "b1", "at"}`` (the
     byte offset of ``n`` values), ``{"enc": "json", "values"}``; plus ``"mask"`` (the offset of
-    ``n`` bytes, 1 where the run has the key) unless every run has it."""
+    ``n`` bytes, 1 where the run has the key) unless every run has it. The values' types are
+    taken once (one pass at C speed: 60 columns of 100,000 values); they also say whether some
+    value is ``_ABSENT``."""
     import numpy as np  # noqa: PLC0415
 
-    present = [v for v in values if v is not _ABSENT] if _has_absent(values) else values
     out: dict[str, Any] = {}
-    if len(present) != len(values):
+    kinds = set(map(type, values))
+    if _Absent in kinds:
+        has = list(map(operator.is_not, values, itertools.repeat(_ABSENT)))
+        present = list(itertools.compress(values, has))
         out["mask"] = len(blob)
-        blob += bytes(v is not _ABSENT for v in values)
+        blob += bytes(has)
         fill = present[0] if present else None
         values = [fill if v is _ABSENT else v for v in values]
-    if present and _same(present) and _plain(present[0]):
+        kinds.discard(_Absent)
+        kinds = kinds or {type(None)}
+    else:
+        present = values
+    if present and len(kinds) == 1 and _same(present, type(present[0])) and _plain(present[0]):
         return {**out, "enc": "const", "value": present[0]}
-    kinds = {type(v) for v in values}
     if kinds == {float}:
         enc, dtype = "f8", "<f8"
-    elif kinds == {int} and all(-(2 ** 63) <= v < 2 ** 63 for v in values):
+    elif kinds == {int} and -(2 ** 63) <= min(values) and max(values) < 2 ** 63:
         enc, dtype = "i8", "<i8"
     elif kinds == {bool}:
         enc, dtype = "b1", "u1"
     else:
-        if not all(_plain(v) for v in values):
+        if not (kinds <= {str, bool, float, type(None)} or all(map(_plain, values))):
             raise ValueError("a value JSON cannot keep")
         return {**out, "enc": "json", "values": values}
     out.update(enc=enc, at=len(blob))
@@ -338,17 +351,16 @@ def _encode(values: list, blob: bytearray) -> dict:
 
 
 def _encode_series(values: list, blob: bytearray) -> dict:
-    """A column of 1-D float64 arrays (``None``: not known) as ``{"enc": "ragged", "at", "lens"}``:
-    the arrays one after the other, and the ``n`` lengths (int64, -1 for ``None``) at ``lens``."""
+    """A column of 1-D float64 series, each given as its little-endian bytes (``None``: not
+    known), as ``{"enc": "ragged", "at", "lens"}``: the series one after the other, and the ``n``
+    lengths (int64, -1 for ``None``) at ``lens``."""
     import numpy as np  # noqa: PLC0415
 
-    lens = np.array([-1 if v is None else len(v) for v in values], dtype="<i8")
+    lens = np.array([-1 if v is None else len(v) // 8 for v in values], dtype="<i8")
     out = {"enc": "ragged", "lens": len(blob)}
     blob += lens.tobytes()
     out["at"] = len(blob)
-    present = [np.asarray(v, dtype="<f8") for v in values if v is not None]
-    if present:
-        blob += np.concatenate(present).tobytes()
+    blob += b"".join(v for v in values if v is not None)
     return out
 
 
@@ -441,6 +453,9 @@ class _Snapshot:
     consumed: dict[str, int] = field(default_factory=dict)   # journal name -> bytes read
     newer: dict[str, dict] = field(default_factory=dict)     # run id -> entry
     changed: bool = False
+    #: journal name -> its size, of the journals read whose writer was gone before: that size is
+    #: final (a new process of the same pid writes a journal of another name)
+    final: dict[str, int] = field(default_factory=dict)
     _decoded: dict[str, list] = field(default_factory=dict)
     _built: dict[str, dict] | None = None
 
@@ -568,54 +583,162 @@ def _load_snapshot(folder: Path) -> _Snapshot:
         return _Snapshot(changed=True)  # missing or damaged: rebuilt from the journals and files
 
 
-def _columns_of(dicts: list[dict | None]) -> dict[str, list]:
-    """``{key: [d.get(key, _ABSENT) for d in dicts]}`` for every key of any of ``dicts`` (``None``:
-    no keys), keys in first-seen order. 100,000 runs x 60 keys at C speed: the runs of each key set
-    (those of a sweep share theirs) read by one ``itemgetter`` and transposed by ``zip``, the
-    key sets' columns laid into place with numpy (object arrays made by ``fromiter``, which never
-    mistakes a list value for a dimension)."""
+def _columns_of(shapes: list[tuple], rows: list[tuple]) -> dict[str, list]:
+    """``{key: [value of each run, _ABSENT where it has no such key]}`` of runs given as their
+    keys (``shapes[i]``, a tuple) and values (``rows[i]``, the tuple of the same length), keys in
+    first-seen order. 100,000 runs x 60 keys at C speed: the runs of each key set (those of a sweep
+    share theirs) transposed by ``zip``, the key sets' columns laid into place with numpy (object
+    arrays made by ``fromiter``, which never mistakes a list value for a dimension)."""
     import numpy as np  # noqa: PLC0415
 
-    n = len(dicts)
-    filled = [d if d else {} for d in dicts]
-    shapes: dict[tuple, list[int]] = {}
-    for i, shape in enumerate(map(tuple, filled)):
-        shapes.setdefault(shape, []).append(i)
-    order = dict.fromkeys(k for shape in shapes for k in shape)  # shapes in first-seen order
-    if len(shapes) == 1:
-        (shape, _), = shapes.items()
-        return dict(zip(shape, map(list, zip(*map(operator.itemgetter(*shape), filled))))) \
-            if len(shape) > 1 else {k: [d[k] for d in filled] for k in shape}
+    n = len(shapes)
+    distinct = dict.fromkeys(shapes)  # key sets in first-seen order
+    if len(distinct) == 1:
+        (shape,) = distinct
+        return dict(zip(shape, map(list, zip(*rows)))) if shape else {}
+    order = dict.fromkeys(k for shape in distinct for k in shape)
+    code = {shape: i for i, shape in enumerate(distinct)}
+    codes = np.fromiter(map(code.__getitem__, shapes), dtype=np.int64, count=n)
     columns = {k: np.full(n, _ABSENT, dtype=object) for k in order}
-    for shape, at in shapes.items():
+    for shape, i in code.items():
         if not shape:
             continue
-        rows = [filled[i] for i in at]
-        parts = zip(*map(operator.itemgetter(*shape), rows)) if len(shape) > 1 else \
-            ([d[shape[0]] for d in rows],)
-        where = np.asarray(at)
-        for key, values in zip(shape, parts):
-            columns[key][where] = np.fromiter(values, dtype=object, count=len(at))
+        where = np.flatnonzero(codes == i)
+        for key, values in zip(shape, zip(*_take(rows, where.tolist()))):
+            columns[key][where] = np.fromiter(values, dtype=object, count=len(where))
     return {k: column.tolist() for k, column in columns.items()}
 
 
-def _save(folder: Path, snap: _Snapshot) -> None:
-    entries = sorted(snap.entries().items())
-    ids = [rid for rid, _ in entries]
-    es = [e for _, e in entries]
+def _take(values: list, where: list[int]) -> list:
+    """``[values[i] for i in where]`` at C speed."""
+    return list(map(values.__getitem__, where))
+
+
+def _row_shapes(snap: _Snapshot, names: list[str], any_order: bool) -> list[tuple]:
+    """For each entry of the snapshot's columns, the keys (``names`` without their prefix) of the
+    dict :meth:`_Snapshot._build` makes of them, in its order: column order (``any_order``: the
+    columns every run has first, then the masked ones), leaving out those the run lacks. One
+    tuple per distinct presence pattern (numpy finds them), not a walk of every run's keys."""
+    import numpy as np  # noqa: PLC0415
+
+    n = len(snap.ids)
+    masked = [c for c in names if "mask" in snap.columns[c]]
+    if not masked:
+        return [tuple(c[2:] for c in names)] * n
+    present = np.stack([np.frombuffer(snap.blob, dtype="u1", count=n, offset=int(snap.columns[c]["mask"])) != 0
+                        for c in masked], axis=1)
+    patterns, which = np.unique(present, axis=0, return_inverse=True)
+    shapes = []
+    for pattern in patterns.tolist():
+        have = set(itertools.compress(masked, pattern))
+        if any_order:
+            shapes.append(tuple(c[2:] for c in names if c not in masked)
+                          + tuple(c[2:] for c in masked if c in have))
+        else:
+            shapes.append(tuple(c[2:] for c in names if c in have or "mask" not in snap.columns[c]))
+    return _take(shapes, which.reshape(-1).tolist())
+
+
+def _record(ident: tuple, attrs: dict, spec: dict | None, error: str, series: tuple | None,
+            shapes: dict[tuple, tuple]) -> tuple:
+    """An entry as :func:`_merged` takes it: ``(identity, attribute keys, their values, spec keys,
+    their values, spec_error, series)``, ``series`` ``None`` (not known) or the little-endian
+    float64 bytes (or ``None``) of each of :data:`KEPT_SERIES`. Key tuples are shared through
+    ``shapes``: 100,000 entries hold one copy of each key set, not their own key strings."""
+    a, sp = tuple(attrs), tuple(spec or ())
+    return (ident, shapes.setdefault(a, a), tuple(attrs.values()), shapes.setdefault(sp, sp),
+            tuple(spec.values()) if spec else (), error, series)
+
+
+def _records(entries: dict[str, dict]) -> dict[str, tuple]:
+    """:func:`_record` of entries as :func:`_entry` makes them (``{run_id: entry}``)."""
+    import numpy as np  # noqa: PLC0415
+
+    shapes: dict[tuple, tuple] = {}
+    out = {}
+    for rid, e in entries.items():
+        series = e.get("series")
+        if series is not None:
+            series = tuple(None if v is None else np.asarray(v, dtype="<f8").tobytes()
+                           for v in map(series.get, KEPT_SERIES))
+        out[rid] = _record(_ident(e), e["attrs"], e["spec"], e["spec_error"], series, shapes)
+    return out
+
+
+def _entry_of(rid: str, record: tuple) -> dict:
+    """The entry (as :func:`_entry` makes it) of a :func:`_record`."""
+    import numpy as np  # noqa: PLC0415
+
+    ident, a, av, sp, sv, error, series = record
+    if series is not None:
+        series = {k: np.frombuffer(v, dtype="<f8") for k, v in zip(KEPT_SERIES, series) if v is not None}
+    return {"id": rid, **dict(zip(_IDENTITY, ident)), "attrs": dict(zip(a, av)),
+            "spec": None if error else dict(zip(sp, sv)), "spec_error": error, "series": series}
+
+
+def _merged(snap: _Snapshot, records: dict[str, tuple]) -> tuple[list[str], dict[str, dict], bytearray]:
+    """What :func:`_save` writes for the snapshot's entries and ``records`` (:func:`_record` of
+    newer entries, which win): ``(run ids in order, the columns' descriptions, the blob)``. Made
+    column by column: each column's values, in run id order, are the entries' values, so the
+    bytes are those of encoding the entries one by one (an entry of the snapshot as
+    :meth:`_Snapshot.entries` makes it), without a dict per entry. Columns in the order of the
+    keys' first appearance in the entries (in run id order). Raises ValueError for a value the
+    snapshot cannot keep."""
+    n_old = len(snap.ids)
+    new_ids = sorted(records)
+    idents, a_keys, a_values, s_keys, s_values, errors, series = \
+        map(list, zip(*map(records.__getitem__, new_ids))) if records else ([] for _ in range(7))
+    absent_old, absent_new = [_ABSENT] * n_old, [_ABSENT] * len(records)
+    if n_old:
+        kept = [i for i, rid in enumerate(snap.ids) if rid not in records] if records else list(range(n_old))
+        ids = _take(snap.ids, kept) + new_ids
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        ids = _take(ids, order)
+    else:
+        ids = new_ids
+
+    def gather(old: list, new: list) -> list:
+        """The column of the kept snapshot entries (``old``, one value per snapshot entry) and of
+        the records (``new``, in run id order) in run id order."""
+        return _take(_take(old, kept) + new, order) if n_old else new
+
     blob = bytearray()
+    columns = {k: _encode(gather(snap.column(k) if n_old else [], list(new)), blob)
+               for k, new in zip(_IDENTITY, zip(*idents) if idents else ([] for _ in _IDENTITY))}
+    old_errors = snap.column("spec_error") if n_old else []
+    for prefix, keys, values in (("a:", a_keys, a_values), ("s:", s_keys, s_values)):
+        names = [c for c in snap.columns if c.startswith(prefix)]
+        old_shapes = _row_shapes(snap, names, prefix == "a:") if n_old else []
+        no_spec = prefix == "s:" and any(old_errors)  # an entry whose spec is not YAML has none
+        if no_spec:
+            old_shapes = [() if err else shape for shape, err in zip(old_shapes, old_errors)]
+        new_columns = _columns_of(keys, values)
+        shapes = gather(old_shapes, keys)
+        distinct = dict(zip(map(id, shapes), shapes)).values()  # the key sets, first seen first
+        for key in dict.fromkeys(itertools.chain.from_iterable(distinct)):
+            old = snap.column(prefix + key) if prefix + key in snap.columns else absent_old
+            if no_spec and old is not absent_old:
+                old = [_ABSENT if err else v for v, err in zip(old, old_errors)]
+            columns[prefix + key] = _encode(gather(old, new_columns.get(key, absent_new)), blob)
+    columns["spec_error"] = _encode(gather(old_errors, errors), blob)
+    known = [v is True for v in snap.column("series")] if "series" in snap.columns else [False] * n_old
+    columns["series"] = _encode(gather(known, [s is not None for s in series]), blob)
+    for i, name in enumerate(KEPT_SERIES):
+        old = ([None if a is None or not k else a.tobytes() for a, k in zip(snap.column("t:" + name), known)]
+               if "t:" + name in snap.columns else [None] * n_old)
+        columns["t:" + name] = _encode_series(gather(old, [None if s is None else s[i] for s in series]), blob)
+    return ids, columns, blob
+
+
+def _save(folder: Path, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot | None:
+    """Write the snapshot of ``snap``'s entries and ``records`` (:func:`_merged`) atomically into
+    ``folder`` and drop the journals it holds whose writer is gone. Returns it as a reader of it
+    would load it, or ``None`` if some value cannot be kept in one (then nothing is written: the
+    journals and files still answer)."""
     try:
-        columns = {k: _encode([e[k] for e in es], blob) for k in _IDENTITY}
-        for part, prefix in (("attrs", "a:"), ("spec", "s:")):
-            for key, values in _columns_of([e[part] for e in es]).items():
-                columns[prefix + key] = _encode(values, blob)
-        columns["spec_error"] = _encode([e["spec_error"] for e in es], blob)
-        columns["series"] = _encode([e.get("series") is not None for e in es], blob)
-        for name in KEPT_SERIES:
-            columns["t:" + name] = _encode_series(
-                [(e.get("series") or {}).get(name) for e in es], blob)
+        ids, columns, blob = _merged(snap, records)
     except ValueError:
-        return  # a value the snapshot cannot keep: the journals and files still answer
+        return None
     header = json.dumps({"ids": ids, "columns": columns, "consumed": snap.consumed},
                         ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     with contextlib.suppress(OSError, ValueError):
@@ -627,88 +750,139 @@ def _save(folder: Path, snap: _Snapshot) -> None:
         _drop_merged_journals(folder, snap)
     with contextlib.suppress(OSError):
         os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
+    doc = json.loads(header)  # what a reader of the file finds: the header's values, not ours
+    return _Snapshot(doc["ids"], doc["columns"], memoryview(blob).toreadonly(), doc["consumed"])
 
 
-def _line_entry(line: bytes) -> dict | None:
-    """A journal line as an entry, or ``None`` for a damaged line or one of an older lcnrun
-    (without the ctime: such entries are never used, the file is read instead)."""
+_SERIES_NAMES = frozenset(KEPT_SERIES)
+
+
+def _line_record(line: bytes, shapes: dict[tuple, tuple]) -> tuple[str, tuple] | None:
+    """A journal line as ``(run id, its entry's record)`` (:func:`_record`, key tuples shared
+    through ``shapes``), or ``None`` for a damaged line or one of an older lcnrun (without the
+    ctime: such entries are never used, the file is read instead). 100,000 lines: kept lean."""
     try:
         entry = json.loads(line)
     except ValueError:
         return None
-    if not (isinstance(entry, dict) and isinstance(entry.get("id"), str)
-            and all(type(entry.get(k)) is int for k in _IDENTITY)
-            and isinstance(entry.get("attrs"), dict)
-            and isinstance(entry["attrs"].get("status"), str)):
+    if type(entry) is not dict:
         return None
-    series = entry.get("series")
-    entry["series"] = None
-    if isinstance(series, dict) and series.keys() <= set(KEPT_SERIES):
-        import numpy as np  # noqa: PLC0415
-
+    ident = (entry.get("ino"), entry.get("size"), entry.get("mtime_ns"), entry.get("ctime_ns"))
+    rid, attrs = entry.get("id"), entry.get("attrs")
+    if not (type(rid) is str and type(attrs) is dict and type(attrs.get("status")) is str
+            and type(ident[0]) is int and type(ident[1]) is int and type(ident[2]) is int
+            and type(ident[3]) is int):
+        return None
+    spec, error = entry.get("spec"), ""
+    if type(spec) is not dict:
+        text = entry.get("spec_text")
+        if type(text) is not str:
+            return None
+        spec, error = flat_spec(text)
+    series, kept = entry.get("series"), None
+    if type(series) is dict and series.keys() <= _SERIES_NAMES:
         with contextlib.suppress(ValueError, TypeError):
-            arrays = {k: _series_of(v) for k, v in series.items()}
-            if all(a is not None for a in arrays.values()):
-                entry["series"] = arrays
-    if isinstance(entry.get("spec"), dict):
-        entry["spec_error"] = ""
-    elif isinstance(entry.get("spec_text"), str):
-        entry["spec"], entry["spec_error"] = flat_spec(entry.pop("spec_text"))
-    else:
-        return None
-    return entry
+            raw = tuple(map(_series_bytes, map(series.get, KEPT_SERIES)))
+            if raw.count(None) == len(KEPT_SERIES) - len(series):  # each one given is a series
+                kept = raw
+    return rid, _record(ident, attrs, spec, error, kept, shapes)
 
 
-def _series_of(values: Any):
-    """A journal line's series (a JSON list of numbers) as float64, or ``None`` if it is not
-    one: numbers only (no bool, no string, no null, no list), checked by numpy's own reading of
-    the list (its dtype), not number by number."""
+def _series_text(array) -> str:
+    """A kept series (1-D float64, :func:`kept_series`) as a journal line holds it: the base64
+    text of its little-endian bytes. Exact to the bit (a NaN's sign and payload too), ~1/3 of the
+    bytes of the numbers' reprs, and read back by one C call instead of a float parse per number."""
     import numpy as np  # noqa: PLC0415
 
-    if not isinstance(values, list):
-        return None
+    return binascii.b2a_base64(np.asarray(array, dtype="<f8").tobytes(), newline=False).decode("ascii")
+
+
+def _series_bytes(values: Any) -> bytes | None:
+    """A journal line's series as the little-endian bytes of at most :data:`KEPT_TIMES` float64,
+    or ``None`` if it is not one. Either :func:`_series_text`'s text, taken only if it is exactly
+    that text of its bytes (which must be whole float64s), or, as an older lcnrun wrote it, a JSON
+    list of numbers (no bool, no string, no null, no list: checked by numpy's own reading of the
+    list, its dtype, not number by number)."""
+    if type(values) is str:
+        try:
+            raw = binascii.a2b_base64(values)
+        except (binascii.Error, ValueError):
+            return None
+        # the decoder skips characters outside the alphabet: only the canonical text is taken
+        if len(raw) % 8 or len(raw) > 8 * KEPT_TIMES or \
+                binascii.b2a_base64(raw, newline=False) != values.encode("ascii", "replace"):
+            return None
+        return raw
+    if type(values) is not list or len(values) > KEPT_TIMES:
+        return None  # None too: a series the line does not have
+    import numpy as np  # noqa: PLC0415
+
     array = np.array(values)
     if array.ndim != 1 or (array.dtype.kind not in "fi" and array.size):
         return None
-    return array.astype(np.float64)
+    return array.astype("<f8").tobytes()
 
 
-def _read_journals(folder: Path, snap: _Snapshot) -> None:
+def _writer_gone(name: str, host: str) -> bool:
+    """Whether the journal ``name`` was written on this host (``host``) by a process that is gone:
+    nobody appends to it again."""
+    parts = name[len(JOURNAL_PREFIX):-len(JOURNAL_SUFFIX)].rsplit(".", 2)
+    return len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not pid_alive(int(parts[1]))
+
+
+def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
+    """The journals' lines after what ``snap.consumed`` says was read (which it advances):
+    ``{run_id: record}`` (:func:`_record`) of every whole line that is an entry (a later line of
+    a run wins; a damaged line is left out: that run is read from its file). 100,000 one-run
+    journals: no Path and no file object per journal, and one unchanged is not read."""
+    out: dict[str, tuple] = {}
     try:
         names = [e.name for e in os.scandir(folder)
                  if e.name.startswith(JOURNAL_PREFIX) and e.name.endswith(JOURNAL_SUFFIX)]
     except OSError:
-        return
+        return out
+    where, host = os.fspath(folder), host_tag()
+    shapes: dict[tuple, tuple] = {}
+    consumed = snap.consumed
     for name in names:
-        start = snap.consumed.get(name, 0)
+        start = consumed.get(name, 0)
+        gone = _writer_gone(name, host)  # asked before the size is taken: that size is then final
         try:
-            with open(folder / name, "rb") as fh:
-                fh.seek(start)
-                data = fh.read()
+            fd = os.open(os.path.join(where, name), os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                data = os.pread(fd, size - start, start) if size > start else b""
+            finally:
+                os.close(fd)
         except OSError:
             continue
+        if gone:
+            snap.final[name] = size
         end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
         if end <= 0:
             continue
         for line in data[:end].splitlines():
-            entry = _line_entry(line)
-            if entry is not None:  # a damaged line: that run is read from its file
-                snap.newer[entry["id"]] = entry
-        snap.consumed[name] = start + end
+            got = _line_record(line, shapes)
+            if got is not None:
+                out[got[0]] = got[1]
+        consumed[name] = start + end
         snap.changed = True
+    return out
 
 
 def _drop_merged_journals(folder: Path, snap: _Snapshot) -> None:
     """Remove journals that the snapshot holds entirely and whose writer (on this host) is gone:
-    nobody appends to them again, so 100,000 one-run Slurm tasks leave no 100,000 files."""
-    host = host_tag()
+    nobody appends to them again, so 100,000 one-run Slurm tasks leave no 100,000 files. One
+    whose writer was gone before it was read is known by its size then (no ``stat`` again)."""
+    host, where = host_tag(), os.fspath(folder)
     for name, consumed in list(snap.consumed.items()):
-        parts = name[len(JOURNAL_PREFIX):-len(JOURNAL_SUFFIX)].rsplit(".", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or pid_alive(int(parts[1])):
+        final = snap.final.get(name)
+        if final is None and not _writer_gone(name, host):
             continue
+        path = os.path.join(where, name)
         try:
-            if os.stat(folder / name).st_size == consumed:
-                os.unlink(folder / name)
+            if (os.stat(path).st_size if final is None else final) == consumed:
+                os.unlink(path)
                 # the entry stays: a journal of this name never comes back (random part)
         except OSError:
             pass
@@ -1004,8 +1178,14 @@ def _resolve(runs_dir: os.PathLike | str, run_ids,
     snap = _load_snapshot(folder) if folder is not None else _Snapshot()
     marks: dict[str, dict] = {}
     if folder is not None:
-        _read_journals(folder, snap)
         marks = _marks(folder)
+        lines = _read_journals(folder, snap)
+        if lines:  # merged and saved now: all that follows reads columns, not entries
+            merged = _save(folder, snap, lines)
+            if merged is None:  # a value the columns cannot keep: the entries answer
+                snap.newer.update((rid, _entry_of(rid, r)) for rid, r in lines.items())
+            else:
+                snap = merged
     res = _Resolved(files, folder, snap, {}, [], [])
     if not marks and not snap.newer and list(files) == snap.ids and _same_identities(files, snap, res):
         return res  # every file is the one its snapshot entry is for, compared column by column
@@ -1104,4 +1284,4 @@ def _read_missing(res: _Resolved, reader: Reader | None, details: bool) -> dict[
 
 def _finish(res: _Resolved) -> None:
     if res.folder is not None and res.snap.changed:
-        _save(res.folder, res.snap)
+        _save(res.folder, res.snap, _records(res.snap.newer))
