@@ -25,7 +25,7 @@ from lcnrun.report.status import experiment_status
 from lcnrun.policy import UNREADABLE, file_state, should_run
 from lcnrun.store import RunRecord, read_run, read_run_attrs, read_run_status, write_run
 from lcnrun.store.experiment import ExperimentDir
-from lcnrun.store.index import INDEX_DIR, SNAPSHOT, SNAPSHOT_MAGIC, scan
+from lcnrun.store.index import INDEX_DIR, SNAPSHOT, SNAPSHOT_MAGIC, flat_spec, scan
 from lcnrun.store.runfile import RunFileError
 
 STATUSES = ("completed", "diverged", "failed", "stopped")
@@ -660,3 +660,90 @@ def test_merge_into_a_snapshot_is_encoding_its_entries_one_by_one(tmp_path):
     assert list(got[1]) == list(columns) and got[1] == json.loads(json.dumps(columns))
     assert got[2] == bytes(blob)
     check_same_as_full_scan(xdir, pending=None)
+
+
+def _same_json(a, b) -> bool:
+    """``a == b`` as JSON values, type for type (1 is not 1.0 nor True) and floats bit for bit."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_same_json, a, b))
+    if type(a) is dict:
+        return list(a) == list(b) and all(map(_same_json, a.values(), b.values()))
+    return a == b
+
+
+def _json_or_none(line: bytes):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def test_journal_lines_are_read_as_the_standard_json_parser_reads_them():
+    """The journal's fast parser (orjson, where it agrees) gives what ``json.loads`` gives, type for
+    type and bit for bit, also where orjson alone would not: integers beyond int64 after every
+    byte a number may follow (orjson reads them as floats), NaN and infinities, a lone
+    surrogate, nesting beyond orjson's limit (and ``json``'s: no value), invalid UTF-8; and
+    floats of every exponent."""
+    from lcnrun.store.index import _json_line, _may_hold_big_int
+
+    big = [2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, 2 ** 64, 10 ** 20 + 1, 3 * 10 ** 40,
+           -(2 ** 63), -(2 ** 63) - 1, -(10 ** 25) - 7]
+    lines = []
+    for v in big:
+        lines += [b'{"a":%d}' % v, b'{"a": %d}' % v, b'[1,%d]' % v, b'[%d]' % v, b'{"a":\n%d}' % v,
+                  b'{"a":\t%d,"b":1}' % v, b'%d' % v, b' %d' % v,
+                  b'{"a":{"b":[0.5,%d]}}' % v]
+    rng = np.random.default_rng(3)
+    floats = rng.standard_normal(200) * 10.0 ** rng.integers(-300, 300, 200)
+    lines += [json.dumps({"x": floats[i:i + 20].tolist()}).encode() for i in range(0, 200, 20)]
+    lines += [b'{"a":0.00030162175234141607}', b'{"a":1796195422897003759}', b'[1e400]',
+              b'{"a":NaN,"b":-Infinity,"c":Infinity}', b'{"a":"\\ud800"}', b'{"a":1,"a":2}',
+              b'[' * 5000 + b']' * 5000, b'[' * 1100 + b']' * 1100, b'{"a":"\xff"}', b'{"a":1} x', b'',
+              b'{"a":"x:12345678901234567890"}', b'{"a":-0.0,"b":1E5,"c":true,"d":null}']
+    for line in lines:
+        want = _json_or_none(line)
+        got = _json_line(line)
+        assert _same_json(got, want), line[:60]
+        if not _may_hold_big_int(line):  # what a journal's one check lets through
+            assert _same_json(_json_line(line, checked=True), want), line[:60]
+    for v in big[1:]:  # beyond int64 (2**63 - 1 is within): found however it is written
+        if -(2 ** 63) <= v < 2 ** 64:
+            continue  # orjson still reads it as an int: found or not, the answer is right
+        for text in (b'{"a":%d}', b'[1,%d]', b'[ %d]', b'%d', b'{"a":\r\n%d}'):
+            assert _may_hold_big_int(text % v), text % v
+    assert _may_hold_big_int(b'[-9223372036854775809]')
+
+
+def test_journaled_spec_integers_beyond_int64_stay_integers(tmp_path):
+    """Runs whose specs hold integers beyond int64 (YAML reads them exactly), journalled as a
+    writer journals them (the spec's text) and in plain JSON: the first reader's answers
+    (status, rows, each spec value, type and all) are the files', not floats near them."""
+    xdir = make_experiment(tmp_path, n=6)
+    values = [10 ** 20 + 1, -(2 ** 63) - 1, 2 ** 64, 7]
+    for i, v in enumerate(values):
+        rid = f"run{i:04d}"
+        write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(i) + f"extra: {v}\n",
+                                                final_attrs={"loss": 0.25}), fsync=False)
+    index = xdir.root / INDEX_DIR
+    (index / SNAPSHOT).unlink(missing_ok=True)
+    journals = {j: j.read_bytes() for j in index.glob("journal.*.jsonl")}
+    lines = [json.loads(line) for data in journals.values() for line in data.splitlines()]
+    assert sum("spec_text" in e for e in lines) == 3  # what JSON cannot keep exactly in an int64 ...
+    for e in lines:  # ... and as JSON writes big integers all the same (another writer might)
+        if "spec_text" in e:
+            e["spec"] = flat_spec(e.pop("spec_text"))[0]
+    plain = b"".join(json.dumps(e).encode() + b"\n" for e in lines)
+    for journalled in (journals, {next(iter(journals)): plain}):
+        shutil.rmtree(index)
+        index.mkdir()
+        for path, data in journalled.items():
+            path.write_bytes(data)
+        check_same_as_full_scan(xdir)
+        runs = scan(xdir.runs_dir)
+        for i, v in enumerate(values):
+            got = runs[f"run{i:04d}"].spec["extra"]
+            assert type(got) is int and got == v

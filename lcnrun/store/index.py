@@ -755,16 +755,47 @@ def _save(folder: Path, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot
 
 
 _SERIES_NAMES = frozenset(KEPT_SERIES)
+#: for finding runs of digits by ``in``: digits as b"0", "-" kept, the bytes a JSON number may
+#: follow (``:``, ``,``, ``[``, white space) as b"S", every other byte a space
+_DIGIT_RUNS = bytes(48 if 48 <= i <= 57 else 45 if i == 45 else 83 if i in b":,[ \t\r\n" else 32
+                    for i in range(256))
 
 
-def _line_record(line: bytes, shapes: dict[tuple, tuple]) -> tuple[str, tuple] | None:
+def _may_hold_big_int(data: bytes) -> bool:
+    """Whether ``data`` may hold an integer beyond int64 (20 digits after a byte a number may
+    follow, or 19 after a minus), which orjson would read as a float (the standard parser, as an
+    int). One C pass of ``translate`` and two ``in`` (200 MB: 0.3 s; a regular expression takes
+    5 s). A float's fraction (after ".") is no such run; text holding one is only parsed slower."""
+    runs = data.translate(_DIGIT_RUNS)
+    return (b"S00000000000000000000" in runs or b"-0000000000000000000" in runs
+            or runs.startswith(b"00000000000000000000"))
+
+
+def _json_line(line: bytes, checked: bool = False) -> Any:
+    """A journal line's JSON value (``None`` if it is not JSON), exactly as ``json.loads`` reads
+    it. orjson reads 100,000 lines of 2 KB 3.5x faster (1.3 s, not 4.6 s); what it refuses (NaN and
+    infinities, a lone surrogate, nesting beyond 1,024) or may read otherwise (an integer beyond
+    int64: :func:`_may_hold_big_int`, unless ``checked`` says the caller found none) is left to
+    ``json.loads``."""
+    import orjson  # noqa: PLC0415
+
+    if checked or not _may_hold_big_int(line):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _line_record(line: bytes, shapes: dict[tuple, tuple], checked: bool = False) -> tuple[str, tuple] | None:
     """A journal line as ``(run id, its entry's record)`` (:func:`_record`, key tuples shared
     through ``shapes``), or ``None`` for a damaged line or one of an older lcnrun (without the
-    ctime: such entries are never used, the file is read instead). 100,000 lines: kept lean."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return None
+    ctime: such entries are never used, the file is read instead). 100,000 lines: kept lean.
+    ``checked``: the line holds no integer beyond int64 (:func:`_json_line`)."""
+    entry = _json_line(line, checked)
     if type(entry) is not dict:
         return None
     ident = (entry.get("ino"), entry.get("size"), entry.get("mtime_ns"), entry.get("ctime_ns"))
@@ -861,8 +892,10 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
         end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
         if end <= 0:
             continue
-        for line in data[:end].splitlines():
-            got = _line_record(line, shapes)
+        data = data[:end]
+        checked = not _may_hold_big_int(data)  # one pass over the journal, not one per line
+        for line in data.splitlines():
+            got = _line_record(line, shapes, checked)
             if got is not None:
                 out[got[0]] = got[1]
         consumed[name] = start + end
