@@ -721,18 +721,19 @@ def test_journal_lines_are_read_as_the_standard_json_parser_reads_them():
 def test_journaled_spec_integers_beyond_int64_stay_integers(tmp_path):
     """Runs whose specs hold integers beyond int64 (YAML reads them exactly), journalled as a
     writer journals them (the spec's text) and in plain JSON: the first reader's answers
-    (status, rows, each spec value, type and all) are the files', not floats near them."""
+    (status, rows, each spec value, type and all) are the files', not floats near them, and the
+    snapshot keeps them (a constant column and one that varies), so that the next reader reads it."""
     xdir = make_experiment(tmp_path, n=6)
     values = [10 ** 20 + 1, -(2 ** 63) - 1, 2 ** 64, 7]
     for i, v in enumerate(values):
         rid = f"run{i:04d}"
-        write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(i) + f"extra: {v}\n",
+        write_run(xdir.run_path(rid), RunRecord(rid, "completed", spec_text(i) + f"extra: {v}\nhuge: {2 ** 70}\n",
                                                 final_attrs={"loss": 0.25}), fsync=False)
     index = xdir.root / INDEX_DIR
     (index / SNAPSHOT).unlink(missing_ok=True)
     journals = {j: j.read_bytes() for j in index.glob("journal.*.jsonl")}
     lines = [json.loads(line) for data in journals.values() for line in data.splitlines()]
-    assert sum("spec_text" in e for e in lines) == 3  # what JSON cannot keep exactly in an int64 ...
+    assert sum("spec_text" in e for e in lines) == 4  # what JSON cannot keep exactly in an int64 ...
     for e in lines:  # ... and as JSON writes big integers all the same (another writer might)
         if "spec_text" in e:
             e["spec"] = flat_spec(e.pop("spec_text"))[0]
@@ -743,7 +744,9 @@ def test_journaled_spec_integers_beyond_int64_stay_integers(tmp_path):
         for path, data in journalled.items():
             path.write_bytes(data)
         check_same_as_full_scan(xdir)
-        runs = scan(xdir.runs_dir)
-        for i, v in enumerate(values):
-            got = runs[f"run{i:04d}"].spec["extra"]
-            assert type(got) is int and got == v
+        assert (index / SNAPSHOT).exists()  # the columns keep them (JSON's integers are exact)
+        for _ in range(2):  # the first reader merged the journal, the next reads the snapshot
+            runs = scan(xdir.runs_dir)
+            for i, v in enumerate(values):
+                spec = runs[f"run{i:04d}"].spec
+                assert type(spec["extra"]) is int and spec["extra"] == v and spec["huge"] == 2 ** 70

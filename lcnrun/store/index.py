@@ -127,16 +127,18 @@ def _ident(entry: dict) -> tuple:
 
 
 # -- the spec of an entry ---------------------------------------------------------------------------
-def _plain(value: Any) -> bool:
-    """Whether JSON gives ``value`` back as it is (same types, same values)."""
+def _plain(value: Any, int64: bool = True) -> bool:
+    """Whether JSON gives ``value`` back as it is (same types, same values); ``int64``: with its
+    integers within int64, as a journal line's are (what the snapshot's header holds is read by
+    ``json`` alone, which keeps every integer exactly)."""
     if value is None or isinstance(value, (str, bool, float)):
         return True
     if isinstance(value, int):
-        return -(2 ** 63) <= value < 2 ** 63
+        return not int64 or -(2 ** 63) <= value < 2 ** 63
     if isinstance(value, list):
-        return all(_plain(v) for v in value)
+        return all(_plain(v, int64) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+        return all(isinstance(k, str) and _plain(v, int64) for k, v in value.items())
     return False  # a date, a set, bytes ... (YAML can make them): kept as text
 
 
@@ -333,7 +335,7 @@ def _encode(values: list, blob: bytearray) -> dict:
         kinds = kinds or {type(None)}
     else:
         present = values
-    if present and len(kinds) == 1 and _same(present, type(present[0])) and _plain(present[0]):
+    if present and len(kinds) == 1 and _same(present, type(present[0])) and _plain(present[0], False):
         return {**out, "enc": "const", "value": present[0]}
     if kinds == {float}:
         enc, dtype = "f8", "<f8"
@@ -342,7 +344,7 @@ def _encode(values: list, blob: bytearray) -> dict:
     elif kinds == {bool}:
         enc, dtype = "b1", "u1"
     else:
-        if not (kinds <= {str, bool, float, type(None)} or all(map(_plain, values))):
+        if not (kinds <= {str, bool, float, type(None)} or all(_plain(v, False) for v in values)):
             raise ValueError("a value JSON cannot keep")
         return {**out, "enc": "json", "values": values}
     out.update(enc=enc, at=len(blob))
