@@ -8,13 +8,13 @@ by the runner (no trajectory), the test helpers' records (big-endian, Fortran-or
 compressed, complex, 0-d and empty arrays, bool/int8/int16/float32 attributes, non-ASCII text), and
 files changed afterwards as foreign tools may change them (attribute creation order tracked,
 array, fixed-length, byte-string and empty attributes, 0-d and empty datasets, deep groups, a
-name that is not UTF-8). The comparison is field by field: types and values of scalars (NaN
-equals NaN), dtype, shape and bytes of each array, and the key order of every dict.
+name that is not UTF-8). The comparison is field by field (``sameness.assert_same``): types and
+values of scalars (floats bit for bit), dtype, shape and bytes of each array, and the key order of
+every dict.
 """
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from sameness import assert_same
 from test_store import make_record
 
 from lcnrun import workflow
@@ -71,36 +72,6 @@ def reference_read_run(path: Path) -> RunData:
             attrs={k: v for k, v in root.items() if k not in RESERVED_ROOT_ATTRS},
             path=path, format_version=root["format_version"],
             lcnrun_version=root["lcnrun_version"])
-
-
-# -- the comparison --------------------------------------------------------------------------------
-def assert_same(got: Any, want: Any, where: str = "") -> None:
-    """``got`` is ``want``: same types, array dtypes, shapes and bytes, dict key orders."""
-    assert type(got) is type(want), (where, type(got), type(want))
-    if isinstance(want, RunData):
-        for name in want.__dataclass_fields__:
-            assert_same(getattr(got, name), getattr(want, name), f"{where}.{name}")
-    elif isinstance(want, dict):
-        assert list(got) == list(want), where  # the same keys in the same order
-        for key in want:
-            assert_same(got[key], want[key], f"{where}[{key!r}]")
-    elif isinstance(want, (list, tuple)):
-        assert len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want)):
-            assert_same(g, w, f"{where}[{i}]")
-    elif isinstance(want, np.ndarray):
-        assert (got.dtype, got.shape) == (want.dtype, want.shape), where
-        assert got.dtype.metadata == want.dtype.metadata, where
-        if want.dtype.kind == "O":
-            assert_same(got.tolist(), want.tolist(), where)
-        else:
-            assert got.tobytes() == want.tobytes(), where
-    elif isinstance(want, float) and math.isnan(want):
-        assert math.isnan(got), where
-    elif isinstance(want, h5py.Empty):
-        assert got.dtype == want.dtype, where
-    else:
-        assert got == want, where
 
 
 def assert_reads_like_the_reference(path: Path) -> RunData:

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from sameness import assert_same
 from typer.testing import CliRunner
 
 from lcnrun.cli import app
@@ -662,19 +663,6 @@ def test_merge_into_a_snapshot_is_encoding_its_entries_one_by_one(tmp_path):
     check_same_as_full_scan(xdir, pending=None)
 
 
-def _same_json(a, b) -> bool:
-    """``a == b`` as JSON values, type for type (1 is not 1.0 nor True) and floats bit for bit."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is float:
-        return struct.pack("<d", a) == struct.pack("<d", b)
-    if type(a) is list:
-        return len(a) == len(b) and all(map(_same_json, a, b))
-    if type(a) is dict:
-        return list(a) == list(b) and all(map(_same_json, a.values(), b.values()))
-    return a == b
-
-
 def _json_or_none(line: bytes):
     try:
         return json.loads(line)
@@ -707,9 +695,9 @@ def test_journal_lines_are_read_as_the_standard_json_parser_reads_them():
     for line in lines:
         want = _json_or_none(line)
         got = _json_line(line)
-        assert _same_json(got, want), line[:60]
+        assert_same(got, want, repr(line[:60]))
         if not _may_hold_big_int(line):  # what a journal's one check lets through
-            assert _same_json(_json_line(line, checked=True), want), line[:60]
+            assert_same(_json_line(line, checked=True), want, repr(line[:60]))
     for v in big[1:]:  # beyond int64 (2**63 - 1 is within): found however it is written
         if -(2 ** 63) <= v < 2 ** 64:
             continue  # orjson still reads it as an int: found or not, the answer is right

@@ -10,11 +10,11 @@ ways, duplicate keys, anchors, merges, documents, directives, odd line breaks).
 from __future__ import annotations
 
 import ast
-import math
 from pathlib import Path
 
 import pytest
 import yaml
+from sameness import assert_same
 
 from lcnrun.runner import _spec_text
 from lcnrun.spec import load_experiment
@@ -26,29 +26,6 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def whole(text: str) -> dict:
     return flatten(yaml.load(text, Loader=LOADER) or {})
-
-
-def assert_same(got, want, where="", seen=None) -> None:
-    """The same structure, key orders, types and values (recursive documents: each pair of
-    containers compared once)."""
-    assert type(got) is type(want), (where, got, want)
-    seen = set() if seen is None else seen
-    if isinstance(want, (dict, list)):
-        if (id(got), id(want)) in seen:
-            return
-        seen.add((id(got), id(want)))
-    if isinstance(want, dict):
-        assert list(got) == list(want), where
-        for key in want:
-            assert_same(got[key], want[key], f"{where}.{key}", seen)
-    elif isinstance(want, list):
-        assert len(got) == len(want), where
-        for g, w in zip(got, want):
-            assert_same(g, w, where, seen)
-    elif isinstance(want, float) and math.isnan(want):
-        assert math.isnan(got), where
-    else:
-        assert got == want, where
 
 
 def assert_parses_like_the_whole(text: str) -> None:
