@@ -298,11 +298,12 @@ def _all_absent(values: list) -> bool:
     return all(map(operator.is_, values, itertools.repeat(_ABSENT)))
 
 
-def _same(values: list, kind: type) -> bool:
-    """Whether all of ``values`` (not empty, every one of type ``kind``) are one value, as the
-    snapshot tells values apart: floats by their bits (-0.0 == 0.0 and nan != nan otherwise),
-    lists and dicts by ``repr`` (which tells 1 from 1.0 and True, as JSON does), the rest by ``==``
-    (exact within one type)."""
+def _same(values: list) -> bool:
+    """Whether all of ``values`` (not empty, all of one type) are one value, as the snapshot tells
+    values apart: floats by their bits (-0.0 == 0.0 and nan != nan otherwise), lists and dicts by
+    ``repr`` (which tells 1 from 1.0 and True, as JSON does), the rest by ``==`` (exact within
+    one type)."""
+    kind = type(values[0])
     if kind is float:
         import numpy as np  # noqa: PLC0415
 
@@ -335,7 +336,7 @@ def _encode(values: list, blob: bytearray) -> dict:
         kinds = kinds or {type(None)}
     else:
         present = values
-    if present and len(kinds) == 1 and _same(present, type(present[0])) and _plain(present[0], False):
+    if present and len(kinds) == 1 and _same(present) and _plain(present[0], False):
         return {**out, "enc": "const", "value": present[0]}
     if kinds == {float}:
         enc, dtype = "f8", "<f8"
