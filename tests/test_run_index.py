@@ -738,3 +738,41 @@ def test_journaled_spec_integers_beyond_int64_stay_integers(tmp_path):
             for i, v in enumerate(values):
                 spec = runs[f"run{i:04d}"].spec
                 assert type(spec["extra"]) is int and spec["extra"] == v and spec["huge"] == 2 ** 70
+
+
+def test_series_texts_are_taken_exactly_when_they_are_the_encoding_of_their_bytes():
+    """A journal line's series text gives its bytes exactly when it is the base64 text of whole
+    float64s (at most KEPT_TIMES of them), i.e. when encoding what a decoder reads of it gives the
+    text back: checked against that definition for series of every length modulo 3 bytes and
+    texts changed at every place (each character replaced by letters of the alphabet, padding,
+    white space, characters outside the alphabet or ASCII; one cut; one added), which covers the
+    bits left over before the padding that strict decoding does not look at."""
+    import binascii  # noqa: PLC0415
+
+    from lcnrun.store.index import KEPT_TIMES, _series_bytes, _series_text  # noqa: PLC0415
+
+    def canonical(text: str) -> bytes | None:
+        try:
+            raw = binascii.a2b_base64(text)  # the lenient decoder: skips what is not base64
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) % 8 or len(raw) > 8 * KEPT_TIMES:
+            return None
+        return raw if binascii.b2a_base64(raw, newline=False) == text.encode("ascii", "replace") else None
+
+    rng = np.random.default_rng(5)
+    texts = [_series_text(rng.standard_normal(n)) for n in (0, 1, 2, 3, 4, 5, 6, 7, 1024, 1025)]
+    replacements = "AQgwB/+9=\n !\x00é"
+    seen = {True: 0, False: 0}
+    for text in texts:
+        variants = {text, text + "=", text + "==", text.rstrip("="), "=" + text, text + "\n"}
+        # every place of the short ones; the first and last 8 of the long ones
+        places = range(len(text)) if len(text) < 80 else [*range(8), *range(len(text) - 8, len(text))]
+        for i in places:
+            variants.update(text[:i] + c + text[i + 1:] for c in replacements)
+            variants.update((text[:i] + text[i + 1:], text[:i] + "A" + text[i:]))
+        for v in variants:
+            want = canonical(v)
+            assert _series_bytes(v) == want, (text[:12], v[-8:])
+            seen[want is not None] += 1
+    assert seen[True] >= 10 and seen[False] > 1000  # both kinds were tried

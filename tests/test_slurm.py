@@ -13,6 +13,7 @@ Cluster tests poll `squeue -h -j IDS` (much faster than `sbatch --wait`) with a 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -35,8 +36,9 @@ from lcnrun.schedule.slurm.commands import parse_config
 from lcnrun.schedule.slurm.plan import (ArrayPlan, SubmitOptions, format_indices, plan_arrays,
                                         plan_submission)
 from lcnrun.schedule.slurm.probe import TaskState, parse_sacct, parse_squeue, slurm_states, task_states
-from lcnrun.schedule.slurm.script import script_text
+from lcnrun.schedule.slurm.script import INDEX_JOB_SECONDS, index_job_mem_mb, index_script_text, script_text
 from lcnrun.spec import load_experiment
+from lcnrun.store import index as run_index
 from lcnrun.store import read_run, read_run_status
 
 runner = CliRunner()
@@ -153,6 +155,70 @@ def test_script_text_carries_the_options(tmp_path):
     assert out.strip().split()[-2:] == ["--memory-budget", str(2 ** 30)]
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         assert f"export {name}=${{SLURM_CPUS_PER_TASK:-1}}" in text
+
+
+@pytest.mark.parametrize("time, want", [("01:00:00", "30:00"), (None, "30:00"), ("10:00", "10:00"),
+                                        ("0-00:20", "0-00:20"), ("UNLIMITED", "30:00")])
+def test_index_script_merges_the_index_with_the_tasks_options(tmp_path, time, want):
+    """The index job's script: the tasks' partition and other sbatch options (the cluster may
+    require the account), one cpu, no array, no requeue, their time limit only where it is
+    shorter than INDEX_JOB_SECONDS, memory for the experiment's runs; it runs `lcnrun status` of
+    the experiment."""
+    plan = _plan(tmp_path, [(3, "abc"), (4, "def")], limit=1001, partition="short", time=time,
+                 mem="2G", cpus_per_task=2, requeue=True, job_name="job x",
+                 sbatch_args=("--qos=short", "--account=lab"))
+    assert INDEX_JOB_SECONDS == 1800
+    text = index_script_text(plan)
+    assert text.startswith("#!/bin/bash\n") and plan.index_script_path == plan.slurm_dir / "submit-test-index.sbatch"
+    sbatch = [l for l in text.splitlines() if l.startswith("#SBATCH")]
+    assert sbatch == ["#SBATCH --job-name='job x-index'",
+                      f"#SBATCH --output={plan.slurm_dir}/submit-test-index-%j.out",
+                      f"#SBATCH --chdir={tmp_path}", "#SBATCH --cpus-per-task=1",
+                      "#SBATCH --partition=short", f"#SBATCH --time={want}", "#SBATCH --mem=2048M",
+                      "#SBATCH --qos=short", "#SBATCH --account=lab"]
+    # memory: the tasks' --mem, or 256 MiB + 8 KiB a run of the experiment if that is more
+    assert index_job_mem_mb(dataclasses.replace(plan, experiment_points=1_000_000)) == 256 + 7813
+    assert index_job_mem_mb(dataclasses.replace(plan, options=SubmitOptions())) == 256 + 1
+    lines = text.splitlines()
+    first_command = next(i for i, l in enumerate(lines) if l.strip() and not l.startswith("#"))
+    assert all(i < first_command for i, l in enumerate(lines) if l.startswith("#SBATCH"))
+    script = tmp_path / "index.sh"
+    script.write_text(text)
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, SLURM_CPUS_PER_TASK="2"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["-m", "lcnrun.cli", "status", str(tmp_path / "results" / "demo")]
+
+
+def test_index_job_follows_every_array_and_a_refused_one_is_only_recorded(tmp_path, monkeypatch):
+    """The index job depends on every array of the submission (afterany: also on failed or
+    cancelled ones); if sbatch refuses it, the submission stands and says why."""
+    from lcnrun.schedule.slurm import submit as slurm_submit  # noqa: PLC0415
+    from lcnrun.store.experiment import ExperimentDir  # noqa: PLC0415
+
+    calls = []
+
+    def fake_sbatch(script, *, dependency=None, cwd=None):
+        calls.append((Path(script).name, dependency))
+        if refuse and Path(script).name.endswith("-index.sbatch"):
+            raise commands.SlurmError("sbatch refused the job: QOSMaxSubmitJobPerUserLimit")
+        return str(40 + len(calls))
+
+    monkeypatch.setattr(slurm_submit, "sbatch", fake_sbatch)
+    points = [(i, f"run{i:03d}") for i in range(10)]
+    for refuse in (False, True):
+        calls.clear()
+        plan = _plan(tmp_path / str(refuse), points, limit=4, max_parallel=2)
+        record = slurm_submit.submit(plan, ExperimentDir(tmp_path / str(refuse) / "results" / "demo"))
+        assert record["job_ids"] == ["41", "42", "43"]
+        assert calls[-1] == ("submit-test-index.sbatch", "afterany:41:42:43")
+        want = {"job_id": None if refuse else "44", "script": str(plan.index_script_path),
+                "dependency": "afterany:41:42:43"}
+        if refuse:
+            want["error"] = "sbatch refused the job: QOSMaxSubmitJobPerUserLimit"
+        assert record["index_job"] == want
+        assert plan.index_script_path.read_text() == index_script_text(plan)
+        assert json.loads((plan.slurm_dir / "submissions.jsonl").read_text())["index_job"] == want
 
 
 @pytest.mark.parametrize("arg", ["--array=0-3", "-a0-3", "--output=x", "--job-name=x", "--wait", "qos"])
@@ -351,6 +417,7 @@ def submit(*args) -> tuple[list[str], str]:
     ids = re.findall(r"array jobs? ([\d, ]+)", r.output)
     job_ids = [j.strip() for j in ids[0].split(",") if j.strip()] if ids else []
     SUBMITTED.extend(job_ids)
+    SUBMITTED.extend(re.findall(r"^index:  job (\d+) ", r.output, re.M))
     return job_ids, r.output
 
 
@@ -443,9 +510,22 @@ sweep:
     folder = results / "bundled"
     job_ids, out = submit(spec, "--results", results, "--points-per-task", "6")
     assert "20 points as array job" in out and "6 points per task (--points-per-task), 4 tasks" in out, out
-    wait_for_jobs(job_ids)
-    assert status_json(folder)["counts"] == {"completed": 20}
     (record,) = submissions(folder)
+    index_job = record["index_job"]
+    assert index_job["dependency"] == f"afterany:{job_ids[0]}" and f"index:  job {index_job['job_id']} " in out
+    wait_for_jobs([*job_ids, index_job["job_id"]])
+    # the index job merged the tasks' journals (and removed them: their writers are gone) before
+    # any reader here: the snapshot answers for every run file as it is
+    assert not list((folder / ".index").glob("journal.*")), os.listdir(folder / ".index")
+    snap = run_index._load_snapshot(folder / ".index")
+    files = run_index.run_file_stats(folder / "runs")
+    assert snap.ids == sorted(r for _, r in record["points"]) == list(files)
+    assert [ident for ident, _ in snap.identity_and_status().values()] == [
+        run_index.identity(st) for _, st in files.values()]
+    assert set(snap.column("a:status")) == {"completed"}
+    log = (folder / "slurm" / f"{record['tag']}-index-{index_job['job_id']}.out").read_text()
+    assert re.search(r"completed\W+20\b", log), log
+    assert status_json(folder)["counts"] == {"completed": 20}
     assert record["task_sizes"] == [6, 6, 6, 2] and record["arrays"][0]["count"] == 4
     # each task ran its points in one process, as ensembles, each point with its own run file
     for task, size in enumerate(record["task_sizes"]):

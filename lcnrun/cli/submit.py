@@ -148,7 +148,7 @@ def _print_dry_run(prepared) -> None:
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
-    from ..schedule.slurm.script import script_text  # noqa: PLC0415
+    from ..schedule.slurm.script import index_script_text, script_text  # noqa: PLC0415
     from ..spec import format_overrides  # noqa: PLC0415
     from .report import print_table  # noqa: PLC0415
 
@@ -166,6 +166,9 @@ def _print_dry_run(prepared) -> None:
     for k in range(len(plan.arrays)):
         console.print(Text(f"--- {plan.script_path(k)} ---", style="bold"), soft_wrap=True)
         console.print(Text(script_text(plan, k)), soft_wrap=True, end="")
+    console.print(Text(f"--- {plan.index_script_path} (after every array: merges the run index) ---",
+                       style="bold"), soft_wrap=True)
+    console.print(Text(index_script_text(plan)), soft_wrap=True, end="")
     n = len(plan.arrays)
     split = f" (MaxArraySize {prepared.max_array_size})" if n > 1 else ""
     console.print(Text(f"bundling: {prepared.bundling.describe()}"), soft_wrap=True)
@@ -197,5 +200,13 @@ def _print_submitted(prepared, record: dict, shown_root: Path) -> None:
     scripts = ", ".join(str(slurm / Path(a["script"]).name) for a in arrays)
     console.print(Text(f"script{'s' if len(arrays) > 1 else ''}: {scripts}"), soft_wrap=True)
     console.print(Text(f"logs:   {slurm}/<job id>_<task>.out"), soft_wrap=True)
+    index_job = record.get("index_job") or {}
+    if index_job.get("job_id"):
+        console.print(Text(f"index:  job {index_job['job_id']} merges the run index once the arrays "
+                           f"have ended ({slurm / Path(index_job['script']).name})"), soft_wrap=True)
+    elif index_job.get("error"):
+        err_console.print(Text(f"note: no index job ({index_job['error']}); the first `lcnrun status` "
+                               "after the tasks merges their journals instead", style="yellow"),
+                          soft_wrap=True)
     console.print(Text(f"follow: lcnrun status {shown_root}    (squeue -j {ids}; scancel {ids} "
                        "stops it)"), soft_wrap=True)

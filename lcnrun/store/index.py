@@ -838,13 +838,18 @@ def _series_bytes(values: Any) -> bytes | None:
     list of numbers (no bool, no string, no null, no list: checked by numpy's own reading of the
     list, its dtype, not number by number)."""
     if type(values) is str:
-        try:
-            raw = binascii.a2b_base64(values)
+        try:  # strict: only the alphabet, in whole quanta, padded as the encoder pads
+            raw = binascii.a2b_base64(values, strict_mode=True)
         except (binascii.Error, ValueError):
             return None
-        # the decoder skips characters outside the alphabet: only the canonical text is taken
-        if len(raw) % 8 or len(raw) > 8 * KEPT_TIMES or \
-                binascii.b2a_base64(raw, newline=False) != values.encode("ascii", "replace"):
+        if len(raw) % 8 or len(raw) > 8 * KEPT_TIMES or len(values) != (len(raw) + 2) // 3 * 4:
+            return None
+        # what strict mode lets through besides: padding after a whole quantum (the length
+        # above), and bits set in the last character before the padding, which no encoder sets
+        # (re-encoding the last one or two bytes, not the whole series: only the canonical text
+        # is taken)
+        tail = len(raw) % 3
+        if tail and binascii.b2a_base64(raw[-tail:], newline=False) != values[-4:].encode("ascii"):
             return None
         return raw
     if type(values) is not list or len(values) > KEPT_TIMES:

@@ -107,5 +107,6 @@ def prepare_submission(spec: Path, results: Path, options: SubmitOptions, point_
         points = [(s.index, s.run_id) for s in selection.submit]
         tasks = bundle_points(exp, points, prepared.bundling.points_per_task)
         prepared.plan = plan_submission(exp.name, Path(spec), Path(results), tasks, options,
-                                        max_array_size=limit, force=force)
+                                        max_array_size=limit, force=force,
+                                        experiment_points=len(states))
     return prepared

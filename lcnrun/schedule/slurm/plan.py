@@ -155,6 +155,8 @@ class SubmissionPlan:
     python: str = field(default_factory=lambda: sys.executable)
     workdir: Path = field(default_factory=Path.cwd)
     force: bool = False  # tasks run their points even if a completed run file exists
+    #: points of the whole experiment (the run files its index job may merge); 0: those of tasks
+    experiment_points: int = 0
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc)
                              .isoformat(timespec="seconds"))
 
@@ -173,6 +175,11 @@ class SubmissionPlan:
 
     def script_path(self, k: int) -> Path:
         return self.slurm_dir / (f"{self.tag}.sbatch" if len(self.arrays) == 1 else f"{self.tag}-{k + 1}.sbatch")
+
+    @property
+    def index_script_path(self) -> Path:
+        """The batch script of the index job (:func:`lcnrun.schedule.slurm.script.index_script_text`)."""
+        return self.slurm_dir / f"{self.tag}-index.sbatch"
 
     def tasks_text(self) -> str:
         return "".join(f"{format_indices([i for i, _ in task])} {','.join(r for _, r in task)}\n"
@@ -198,9 +205,10 @@ def new_tag(slurm_dir: Path, now: datetime | None = None) -> str:
 def plan_submission(experiment: str, spec_path: Path, results: Path, tasks: Sequence[Sequence[Point]],
                     options: SubmitOptions, *, max_array_size: int, tag: str | None = None,
                     python: str | None = None, workdir: Path | None = None,
-                    force: bool = False) -> SubmissionPlan:
+                    force: bool = False, experiment_points: int = 0) -> SubmissionPlan:
     """The arrays, files and scripts that would submit ``tasks`` (each a list of ``(index,
-    run_id)``); ``force``: the tasks recompute completed points too (``lcnrun run --force``)."""
+    run_id)``); ``force``: the tasks recompute completed points too (``lcnrun run --force``);
+    ``experiment_points``: the points of the whole experiment."""
     options.check()
     results = Path(results).absolute()
     slurm_dir = results / experiment / SLURM_DIR
@@ -210,4 +218,5 @@ def plan_submission(experiment: str, spec_path: Path, results: Path, tasks: Sequ
         slurm_dir=slurm_dir, tag=tag or new_tag(slurm_dir), tasks=tasks,
         arrays=plan_arrays(len(tasks), max_array_size), options=options,
         max_array_size=max_array_size, python=python or sys.executable,
-        workdir=Path(workdir or Path.cwd()).absolute(), force=force)
+        workdir=Path(workdir or Path.cwd()).absolute(), force=force,
+        experiment_points=experiment_points)

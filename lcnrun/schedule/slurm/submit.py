@@ -17,7 +17,7 @@ from pathlib import Path
 from ...store.experiment import ExperimentDir
 from .commands import SlurmError, run_command, slurm_message
 from .plan import SLURM_DIR, SubmissionPlan
-from .script import script_text
+from .script import index_script_text, script_text
 
 SUBMISSIONS = "submissions.jsonl"
 SUBMISSION_FORMAT = "lcnrun-slurm-submission"
@@ -64,12 +64,17 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
          "tasks_file", "points": [[index, run_id], ...]  (task order),
          "task_sizes": [points of task 0, of task 1, ...],
          "arrays": [{"job_id", "offset", "count", "array", "script", "dependency"}, ...],
-         "job_ids": [...]}
+         "job_ids": [...],
+         "index_job": {"job_id", "script", "dependency"} (``job_id`` None and "error" sbatch's
+                      message if it refused it; None if an array was refused)}
 
     Task ``i`` of array ``a`` is task ``a.offset + i``: the ``task_sizes[a.offset + i]`` points
     after those of the tasks before it. If sbatch refuses an array, the ones
     it accepted before are recorded and :class:`SubmitError` is raised; if it accepted none, the
-    files written for this submission are removed.
+    files written for this submission are removed. Once every array is accepted, the index job
+    (:func:`.script.index_script_text`) is submitted to start after all of them (``afterany``);
+    one that sbatch refuses (a limit on the number of jobs, say) is recorded with sbatch's
+    message and costs only time: the first reader merges the index instead.
     """
     plan.slurm_dir.mkdir(parents=True, exist_ok=True)
     written = [plan.tasks_file]
@@ -80,6 +85,9 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
         path.write_text(script_text(plan, k), encoding="utf-8")
         path.chmod(0o755)
         written.append(path)
+    plan.index_script_path.write_text(index_script_text(plan), encoding="utf-8")
+    plan.index_script_path.chmod(0o755)
+    written.append(plan.index_script_path)
     with _no_interruption():  # a job that sbatch accepted is always recorded
         return _submit_arrays(plan, xdir, written)
 
@@ -117,6 +125,7 @@ def _submit_arrays(plan: SubmissionPlan, xdir: ExperimentDir, written: list[Path
         for path in written:
             path.unlink(missing_ok=True)
         raise SubmitError(str(error), [])
+    index_job = None if error is not None else _submit_index_job(plan, submitted)
     record = {
         "format": SUBMISSION_FORMAT, "version": SUBMISSION_VERSION, "tag": plan.tag,
         "time_utc": plan.created_utc, "experiment": plan.experiment, "job_name": plan.job_name,
@@ -126,6 +135,7 @@ def _submit_arrays(plan: SubmissionPlan, xdir: ExperimentDir, written: list[Path
         "tasks_file": str(plan.tasks_file), "points": [list(p) for p in plan.points],
         "task_sizes": [len(t) for t in plan.tasks],
         "arrays": [asdict(a) for a in submitted], "job_ids": [a.job_id for a in submitted],
+        "index_job": index_job,
     }
     append_submission(xdir, record)
     if error is not None:
@@ -134,6 +144,17 @@ def _submit_arrays(plan: SubmissionPlan, xdir: ExperimentDir, written: list[Path
                           f"{done} points are submitted as job{'s' if len(submitted) > 1 else ''} "
                           f"{', '.join(a.job_id for a in submitted)})", submitted)
     return record
+
+
+def _submit_index_job(plan: SubmissionPlan, submitted: list[SubmittedArray]) -> dict:
+    """sbatch the index job of ``plan`` to start after every array of ``submitted``."""
+    dependency = "afterany:" + ":".join(a.job_id for a in submitted)
+    job = {"job_id": None, "script": str(plan.index_script_path), "dependency": dependency}
+    try:
+        job["job_id"] = sbatch(plan.index_script_path, dependency=dependency, cwd=plan.workdir)
+    except SlurmError as err:
+        job["error"] = str(err)
+    return job
 
 
 def _user() -> str:
