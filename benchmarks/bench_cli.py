@@ -162,16 +162,16 @@ TASK_POINTS = 100
 
 def as_task_journals(index: Path, per_task: int) -> int:
     """Split the one journal that making the files wrote (this process's) into journals of
-    ``per_task`` lines each, named as finished Slurm tasks on this host name theirs (pids beyond
-    ``pid_max``: no such process), the exact lines a writer makes: what the first reader after
-    a submission's bundled tasks, or its index job, merges. Returns how many."""
+    ``per_task`` lines each, named as finished Slurm tasks name theirs (``<...>.final.jsonl``,
+    pids beyond ``pid_max``), the exact lines a writer makes: what the first reader after a
+    submission's bundled tasks, or its index job, merges. Returns how many."""
     (journal,) = index.glob("journal.*.jsonl")
     lines = journal.read_bytes().splitlines(keepends=True)
     host = journal.name[len("journal."):-len(".jsonl")].rsplit(".", 2)[0]
     dead = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
     n = 0
     for n, lo in enumerate(range(0, len(lines), per_task), start=1):
-        (index / f"journal.{host}.{dead + n}.{n:08x}.jsonl").write_bytes(b"".join(lines[lo: lo + per_task]))
+        (index / f"journal.{host}.{dead + n}.{n:08x}.final.jsonl").write_bytes(b"".join(lines[lo: lo + per_task]))
     journal.unlink()
     return n
 

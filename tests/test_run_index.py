@@ -776,3 +776,61 @@ def test_series_texts_are_taken_exactly_when_they_are_the_encoding_of_their_byte
             assert _series_bytes(v) == want, (text[:12], v[-8:])
             seen[want is not None] += 1
     assert seen[True] >= 10 and seen[False] > 1000  # both kinds were tried
+
+
+def test_a_writer_that_ends_leaves_a_final_journal_which_any_host_removes_once_merged(tmp_path, monkeypatch):
+    """A process that journalled runs gives its journal the final name when it ends; a reader on
+    another host (which cannot ask whether that writer is alive) then knows nobody appends to it:
+    what it read of it under its first name is not read again, and the journal is removed (the
+    snapshot holds it all). Before, such a journal stayed for ever. A journal of a live writer
+    on another host is read and kept. Every answer is the files' throughout."""
+    from lcnrun.store import index  # noqa: PLC0415
+
+    xdir = make_experiment(tmp_path, n=6)  # journalled by this process: a live writer
+    folder = xdir.root / INDEX_DIR
+    monkeypatch.setattr(index, "host_tag", lambda: "othernode")  # the readers below
+    (journal,) = folder.glob("journal.*.jsonl")
+    check_same_as_full_scan(xdir)  # merged, and kept: its writer may still append
+    assert journal.exists() and not journal.name.endswith(".final.jsonl")
+    write_run(xdir.run_path("run0100"), RunRecord("run0100", "completed", spec_text(100),
+                                                  final_attrs={"loss": 0.5}), fsync=False)
+    index.close_journals()  # the writer ends
+    (final,) = folder.glob("journal.*.jsonl")
+    assert final.name == journal.name[:-len(".jsonl")] + ".final.jsonl" and not journal.exists()
+    parsed = []
+    real = index._line_record
+    monkeypatch.setattr(index, "_line_record", lambda line, *a: parsed.append(line) or real(line, *a))
+    check_same_as_full_scan(xdir)
+    assert [json.loads(line)["id"] for line in dict.fromkeys(parsed)] == ["run0100"]  # the new line only
+    assert not list(folder.glob("journal.*")), os.listdir(folder)
+    snapshot = index._load_snapshot(folder)
+    assert "run0100" in snapshot.ids and journal.name in snapshot.consumed
+    # a final journal of which the snapshot held everything: removed by the next reader, which
+    # reads nothing of it
+    write_run(xdir.run_path("run0101"), RunRecord("run0101", "failed", spec_text(101)), fsync=False)
+    check_same_as_full_scan(xdir)  # merged; its writer (this process) is alive
+    index.close_journals()
+    parsed.clear()
+    check_same_as_full_scan(xdir)
+    assert parsed == [] and not list(folder.glob("journal.*"))
+
+
+@pytest.mark.parametrize("end, final", [("sys.exit(0)", True), ("raise SystemExit(3)", True),
+                                        ("os._exit(0)", False)])  # os._exit: as SIGKILL, no exit handlers
+def test_a_process_gives_its_journal_the_final_name_when_it_exits(tmp_path, end, final):
+    """The rename is done by the process's exit handlers: a process that ends (also by
+    ``SystemExit``, as lcnrun does after SIGTERM) leaves ``<...>.final.jsonl``; one that never
+    runs them (killed) leaves its journal as it was. Either way the readers' answers are the
+    files'."""
+    xdir = make_experiment(tmp_path, n=3)
+    code = ("import os, sys\nfrom lcnrun.store import RunRecord, write_run\n"
+            "from lcnrun.store.experiment import ExperimentDir\n"
+            "x = ExperimentDir(sys.argv[1])\n"
+            "write_run(x.run_path('run0200'), RunRecord('run0200', 'completed', sys.argv[2]), fsync=False)\n"
+            f"{end}\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(xdir.root), spec_text(200)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 3), proc.stderr
+    names = sorted(p.name for p in (xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
+    assert len(names) == 2 and sum(n.endswith(".final.jsonl") for n in names) == int(final), names
+    check_same_as_full_scan(xdir)

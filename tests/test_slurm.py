@@ -157,27 +157,33 @@ def test_script_text_carries_the_options(tmp_path):
         assert f"export {name}=${{SLURM_CPUS_PER_TASK:-1}}" in text
 
 
-@pytest.mark.parametrize("time, want", [("01:00:00", "30:00"), (None, "30:00"), ("10:00", "10:00"),
+@pytest.mark.parametrize("time, want", [("01:00:00", "30:00"), (None, None), ("10:00", "10:00"),
                                         ("0-00:20", "0-00:20"), ("UNLIMITED", "30:00")])
 def test_index_script_merges_the_index_with_the_tasks_options(tmp_path, time, want):
-    """The index job's script: the tasks' partition and other sbatch options (the cluster may
-    require the account), one cpu, no array, no requeue, their time limit only where it is
-    shorter than INDEX_JOB_SECONDS, memory for the experiment's runs; it runs `lcnrun status` of
-    the experiment."""
+    """The index job's script: the tasks' partition and the sbatch options that say where and as
+    whom a job runs (the cluster may require the account), one cpu, no array, no requeue, no
+    GPU, their time limit only where it is shorter than INDEX_JOB_SECONDS (none: the partition's),
+    memory for the experiment's runs; it runs `lcnrun status` of the experiment."""
     plan = _plan(tmp_path, [(3, "abc"), (4, "def")], limit=1001, partition="short", time=time,
                  mem="2G", cpus_per_task=2, requeue=True, job_name="job x",
-                 sbatch_args=("--qos=short", "--account=lab"))
+                 sbatch_args=("--qos=short", "--gres=gpu:1", "--account=lab", "--exclusive",
+                              "-N 2", "--ntasks=4", "-A lab2"))
     assert INDEX_JOB_SECONDS == 1800
     text = index_script_text(plan)
     assert text.startswith("#!/bin/bash\n") and plan.index_script_path == plan.slurm_dir / "submit-test-index.sbatch"
     sbatch = [l for l in text.splitlines() if l.startswith("#SBATCH")]
+    # where and as whom it runs, from the tasks' options; not what their computation needs
     assert sbatch == ["#SBATCH --job-name='job x-index'",
                       f"#SBATCH --output={plan.slurm_dir}/submit-test-index-%j.out",
                       f"#SBATCH --chdir={tmp_path}", "#SBATCH --cpus-per-task=1",
-                      "#SBATCH --partition=short", f"#SBATCH --time={want}", "#SBATCH --mem=2048M",
-                      "#SBATCH --qos=short", "#SBATCH --account=lab"]
+                      "#SBATCH --partition=short", *([f"#SBATCH --time={want}"] if want else []),
+                      "#SBATCH --mem=2048M", "#SBATCH --qos=short", "#SBATCH --account=lab",
+                      "#SBATCH -A lab2"]
+    # Slurm refuses --mem beside --mem-per-cpu: the tasks' --mem-per-cpu then sets it
+    per_cpu = dataclasses.replace(plan, options=SubmitOptions(sbatch_args=("--mem-per-cpu=4G",)))
+    assert [l for l in index_script_text(per_cpu).splitlines() if "--mem" in l] == ["#SBATCH --mem-per-cpu=4G"]
     # memory: the tasks' --mem, or 256 MiB + 8 KiB a run of the experiment if that is more
-    assert index_job_mem_mb(dataclasses.replace(plan, experiment_points=1_000_000)) == 256 + 7813
+    assert index_job_mem_mb(dataclasses.replace(plan, experiment_runs=1_000_000)) == 256 + 7813
     assert index_job_mem_mb(dataclasses.replace(plan, options=SubmitOptions())) == 256 + 1
     lines = text.splitlines()
     first_command = next(i for i, l in enumerate(lines) if l.strip() and not l.startswith("#"))
@@ -191,8 +197,8 @@ def test_index_script_merges_the_index_with_the_tasks_options(tmp_path, time, wa
 
 
 def test_index_job_follows_every_array_and_a_refused_one_is_only_recorded(tmp_path, monkeypatch):
-    """The index job depends on every array of the submission (afterany: also on failed or
-    cancelled ones); if sbatch refuses it, the submission stands and says why."""
+    """The index job depends on every array of the submission that sbatch accepted (afterany:
+    also on failed or cancelled ones); if sbatch refuses it, the submission stands and says why."""
     from lcnrun.schedule.slurm import submit as slurm_submit  # noqa: PLC0415
     from lcnrun.store.experiment import ExperimentDir  # noqa: PLC0415
 
@@ -219,6 +225,22 @@ def test_index_job_follows_every_array_and_a_refused_one_is_only_recorded(tmp_pa
         assert record["index_job"] == want
         assert plan.index_script_path.read_text() == index_script_text(plan)
         assert json.loads((plan.slurm_dir / "submissions.jsonl").read_text())["index_job"] == want
+    # the third array refused: the index job follows the two accepted ones
+    calls.clear()
+    refuse = False
+    real = fake_sbatch
+
+    def third_refused(script, *, dependency=None, cwd=None):
+        if Path(script).name == "submit-test-3.sbatch":
+            raise commands.SlurmError("sbatch refused the job: QOSMaxSubmitJobPerUserLimit")
+        return real(script, dependency=dependency, cwd=cwd)
+
+    monkeypatch.setattr(slurm_submit, "sbatch", third_refused)
+    plan = _plan(tmp_path / "partial", points, limit=4, max_parallel=2)
+    with pytest.raises(slurm_submit.SubmitError):
+        slurm_submit.submit(plan, ExperimentDir(tmp_path / "partial" / "results" / "demo"))
+    (record,) = [json.loads(l) for l in (plan.slurm_dir / "submissions.jsonl").read_text().splitlines()]
+    assert record["job_ids"] == ["41", "42"] and record["index_job"]["dependency"] == "afterany:41:42"
 
 
 @pytest.mark.parametrize("arg", ["--array=0-3", "-a0-3", "--output=x", "--job-name=x", "--wait", "qos"])
@@ -446,6 +468,9 @@ def test_dry_run_submits_nothing(cluster, tmp_path):
     assert "#SBATCH --array=0-2%3" in r.output and "nothing submitted" in r.output
     assert re.search(r"bundling: 3 points per task, 3 tasks: a point takes ~0.05 s \(model: ", r.output), r.output
     assert all(p.run_id in r.output for p in load_experiment(spec).points)
+    # and the index job's script, which would run lcnrun status once after the arrays
+    assert re.search(r"^--- \S+-index\.sbatch \(after every array: merges the run index\) ---$", r.output, re.M)
+    assert re.search(r"^exec \S+ -m lcnrun\.cli status \S+/results/dryrun$", r.output, re.M), r.output
     names = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%j"], capture_output=True,
                            text=True, timeout=30).stdout.split()
     assert "dryrun" not in names
@@ -552,6 +577,34 @@ sweep:
     - {init.seed: 2}
     - {}
 """
+
+
+@pytest.mark.slurm
+def test_a_refused_index_job_is_a_note_and_the_tasks_still_run(cluster, tmp_path, monkeypatch):
+    from lcnrun.schedule.slurm import submit as slurm_submit  # noqa: PLC0415
+
+    real = slurm_submit.sbatch
+
+    def refuse_index(script, **kw):
+        if Path(script).name.endswith("-index.sbatch"):
+            raise commands.SlurmError("sbatch refused the job: QOSMaxSubmitJobPerUserLimit")
+        return real(script, **kw)
+
+    monkeypatch.setattr(slurm_submit, "sbatch", refuse_index)
+    spec = write_spec(tmp_path, "noindex", TWO)
+    folder = tmp_path / "results" / "noindex"
+    r = invoke("submit", spec, "--results", tmp_path / "results", "-q", "--mem", "300M")
+    assert r.exit_code == 0, r.output
+    job_ids = [line for line in r.output.splitlines() if line.strip().isdigit()]
+    SUBMITTED.extend(job_ids)
+    assert len(job_ids) == 1, r.output
+    assert ("note: no index job (sbatch refused the job: QOSMaxSubmitJobPerUserLimit); the first "
+            "`lcnrun status` after the tasks merges their journals instead") in " ".join(r.output.split())
+    (record,) = submissions(folder)
+    assert record["job_ids"] == job_ids and record["index_job"]["job_id"] is None
+    assert record["index_job"]["error"] == "sbatch refused the job: QOSMaxSubmitJobPerUserLimit"
+    wait_for_jobs(job_ids)
+    assert status_json(folder)["counts"] == {"completed": 2}
 
 
 @pytest.mark.slurm

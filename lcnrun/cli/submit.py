@@ -111,10 +111,21 @@ def submit(
     except SlurmError as err:
         err_console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
+    _index_job_note(record)
     if quiet:
         console.print("\n".join(record["job_ids"]), highlight=False)
         raise typer.Exit(EXIT_OK)
     _print_submitted(prepared, record, Path(results) / prepared.exp.name)
+
+
+def _index_job_note(record: dict) -> None:
+    """A note (on stderr, also with --quiet) if sbatch refused the submission's index job."""
+    from rich.text import Text  # noqa: PLC0415
+
+    error = (record.get("index_job") or {}).get("error")
+    if error:
+        err_console.print(Text(f"note: no index job ({error}); the first `lcnrun status` after "
+                               "the tasks merges their journals instead", style="yellow"), soft_wrap=True)
 
 
 def _point_states(exp, xdir, probe) -> list:
@@ -204,9 +215,5 @@ def _print_submitted(prepared, record: dict, shown_root: Path) -> None:
     if index_job.get("job_id"):
         console.print(Text(f"index:  job {index_job['job_id']} merges the run index once the arrays "
                            f"have ended ({slurm / Path(index_job['script']).name})"), soft_wrap=True)
-    elif index_job.get("error"):
-        err_console.print(Text(f"note: no index job ({index_job['error']}); the first `lcnrun status` "
-                               "after the tasks merges their journals instead", style="yellow"),
-                          soft_wrap=True)
     console.print(Text(f"follow: lcnrun status {shown_root}    (squeue -j {ids}; scancel {ids} "
                        "stops it)"), soft_wrap=True)

@@ -11,7 +11,9 @@ Layout, under the experiment folder (``results/<name>/.index/``)::
                                           "spec" (the spec flattened: {dotted.key: value}) or
                                           "spec_text" (when its values are not plain JSON),
                                           "series" ({name: base64 of the little-endian float64
-                                          bytes} of KEPT_SERIES; an older lcnrun: JSON lists)}
+                                          bytes} of KEPT_SERIES; an older lcnrun: JSON lists)};
+                                          renamed ``<...>.final.jsonl`` when its writer ends
+                                          (close_journals), removed once a snapshot holds it
     snapshot.bin                          the journals merged by a reader (atomic replace),
                                           column by column (see :func:`_encode`), with how far
                                           into each journal it read and a CRC-32 of it all
@@ -44,6 +46,7 @@ costs time.
 """
 from __future__ import annotations
 
+import atexit
 import binascii
 import contextlib
 import functools
@@ -55,6 +58,7 @@ import os
 import secrets
 import stat
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -70,6 +74,7 @@ SNAPSHOT_MAGIC = b"lcnrun-run-index 2\n"
 UNREADABLE_DIR = "unreadable"
 JOURNAL_PREFIX = "journal."
 JOURNAL_SUFFIX = ".jsonl"
+FINAL_SUFFIX = ".final" + JOURNAL_SUFFIX  # a journal whose writer has ended (close_journals)
 _IDENTITY = ("ino", "size", "mtime_ns", "ctime_ns")
 #: trajectory series every entry keeps (1-D float64, at most KEPT_TIMES stored times): what
 #: ``lcnrun plot``, the report's default plots and most ``exp.trajectories`` calls draw
@@ -189,7 +194,34 @@ def _journal_name(folder: Path) -> str:
     key = str(folder)
     if key not in _JOURNAL or _JOURNAL[key].split(".")[2] != str(os.getpid()):  # forked: a new one
         _JOURNAL[key] = f"{JOURNAL_PREFIX}{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{JOURNAL_SUFFIX}"
+        if not _CLOSING:
+            _CLOSING.append(atexit.register(close_journals))
     return _JOURNAL[key]
+
+
+_CLOSING: list = []  # close_journals, once registered to run at exit
+
+
+def close_journals() -> None:
+    """Give this process's journals their final name (``journal.<host>.<pid>.<random>.final.jsonl``):
+    nobody appends to them again, which every reader then knows, on any host (a reader can ask
+    whether a writer is alive only on the writer's own host): the first one that has merged a
+    final journal removes it, so that the journals of 100,000 Slurm tasks on other nodes do not
+    stay. Run at exit (normal, ``SystemExit``, after SIGTERM's stop; not after SIGKILL: such a
+    journal stays as it is, read and kept as before). Best effort, never raises."""
+    pid = str(os.getpid())
+    for folder, name in list(_JOURNAL.items()):
+        if name.split(".")[2] != pid:
+            continue  # a parent's, inherited by fork
+        del _JOURNAL[folder]  # a later write starts a journal of another name
+        with contextlib.suppress(OSError):
+            os.rename(os.path.join(folder, name), os.path.join(folder, name[:-len(JOURNAL_SUFFIX)] + FINAL_SUFFIX))
+
+
+def _journal_key(name: str) -> str:
+    """The name a journal is known by in the snapshot (``consumed``): as its writer made it,
+    without the ``.final`` it adds when it ends (see :func:`close_journals`)."""
+    return name[:-len(FINAL_SUFFIX)] + JOURNAL_SUFFIX if name.endswith(FINAL_SUFFIX) else name
 
 
 def _append(folder: Path, entry: dict) -> None:
@@ -456,8 +488,9 @@ class _Snapshot:
     consumed: dict[str, int] = field(default_factory=dict)   # journal name -> bytes read
     newer: dict[str, dict] = field(default_factory=dict)     # run id -> entry
     changed: bool = False
-    #: journal name -> its size, of the journals read whose writer was gone before: that size is
-    #: final (a new process of the same pid writes a journal of another name)
+    #: journal name (as listed) -> its size, of the journals read whose writer was gone before
+    #: (or that are final): that size is final (a new process of the same pid writes a journal
+    #: of another name)
     final: dict[str, int] = field(default_factory=dict)
     _decoded: dict[str, list] = field(default_factory=dict)
     _built: dict[str, dict] | None = None
@@ -831,6 +864,10 @@ def _series_text(array) -> str:
     return binascii.b2a_base64(np.asarray(array, dtype="<f8").tobytes(), newline=False).decode("ascii")
 
 
+#: ``a2b_base64``'s strict mode (Python 3.11 and later)
+_STRICT = {"strict_mode": True} if sys.version_info >= (3, 11) else {}
+
+
 def _series_bytes(values: Any) -> bytes | None:
     """A journal line's series as the little-endian bytes of at most :data:`KEPT_TIMES` float64,
     or ``None`` if it is not one. Either :func:`_series_text`'s text, taken only if it is exactly
@@ -839,11 +876,13 @@ def _series_bytes(values: Any) -> bytes | None:
     list, its dtype, not number by number)."""
     if type(values) is str:
         try:  # strict: only the alphabet, in whole quanta, padded as the encoder pads
-            raw = binascii.a2b_base64(values, strict_mode=True)
+            raw = binascii.a2b_base64(values, **_STRICT)
         except (binascii.Error, ValueError):
             return None
         if len(raw) % 8 or len(raw) > 8 * KEPT_TIMES or len(values) != (len(raw) + 2) // 3 * 4:
             return None
+        if not _STRICT:  # Python 3.10: the lenient decoder skips what is not base64
+            return raw if binascii.b2a_base64(raw, newline=False) == values.encode("ascii", "replace") else None
         # what strict mode lets through besides: padding after a whole quantum (the length
         # above), and bits set in the last character before the padding, which no encoder sets
         # (re-encoding the last one or two bytes, not the whole series: only the canonical text
@@ -863,8 +902,10 @@ def _series_bytes(values: Any) -> bytes | None:
 
 
 def _writer_gone(name: str, host: str) -> bool:
-    """Whether the journal ``name`` was written on this host (``host``) by a process that is gone:
-    nobody appends to it again."""
+    """Whether nobody appends to the journal ``name`` again: it is final (its writer ended,
+    :func:`close_journals`), or it was written on this host (``host``) by a process that is gone."""
+    if name.endswith(FINAL_SUFFIX):
+        return True
     parts = name[len(JOURNAL_PREFIX):-len(JOURNAL_SUFFIX)].rsplit(".", 2)
     return len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not pid_alive(int(parts[1]))
 
@@ -873,7 +914,8 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     """The journals' lines after what ``snap.consumed`` says was read (which it advances):
     ``{run_id: record}`` (:func:`_record`) of every whole line that is an entry (a later line of
     a run wins; a damaged line is left out: that run is read from its file). 100,000 one-run
-    journals: no Path and no file object per journal, and one unchanged is not read."""
+    journals: no Path and no file object per journal, and one unchanged is not read (one that
+    nobody appends to is removed: the snapshot read holds it all)."""
     out: dict[str, tuple] = {}
     try:
         names = [e.name for e in os.scandir(folder)
@@ -884,7 +926,8 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     shapes: dict[tuple, tuple] = {}
     consumed = snap.consumed
     for name in names:
-        start = consumed.get(name, 0)
+        key = _journal_key(name)
+        start = consumed.get(key, 0)
         gone = _writer_gone(name, host)  # asked before the size is taken: that size is then final
         try:
             fd = os.open(os.path.join(where, name), os.O_RDONLY)
@@ -896,6 +939,10 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
         except OSError:
             continue
         if gone:
+            if size == start:  # the snapshot read holds it all and nobody appends: not needed
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(where, name))
+                continue
             snap.final[name] = size
         end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
         if end <= 0:
@@ -906,25 +953,29 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
             got = _line_record(line, shapes, checked)
             if got is not None:
                 out[got[0]] = got[1]
-        consumed[name] = start + end
+        consumed[key] = start + end
         snap.changed = True
     return out
 
 
 def _drop_merged_journals(folder: Path, snap: _Snapshot) -> None:
-    """Remove journals that the snapshot holds entirely and whose writer (on this host) is gone:
-    nobody appends to them again, so 100,000 one-run Slurm tasks leave no 100,000 files. One
-    whose writer was gone before it was read is known by its size then (no ``stat`` again)."""
+    """Remove journals that the snapshot holds entirely and that nobody appends to again (final,
+    or their writer on this host is gone), so 100,000 one-run Slurm tasks leave no 100,000 files.
+    One that was so before it was read is known by its size then (no ``stat`` again)."""
     host, where = host_tag(), os.fspath(folder)
+    for name, size in list(snap.final.items()):
+        if snap.consumed.get(_journal_key(name)) == size:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(where, name))
+                # the entry stays: a journal of this name never comes back (random part)
+    known = {_journal_key(name) for name in snap.final}
     for name, consumed in list(snap.consumed.items()):
-        final = snap.final.get(name)
-        if final is None and not _writer_gone(name, host):
+        if name in known or not _writer_gone(name, host):
             continue
         path = os.path.join(where, name)
         try:
-            if (os.stat(path).st_size if final is None else final) == consumed:
+            if os.stat(path).st_size == consumed:
                 os.unlink(path)
-                # the entry stays: a journal of this name never comes back (random part)
         except OSError:
             pass
 

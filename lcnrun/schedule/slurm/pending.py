@@ -8,6 +8,7 @@ adds notes.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,5 +109,14 @@ def prepare_submission(spec: Path, results: Path, options: SubmitOptions, point_
         tasks = bundle_points(exp, points, prepared.bundling.points_per_task)
         prepared.plan = plan_submission(exp.name, Path(spec), Path(results), tasks, options,
                                         max_array_size=limit, force=force,
-                                        experiment_points=len(states))
+                                        experiment_runs=max(len(states), _run_files(xdir)))
     return prepared
+
+
+def _run_files(xdir) -> int:
+    """How many files named ``*.h5`` the experiment's ``runs/`` holds (names only, no ``stat``)."""
+    try:
+        with os.scandir(xdir.runs_dir) as entries:
+            return sum(1 for e in entries if e.name.endswith(".h5"))
+    except OSError:
+        return 0

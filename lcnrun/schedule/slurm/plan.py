@@ -34,6 +34,11 @@ RESERVED_OPTIONS = {"--array": "the array is planned by lcnrun", "-a": "the arra
 Point = tuple[int, str]  # (sweep index, run id)
 
 
+def sbatch_option_name(arg: str) -> str:
+    """The option an ``--sbatch-arg`` sets: ``--qos=short`` -> ``--qos``, ``-A lab`` -> ``-A``."""
+    return re.split(r"[=\s]", arg, maxsplit=1)[0] if arg.startswith("--") else arg[:2]
+
+
 def format_indices(indices: Sequence[int]) -> str:
     """Sorted indices as ``lcnrun run --indices`` reads them: ``[0, 1, 2, 3, 7] -> '0-3,7'``."""
     parts: list[str] = []
@@ -116,7 +121,7 @@ class SubmitOptions:
             if not arg.startswith("-") or any(c in arg for c in "\n\r"):
                 raise ValueError(f"--sbatch-arg {arg!r}: expected one sbatch option, e.g. "
                                  "--sbatch-arg=--qos=short")
-            name = re.split(r"[=\s]", arg, maxsplit=1)[0] if arg.startswith("--") else arg[:2]
+            name = sbatch_option_name(arg)
             if name in RESERVED_OPTIONS:
                 raise ValueError(f"--sbatch-arg {arg!r}: lcnrun submit sets {name} itself "
                                  f"({RESERVED_OPTIONS[name]})")
@@ -155,8 +160,9 @@ class SubmissionPlan:
     python: str = field(default_factory=lambda: sys.executable)
     workdir: Path = field(default_factory=Path.cwd)
     force: bool = False  # tasks run their points even if a completed run file exists
-    #: points of the whole experiment (the run files its index job may merge); 0: those of tasks
-    experiment_points: int = 0
+    #: the run files the experiment will have (its index job merges the entries of all of them):
+    #: its points, or the files there already (orphans of an edited spec too) if more; 0: the tasks'
+    experiment_runs: int = 0
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc)
                              .isoformat(timespec="seconds"))
 
@@ -205,10 +211,10 @@ def new_tag(slurm_dir: Path, now: datetime | None = None) -> str:
 def plan_submission(experiment: str, spec_path: Path, results: Path, tasks: Sequence[Sequence[Point]],
                     options: SubmitOptions, *, max_array_size: int, tag: str | None = None,
                     python: str | None = None, workdir: Path | None = None,
-                    force: bool = False, experiment_points: int = 0) -> SubmissionPlan:
+                    force: bool = False, experiment_runs: int = 0) -> SubmissionPlan:
     """The arrays, files and scripts that would submit ``tasks`` (each a list of ``(index,
     run_id)``); ``force``: the tasks recompute completed points too (``lcnrun run --force``);
-    ``experiment_points``: the points of the whole experiment."""
+    ``experiment_runs``: :attr:`SubmissionPlan.experiment_runs`."""
     options.check()
     results = Path(results).absolute()
     slurm_dir = results / experiment / SLURM_DIR
@@ -219,4 +225,4 @@ def plan_submission(experiment: str, spec_path: Path, results: Path, tasks: Sequ
         arrays=plan_arrays(len(tasks), max_array_size), options=options,
         max_array_size=max_array_size, python=python or sys.executable,
         workdir=Path(workdir or Path.cwd()).absolute(), force=force,
-        experiment_points=experiment_points)
+        experiment_runs=experiment_runs)

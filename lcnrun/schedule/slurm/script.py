@@ -9,15 +9,15 @@ atomically, and no further ensemble of the task starts.
 The index job of a submission (:func:`index_script_text`) starts once every array of it has ended
 (``afterany``) and runs ``lcnrun status`` of the experiment once: as any first reader does, it
 merges the tasks' journals into the run index's snapshot, so that the researcher's own first
-``status`` or ``summary`` after the tasks reads that snapshot (100,000 runs: ~1.5 s) instead of
-100,000 journal lines (~5 s more; see ``docs/speed-cli.md``).
+``status`` or ``summary`` after the tasks reads that snapshot (100,000 runs: ~2 s of CPU) instead
+of merging 100,000 journal lines (~4-6 s more; see ``docs/speed-cli.md``, seventh pass).
 """
 from __future__ import annotations
 
 import shlex
 
 from .bundle import parse_time_limit
-from .plan import SubmissionPlan
+from .plan import SubmissionPlan, sbatch_option_name
 
 #: seconds before the time limit at which the batch shell (lcnrun, after ``exec``) gets SIGTERM
 STOP_WARNING_SECONDS = 60
@@ -25,6 +25,13 @@ STOP_WARNING_SECONDS = 60
 INDEX_JOB_SECONDS = 1800
 #: the index job's memory: this much, and this much per run of the experiment (MiB, KiB)
 INDEX_JOB_BASE_MB, INDEX_JOB_KB_PER_RUN = 256, 8
+#: the ``--sbatch-arg`` options the index job takes from the tasks: where and as whom a job runs
+#: (an account or QOS a cluster may require), not what it needs (``--gres``, ``--exclusive``,
+#: ``--nodes``, ``--ntasks``, ``--cpus-per-task`` are for the tasks' computation)
+INDEX_JOB_SBATCH_ARGS = frozenset({
+    "--account", "-A", "--qos", "-q", "--reservation", "--clusters", "-M", "--constraint", "-C",
+    "--exclude", "-x", "--export", "--wckey", "--comment", "--mail-type", "--mail-user", "--nice",
+    "--prefer", "--mem-per-cpu", "--mem-per-gpu"})
 #: the thread variables of the BLAS / OpenMP libraries numpy may use
 BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -88,12 +95,6 @@ def _command(plan: SubmissionPlan) -> str:
             + (" --force" if plan.force else ""))
 
 
-def _blas_and_color() -> list[str]:
-    return ["# BLAS/OpenMP threads: the cpus Slurm allotted to this task",
-            *[f"export {name}=${{SLURM_CPUS_PER_TASK:-1}}" for name in BLAS_VARIABLES],
-            "export NO_COLOR=1  # plain lines in the log"]
-
-
 def script_text(plan: SubmissionPlan, k: int) -> str:
     """The sbatch script of array ``k`` (0-based) of ``plan`` (see the module docstring)."""
     q = shlex.quote
@@ -108,7 +109,9 @@ def script_text(plan: SubmissionPlan, k: int) -> str:
         '    echo "lcnrun: no line $((OFFSET + SLURM_ARRAY_TASK_ID + 1)) in $TASKS" >&2',
         "    exit 2",
         "fi",
-        *_blas_and_color(),
+        "# BLAS/OpenMP threads: the cpus Slurm allotted to this task",
+        *[f"export {name}=${{SLURM_CPUS_PER_TASK:-1}}" for name in BLAS_VARIABLES],
+        "export NO_COLOR=1  # plain lines in the log",
         'echo "[$(date \'+%F %T\')] task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job '
         '${SLURM_JOB_ID}) on $(hostname): points ${INDICES}, '
         '${SLURM_CPUS_PER_TASK:-1} cpu(s), restart ${SLURM_RESTART_COUNT:-0}"',
@@ -121,11 +124,11 @@ def script_text(plan: SubmissionPlan, k: int) -> str:
 
 def index_job_mem_mb(plan: SubmissionPlan) -> int:
     """The index job's memory (MiB): what merging the journals of every run of the experiment
-    takes (measured: 645 MB peak for 100,000 runs of 2 KB journal lines), or the tasks' ``--mem``
-    if that is more."""
+    (:attr:`SubmissionPlan.experiment_runs`) takes (measured: 645 MB peak for 100,000 runs of
+    2 KB journal lines), or the tasks' ``--mem`` if that is more."""
     from ..estimate import parse_bytes  # noqa: PLC0415
 
-    runs = max(plan.experiment_points, len(plan.points))
+    runs = max(plan.experiment_runs, len(plan.points))
     need = INDEX_JOB_BASE_MB + -(-runs * INDEX_JOB_KB_PER_RUN // 1024)
     tasks = parse_bytes(plan.options.mem, default_unit="m") // 2 ** 20 if plan.options.mem else 0
     return max(need, tasks)
@@ -133,9 +136,10 @@ def index_job_mem_mb(plan: SubmissionPlan) -> int:
 
 def index_script_text(plan: SubmissionPlan) -> str:
     """The sbatch script of the index job of ``plan`` (see the module docstring): one cpu, the
-    tasks' partition and other sbatch options (an account or QOS the cluster asks for), their
-    time limit if it is under :data:`INDEX_JOB_SECONDS` (else that: a short job is scheduled
-    sooner), :func:`index_job_mem_mb`, its log ``<tag>-index-<job id>.out``."""
+    tasks' partition and those of their ``--sbatch-arg`` s in :data:`INDEX_JOB_SBATCH_ARGS`,
+    their time limit if it is under :data:`INDEX_JOB_SECONDS` (else that: a short job is
+    scheduled sooner), :func:`index_job_mem_mb` (unless a ``--mem-per-cpu`` / ``--mem-per-gpu``
+    of theirs sets it), its log ``<tag>-index-<job id>.out``."""
     q = shlex.quote
     opts = plan.options
     lines = [
@@ -149,12 +153,17 @@ def index_script_text(plan: SubmissionPlan) -> str:
         sbatch_line("--cpus-per-task", 1),
     ]
     limit = parse_time_limit(opts.time)  # checked when the options were
-    time = opts.time if limit is not None and limit <= INDEX_JOB_SECONDS else f"{INDEX_JOB_SECONDS // 60}:00"
-    for option, value in (("--partition", opts.partition), ("--time", time),
-                          ("--mem", f"{index_job_mem_mb(plan)}M")):
+    # the tasks' limit, or 30 minutes if that is shorter; none given: the partition's default (a
+    # limit of ours could be above the partition's, and the job would never start)
+    time = opts.time if opts.time is None or (limit is not None and limit <= INDEX_JOB_SECONDS) \
+        else f"{INDEX_JOB_SECONDS // 60}:00"
+    scheduling = [a for a in opts.sbatch_args if sbatch_option_name(a) in INDEX_JOB_SBATCH_ARGS]
+    memory = None if any(sbatch_option_name(a).startswith("--mem-per") for a in opts.sbatch_args) \
+        else f"{index_job_mem_mb(plan)}M"  # Slurm refuses --mem beside --mem-per-cpu/-gpu
+    for option, value in (("--partition", opts.partition), ("--time", time), ("--mem", memory)):
         if value:
             lines.append(sbatch_line(option, q(value)))
-    lines += [sbatch_line(arg) for arg in opts.sbatch_args]
+    lines += [sbatch_line(arg) for arg in scheduling]
     lines += [
         "",
         "set -u",

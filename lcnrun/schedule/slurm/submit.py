@@ -66,15 +66,16 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
          "arrays": [{"job_id", "offset", "count", "array", "script", "dependency"}, ...],
          "job_ids": [...],
          "index_job": {"job_id", "script", "dependency"} (``job_id`` None and "error" sbatch's
-                      message if it refused it; None if an array was refused)}
+                      message if it refused it)}
 
     Task ``i`` of array ``a`` is task ``a.offset + i``: the ``task_sizes[a.offset + i]`` points
     after those of the tasks before it. If sbatch refuses an array, the ones
     it accepted before are recorded and :class:`SubmitError` is raised; if it accepted none, the
-    files written for this submission are removed. Once every array is accepted, the index job
-    (:func:`.script.index_script_text`) is submitted to start after all of them (``afterany``);
-    one that sbatch refuses (a limit on the number of jobs, say) is recorded with sbatch's
-    message and costs only time: the first reader merges the index instead.
+    files written for this submission are removed. After the arrays, the index job
+    (:func:`.script.index_script_text`) is submitted to start once all the accepted ones have
+    ended (``afterany``); one that sbatch refuses (a limit on the number of jobs, say) is
+    recorded with sbatch's message and costs only time: the first reader merges the index
+    instead.
     """
     plan.slurm_dir.mkdir(parents=True, exist_ok=True)
     written = [plan.tasks_file]
@@ -125,7 +126,7 @@ def _submit_arrays(plan: SubmissionPlan, xdir: ExperimentDir, written: list[Path
         for path in written:
             path.unlink(missing_ok=True)
         raise SubmitError(str(error), [])
-    index_job = None if error is not None else _submit_index_job(plan, submitted)
+    index_job = _submit_index_job(plan, submitted)  # also after the arrays accepted before a refusal
     record = {
         "format": SUBMISSION_FORMAT, "version": SUBMISSION_VERSION, "tag": plan.tag,
         "time_utc": plan.created_utc, "experiment": plan.experiment, "job_name": plan.job_name,
