@@ -194,12 +194,13 @@ def _journal_name(folder: Path) -> str:
     key = str(folder)
     if key not in _JOURNAL or _JOURNAL[key].split(".")[2] != str(os.getpid()):  # forked: a new one
         _JOURNAL[key] = f"{JOURNAL_PREFIX}{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}{JOURNAL_SUFFIX}"
-        if not _CLOSING:
-            _CLOSING.append(atexit.register(close_journals))
+        if not _CLOSE_AT_EXIT:
+            atexit.register(close_journals)
+            _CLOSE_AT_EXIT.append(True)
     return _JOURNAL[key]
 
 
-_CLOSING: list = []  # close_journals, once registered to run at exit
+_CLOSE_AT_EXIT: list[bool] = []  # [True] once close_journals is registered to run at exit
 
 
 def close_journals() -> None:
