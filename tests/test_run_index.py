@@ -813,6 +813,12 @@ def test_a_writer_that_ends_leaves_a_final_journal_which_any_host_removes_once_m
     parsed.clear()
     check_same_as_full_scan(xdir)
     assert parsed == [] and not list(folder.glob("journal.*"))
+    # the snapshot forgets removed journals at its next save (100,000 one-run tasks: no 100,000
+    # names kept, loaded and checked by every reader)
+    write_run(xdir.run_path("run0102"), RunRecord("run0102", "completed", spec_text(102)), fsync=False)
+    check_same_as_full_scan(xdir)
+    (live,) = folder.glob("journal.*.jsonl")
+    assert list(index._load_snapshot(folder).consumed) == [live.name]
 
 
 @pytest.mark.parametrize("end, final", [("sys.exit(0)", True), ("raise SystemExit(3)", True),

@@ -916,7 +916,9 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     ``{run_id: record}`` (:func:`_record`) of every whole line that is an entry (a later line of
     a run wins; a damaged line is left out: that run is read from its file). 100,000 one-run
     journals: no Path and no file object per journal, and one unchanged is not read (one that
-    nobody appends to is removed: the snapshot read holds it all)."""
+    nobody appends to is removed: the snapshot read holds it all). Journals no longer there are
+    dropped from ``snap.consumed``: after 100,000 one-run tasks the snapshot does not keep, load
+    and check 100,000 names for ever."""
     out: dict[str, tuple] = {}
     try:
         names = [e.name for e in os.scandir(folder)
@@ -926,6 +928,9 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     where, host = os.fspath(folder), host_tag()
     shapes: dict[tuple, tuple] = {}
     consumed = snap.consumed
+    present = set(map(_journal_key, names))
+    for key in [k for k in consumed if k not in present]:
+        del consumed[key]  # its journal was removed (merged, nobody appends): left out of the next save
     for name in names:
         key = _journal_key(name)
         start = consumed.get(key, 0)
@@ -968,7 +973,7 @@ def _drop_merged_journals(folder: Path, snap: _Snapshot) -> None:
         if snap.consumed.get(_journal_key(name)) == size:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(where, name))
-                # the entry stays: a journal of this name never comes back (random part)
+                # its entry in consumed goes with the next save (a name never comes back)
     known = {_journal_key(name) for name in snap.final}
     for name, consumed in list(snap.consumed.items()):
         if name in known or not _writer_gone(name, host):
