@@ -786,6 +786,7 @@ def test_a_writer_that_ends_leaves_a_final_journal_which_any_host_removes_once_m
     on another host is read and kept. Every answer is the files' throughout."""
     from lcnrun.store import index  # noqa: PLC0415
 
+    monkeypatch.setattr(index, "_JOURNAL", {})  # this test's journals only (close_journals below)
     xdir = make_experiment(tmp_path, n=6)  # journalled by this process: a live writer
     folder = xdir.root / INDEX_DIR
     monkeypatch.setattr(index, "host_tag", lambda: "othernode")  # the readers below
@@ -800,9 +801,10 @@ def test_a_writer_that_ends_leaves_a_final_journal_which_any_host_removes_once_m
     parsed = []
     real = index._line_record
     monkeypatch.setattr(index, "_line_record", lambda line, *a: parsed.append(line) or real(line, *a))
+    scan(xdir.runs_dir)  # one reader: merges the new line, saves, removes the final journal
+    assert not list(folder.glob("journal.*")), os.listdir(folder)
     check_same_as_full_scan(xdir)
     assert [json.loads(line)["id"] for line in dict.fromkeys(parsed)] == ["run0100"]  # the new line only
-    assert not list(folder.glob("journal.*")), os.listdir(folder)
     snapshot = index._load_snapshot(folder)
     assert "run0100" in snapshot.ids and journal.name in snapshot.consumed
     # a final journal of which the snapshot held everything: removed by the next reader, which
@@ -840,3 +842,32 @@ def test_a_process_gives_its_journal_the_final_name_when_it_exits(tmp_path, end,
     names = sorted(p.name for p in (xdir.root / INDEX_DIR).glob("journal.*.jsonl"))
     assert len(names) == 2 and sum(n.endswith(".final.jsonl") for n in names) == int(final), names
     check_same_as_full_scan(xdir)
+
+
+def test_a_reader_does_not_save_over_a_snapshot_saved_after_it_loaded_its_own(tmp_path, monkeypatch):
+    """Two readers at once: B loads the snapshot, A merges a final journal, saves and removes it,
+    then B (which never saw that journal) merges a newer line. B's save would replace A's snapshot
+    with one without A's entries, and the next reader would read those run files again: B leaves
+    A's snapshot as it is. Every answer is the files' throughout; the next reader reads no file."""
+    from lcnrun.store import index  # noqa: PLC0415
+
+    monkeypatch.setattr(index, "_JOURNAL", {})
+    xdir = make_experiment(tmp_path, n=6)
+    folder = xdir.root / INDEX_DIR
+    monkeypatch.setattr(index, "host_tag", lambda: "othernode")
+    index.close_journals()  # the writer of the six runs ended
+    slow = index._load_snapshot(folder)  # B: no snapshot yet
+    scan(xdir.runs_dir)  # A: merges, saves, removes the final journal
+    assert not list(folder.glob("journal.*")) and index._load_snapshot(folder).ids == sorted(
+        f"run{i:04d}" for i in range(6))
+    write_run(xdir.run_path("run0100"), RunRecord("run0100", "completed", spec_text(100)), fsync=False)
+    lines = index._read_journals(folder, slow)  # B lists the journals now: only the new line
+    assert list(lines) == ["run0100"]
+    index._save(folder, slow, lines)
+    assert index._load_snapshot(folder).ids == sorted(f"run{i:04d}" for i in range(6))  # A's
+    read = []
+    real = index._read_serially
+    monkeypatch.setattr(index, "_read_serially", lambda items: read.extend(items) or real(items))
+    check_same_as_full_scan(xdir)
+    assert read == []  # A's snapshot and the new line answer for every file
+    assert "run0100" in index._load_snapshot(folder).ids

@@ -493,6 +493,9 @@ class _Snapshot:
     #: (or that are final): that size is final (a new process of the same pid writes a journal
     #: of another name)
     final: dict[str, int] = field(default_factory=dict)
+    #: the :func:`identity` of the snapshot file this was loaded from or saved as (``None``:
+    #: there was none); a save goes over that file only (:func:`_save`)
+    on_disk: tuple | None = None
     _decoded: dict[str, list] = field(default_factory=dict)
     _built: dict[str, dict] | None = None
 
@@ -587,23 +590,37 @@ class _Snapshot:
         return out
 
 
+def _snapshot_identity(folder: Path) -> tuple | None:
+    """The :func:`identity` of ``folder``'s snapshot file now (``None``: there is none)."""
+    try:
+        return identity(os.stat(folder / SNAPSHOT))
+    except OSError:
+        return None
+
+
 def _load_snapshot(folder: Path) -> _Snapshot:
     try:
-        data = (folder / SNAPSHOT).read_bytes()
+        with open(folder / SNAPSHOT, "rb") as fh:
+            on_disk = identity(os.fstat(fh.fileno()))
+            data = fh.read()
+    except OSError:
+        return _Snapshot(changed=True)  # none (or none that can be read): made from the journals and files
+    damaged = _Snapshot(changed=True, on_disk=on_disk)
+    try:
         if not data.startswith(SNAPSHOT_MAGIC):
-            return _Snapshot(changed=True)
+            return damaged
         at = len(SNAPSHOT_MAGIC)
         size, crc = struct.unpack_from("<QI", data, at)
         at += struct.calcsize("<QI")
         if zlib.crc32(memoryview(data)[at:]) != crc:  # a changed byte anywhere: not used
-            return _Snapshot(changed=True)
+            return damaged
         doc = json.loads(data[at:at + size].decode("utf-8"))
         snap = _Snapshot(list(doc["ids"]), dict(doc["columns"]), memoryview(data)[at + size:],
-                         {str(k): int(v) for k, v in doc["consumed"].items()})
+                         {str(k): int(v) for k, v in doc["consumed"].items()}, on_disk=on_disk)
         if not all(isinstance(r, str) for r in snap.ids) or len(set(snap.ids)) != len(snap.ids):
-            return _Snapshot(changed=True)
+            return damaged
         if not all(isinstance(c, dict) and c.keys() <= _COLUMN_KEYS for c in snap.columns.values()):
-            return _Snapshot(changed=True)
+            return damaged
         for name, col in snap.columns.items():  # every column decodes (a damaged one raises
             if col.get("enc") == "ragged":       # here, not later); series: their bounds only
                 _check_series(col, snap.blob, len(snap.ids))
@@ -613,11 +630,11 @@ def _load_snapshot(folder: Path) -> _Snapshot:
                 _decode(col, snap.blob, len(snap.ids), values=False)
         for name, kind in (*((k, int) for k in _IDENTITY), ("a:status", str), ("spec_error", str)):
             if not set(map(type, snap.column(name))) <= {kind}:  # what every reader relies on
-                return _Snapshot(changed=True)
+                return damaged
         return snap
     except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error,
             UnicodeDecodeError):
-        return _Snapshot(changed=True)  # missing or damaged: rebuilt from the journals and files
+        return damaged  # rebuilt from the journals and files
 
 
 def _columns_of(shapes: list[tuple], rows: list[tuple]) -> dict[str, list]:
@@ -769,8 +786,9 @@ def _merged(snap: _Snapshot, records: dict[str, tuple]) -> tuple[list[str], dict
 
 def _save(folder: Path, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot | None:
     """Write the snapshot of ``snap``'s entries and ``records`` (:func:`_merged`) atomically into
-    ``folder`` and drop the journals it holds whose writer is gone. Returns it as a reader of it
-    would load it, or ``None`` if some value cannot be kept in one (then nothing is written: the
+    ``folder`` and drop the journals it holds whose writer is gone, unless another reader has
+    saved one since ``snap`` was loaded (then that one stays). Returns it as a reader of it would
+    load it, or ``None`` if some value cannot be kept in one (then nothing is written: the
     journals and files still answer)."""
     try:
         ids, columns, blob = _merged(snap, records)
@@ -778,17 +796,24 @@ def _save(folder: Path, snap: _Snapshot, records: dict[str, tuple]) -> _Snapshot
         return None
     header = json.dumps({"ids": ids, "columns": columns, "consumed": snap.consumed},
                         ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    with contextlib.suppress(OSError, ValueError):
-        folder.mkdir(exist_ok=True)
-        with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
-            with open(tmp, "xb") as fh:
-                fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
-                         + header + blob)
-        _drop_merged_journals(folder, snap)
+    written = snap.on_disk
+    # only over the snapshot this reader started from: one another reader saved meanwhile may
+    # hold the entries of journals it has removed since, which this one never read (replacing it
+    # would cost the next reader those files; leaving it costs it only this merge)
+    if _snapshot_identity(folder) == snap.on_disk:
+        with contextlib.suppress(OSError, ValueError):
+            folder.mkdir(exist_ok=True)
+            with atomic_replace(folder / SNAPSHOT, fsync=False) as tmp:
+                with open(tmp, "xb") as fh:
+                    fh.write(SNAPSHOT_MAGIC + struct.pack("<QI", len(header), zlib.crc32(blob, zlib.crc32(header)))
+                             + header + blob)
+            written = _snapshot_identity(folder)
+            _drop_merged_journals(folder, snap)
     with contextlib.suppress(OSError):
         os.unlink(folder / "snapshot.json")  # an older lcnrun's snapshot: never read again
     doc = json.loads(header)  # what a reader of the file finds: the header's values, not ours
-    return _Snapshot(doc["ids"], doc["columns"], memoryview(blob).toreadonly(), doc["consumed"])
+    return _Snapshot(doc["ids"], doc["columns"], memoryview(blob).toreadonly(), doc["consumed"],
+                     on_disk=written)
 
 
 _SERIES_NAMES = frozenset(KEPT_SERIES)
@@ -931,8 +956,12 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     present = set(map(_journal_key, names))
     for key in [k for k in consumed if k not in present]:
         del consumed[key]  # its journal was removed (merged, nobody appends): left out of the next save
+    seen: set[str] = set()
     for name in names:
         key = _journal_key(name)
+        if key in seen:
+            continue  # listed under both names (renamed while listed), or a foreign copy: once
+        seen.add(key)
         start = consumed.get(key, 0)
         gone = _writer_gone(name, host)  # asked before the size is taken: that size is then final
         try:
