@@ -165,13 +165,16 @@ def as_task_journals(index: Path, per_task: int) -> int:
     ``per_task`` lines each, named as finished Slurm tasks name theirs (``<...>.final.jsonl``,
     pids beyond ``pid_max``), the exact lines a writer makes: what the first reader after a
     submission's bundled tasks, or its index job, merges. Returns how many."""
-    (journal,) = index.glob("journal.*.jsonl")
+    from lcnrun.store.atomic import host_tag  # noqa: PLC0415
+    from lcnrun.store.index import FINAL_SUFFIX, JOURNAL_PREFIX  # noqa: PLC0415
+
+    (journal,) = index.glob(f"{JOURNAL_PREFIX}*")
     lines = journal.read_bytes().splitlines(keepends=True)
-    host = journal.name[len("journal."):-len(".jsonl")].rsplit(".", 2)[0]
     dead = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
     n = 0
     for n, lo in enumerate(range(0, len(lines), per_task), start=1):
-        (index / f"journal.{host}.{dead + n}.{n:08x}.final.jsonl").write_bytes(b"".join(lines[lo: lo + per_task]))
+        name = f"{JOURNAL_PREFIX}{host_tag()}.{dead + n}.{n:08x}{FINAL_SUFFIX}"
+        (index / name).write_bytes(b"".join(lines[lo: lo + per_task]))
     journal.unlink()
     return n
 

@@ -953,15 +953,14 @@ def _read_journals(folder: Path, snap: _Snapshot) -> dict[str, tuple]:
     where, host = os.fspath(folder), host_tag()
     shapes: dict[tuple, tuple] = {}
     consumed = snap.consumed
-    present = set(map(_journal_key, names))
-    for key in [k for k in consumed if k not in present]:
-        del consumed[key]  # its journal was removed (merged, nobody appends): left out of the next save
-    seen: set[str] = set()
+    # each journal once, by the name it is known by (one listed under both names, renamed while
+    # listed, or a foreign copy of the same name: the first listed)
+    listed: dict[str, str] = {}
     for name in names:
-        key = _journal_key(name)
-        if key in seen:
-            continue  # listed under both names (renamed while listed), or a foreign copy: once
-        seen.add(key)
+        listed.setdefault(_journal_key(name), name)
+    for key in [k for k in consumed if k not in listed]:
+        del consumed[key]  # its journal was removed (merged, nobody appends): left out of the next save
+    for key, name in listed.items():
         start = consumed.get(key, 0)
         gone = _writer_gone(name, host)  # asked before the size is taken: that size is then final
         try:
