@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from barriers import Barrier
+from barriers import Barrier, wait_gone
 from lcnrun.cli import app
 from lcnrun.interrupt import BARRIER_VARIABLE
 from lcnrun.schedule.slurm import commands
@@ -423,11 +423,42 @@ def squeue_ids(job_ids) -> str:
     raise AssertionError(f"squeue keeps failing: {out.stderr.strip()}")
 
 
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+            "BOOT_FAIL", "DEADLINE"}
+
+
+def job_records(job_ids) -> list[dict[str, str]]:
+    """``scontrol -o show job`` of each id (an array id: every task), one dict of fields per job;
+    a job slurmctld no longer knows (older than MinJobAge) has none."""
+    records = []
+    for job in job_ids:
+        for _ in range(50):  # as squeue, scontrol fails now and then while slurmctld is busy
+            out = subprocess.run(["scontrol", "-o", "show", "job", str(job)], capture_output=True,
+                                 text=True, timeout=30)
+            if out.returncode == 0 or "Invalid job id" in out.stderr:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"scontrol keeps failing: {out.stderr.strip()}")
+        for line in out.stdout.splitlines():
+            records.append(dict(f.split("=", 1) for f in line.split() if "=" in f))
+    return records
+
+
+def describe_jobs(job_ids) -> str:
+    """Each job's id, state, exit code and restarts, one per line (for a failure message)."""
+    return "\n".join(f"{r.get('JobId')} ({r.get('ArrayJobId', '')}_{r.get('ArrayTaskId', '')}) "
+                     f"{r.get('JobState')} exit {r.get('ExitCode')} restarts {r.get('Restarts')} "
+                     f"reason {r.get('Reason')}" for r in job_records(job_ids))
+
+
 def wait_for_jobs(job_ids, deadline: float = DEADLINE) -> None:
+    """Wait until every task of ``job_ids`` has ended: squeue lists none of them and scontrol
+    shows each in a final state (an empty squeue alone is not taken as proof)."""
     end = time.monotonic() + deadline
-    while squeue_ids(job_ids):
+    while squeue_ids(job_ids) or any(r.get("JobState") not in TERMINAL for r in job_records(job_ids)):
         if time.monotonic() > end:
-            state = squeue_ids(job_ids)
+            state = describe_jobs(job_ids)
             subprocess.run(["scancel", *job_ids], timeout=30)
             pytest.fail(f"jobs {job_ids} not done after {deadline:.0f} s:\n{state}")
         time.sleep(0.3)
@@ -662,25 +693,29 @@ def test_requeued_task_is_queued_then_runs_its_point_again(cluster, tmp_path, mo
     job_ids, out = submit(spec, "--results", results, "--requeue")
     (job,) = job_ids
     run_id = submissions(folder)[0]["points"][0][1]
-    barrier.wait(1)
+    (first_attempt,) = barrier.wait(1)
     # what a preemption does to a requeueable job: SIGTERM, then back into the queue
     subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True, timeout=30)
-    end = time.monotonic() + DEADLINE
-    while not (folder / "runs" / f"{run_id}.h5").exists() and time.monotonic() < end:
-        time.sleep(0.1)
+    wait_gone([first_attempt])  # the first attempt has ended (its stop written, its claim given up)
     assert read_run_status(folder / "runs" / f"{run_id}.h5") == "stopped"
-    # a requeued job waits ~2 min (BeginTime) before it may start again: once it is back in the
-    # queue, let it start now
+    # a requeued job waits ~2 min (BeginTime) before it may start again. Once Slurm has put it
+    # back in the queue (its old batch step done: PENDING for BeginTime, one restart), let it
+    # start now; earlier, the step's end would set BeginTime again
     end = time.monotonic() + DEADLINE
-    while squeue_ids(job_ids) != f"{job}_0 PENDING" and time.monotonic() < end:
+    while time.monotonic() < end:
+        (record,) = job_records([f"{job}_0"])
+        if (record.get("JobState"), record.get("Reason"), record.get("Restarts")) == ("PENDING", "BeginTime", "1"):
+            break
         time.sleep(0.1)
+    assert (record.get("JobState"), record.get("Reason")) == ("PENDING", "BeginTime"), describe_jobs(job_ids)
     assert squeue_ids(job_ids) == f"{job}_0 PENDING"
     assert status_json(folder)["counts"] == {"queued": 1}
     barrier.release()  # the second attempt passes the barrier
     subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=30)
     wait_for_jobs(job_ids)
-    assert read_run_status(folder / "runs" / f"{run_id}.h5") == "completed"
     log = (folder / "slurm" / f"{job}_0.out").read_text()
+    assert read_run_status(folder / "runs" / f"{run_id}.h5") == "completed", \
+        f"{describe_jobs(job_ids)}\n{log}"
     assert "restart 0" in log and "restart 1" in log  # --open-mode=append keeps both attempts
 
 
