@@ -12,6 +12,7 @@ import struct
 import subprocess
 import zlib
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -319,6 +320,47 @@ def test_files_with_one_second_timestamps_are_entered_only_once_old(tmp_path, mo
         scan(xdir.runs_dir, reader=counting)
     assert sorted(read) == sorted(2 * [f"run{i:04d}" for i in range(12)])
     check_same_as_full_scan(xdir)
+
+
+def test_the_racy_rule_uses_the_file_systems_clock_not_this_machines(tmp_path, monkeypatch):
+    """On a shared mount whose server's clock is behind this machine's, a file with 1 s
+    timestamps that is seconds old by the local clock may be new by the server's, which stamped
+    it: it is entered only once RACY_SECONDS old by the clock of its file system (the index
+    folder's probe file, written by the same server)."""
+    from lcnrun.store import index  # noqa: PLC0415
+
+    xdir = make_experiment(tmp_path)
+    folder = xdir.root / INDEX_DIR
+    shutil.rmtree(folder)  # no journal lines nor snapshot: every file is read
+    # on this (local) file system the probe's mtime is this machine's clock, taken between two reads
+    before = time.time_ns()
+    fs_now = index.file_system_now_ns(folder)
+    assert before - 10 ** 7 <= fs_now <= time.time_ns() + 10 ** 7  # (a 10 ms margin for the kernel's coarse clock)
+    assert fs_now == os.stat(folder / index.CLOCK).st_mtime_ns
+    # a folder that cannot be made has no clock: whole-second files are then racy
+    assert index.file_system_now_ns(xdir.runs_dir / "run0000.h5" / "no") is None
+    assert index.racy(os.stat_result((0o100644, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1.0, 1.0, 1.0, 10 ** 9, 10 ** 9, 10 ** 9)), None)
+
+    stamp = (time.time_ns() // 10 ** 9 - 100) * 10 ** 9  # 100 s ago by the local clock, whole seconds
+    for p in xdir.runs_dir.glob("*.h5"):
+        os.utime(p, ns=(stamp, stamp))
+    monkeypatch.setattr(index, "whole_seconds", lambda st: True)  # as if the mount had 1 s timestamps
+    read = []
+
+    def counting(items):
+        read.extend(rid for rid, _ in items)
+        return index._read_serially(items)
+    for server_lag, entered in [(1, False), (index.RACY_SECONDS - 1, False), (index.RACY_SECONDS, True)]:
+        # the server's clock: `server_lag` seconds after the files' stamp
+        monkeypatch.setattr(index, "file_system_now_ns", lambda folder, lag=server_lag: stamp + lag * 10 ** 9)
+        read.clear()
+        scan(xdir.runs_dir, reader=counting)
+        assert len(read) == 12, server_lag  # nothing was entered before
+        read.clear()
+        scan(xdir.runs_dir, reader=counting)
+        assert len(read) == (0 if entered else 12), server_lag
+        if entered:
+            check_same_as_full_scan(xdir)
 
 
 def test_writers_journal_entry_is_what_reading_the_file_gives(tmp_path):

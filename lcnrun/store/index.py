@@ -38,7 +38,7 @@ Why it can never hide or invent a run: a reader lists the run files themselves (
 an entry only for a file of the same identity, compared for equality, never as "newer" (clocks of
 a shared file system disagree). Run files are replaced by rename, never changed in place, so a new
 write is a new inode with a new ctime; on a file system with 1 s timestamps that may reuse inode
-numbers, a file is entered only once it is a few seconds old (:func:`racy`). The entry also keeps
+numbers, a file is entered only once it is a few seconds old by the file system's clock (:func:`racy`). The entry also keeps
 the file's ``write_token`` (the content token of :mod:`lcnrun.policy`) for the readers that show
 it; the match itself is the identity. Files without a matching entry are read from HDF5 as before (and their entries written into
 the next snapshot); entries without a file are ignored; a damaged, stale or deleted index only
@@ -59,7 +59,6 @@ import secrets
 import stat
 import struct
 import sys
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -112,19 +111,47 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int]:
 #: a file whose mtime and ctime are whole seconds (a file system with 1 s timestamps: sshfs, some
 #: FUSE and SMB mounts) is not entered in the index until it is this much older than now
 RACY_SECONDS = 3
+#: the index folder's probe file: its mtime, written just now, is the file system's clock
+CLOCK = "clock"
 
 
 def racy(st: os.stat_result, now_ns: int | None = None) -> bool:
     """Whether an entry made now for the file of ``st`` could describe a later write too (git's
     "racily clean" case): on a file system with 1 s timestamps, a rewrite of the same size in the
     same second, where inode numbers are reused and the ctime is the mtime, has the same identity.
-    Such a file (mtime and ctime both whole seconds, within :data:`RACY_SECONDS` of now) is read
-    from itself until it is older; files with finer timestamps (ext4, xfs, NFS, Lustre, GPFS:
-    ns) are entered at once."""
-    if st.st_mtime_ns % 1_000_000_000 or st.st_ctime_ns % 1_000_000_000:
+    Such a file (mtime and ctime both whole seconds, less than :data:`RACY_SECONDS` older than
+    ``now_ns``) is read from itself until it is older; files with finer timestamps (ext4, xfs,
+    NFS, Lustre, GPFS: ns) are entered at once.
+
+    ``now_ns`` is the *file system's* clock (:func:`file_system_now_ns`), never this machine's:
+    the server of a shared mount may be seconds behind, and a file that looks old by the local
+    clock may be new by the one that stamped it. Without it (``None``: the clock could not be
+    read, or the caller has just written the file) such a file is racy."""
+    if not whole_seconds(st):
         return False
-    now = time.time_ns() if now_ns is None else now_ns
-    return now - st.st_mtime_ns < RACY_SECONDS * 1_000_000_000
+    return now_ns is None or now_ns - st.st_mtime_ns < RACY_SECONDS * 1_000_000_000
+
+
+def whole_seconds(st: os.stat_result) -> bool:
+    """Whether a file's mtime and ctime are both whole seconds (its file system's resolution)."""
+    return not (st.st_mtime_ns % 1_000_000_000 or st.st_ctime_ns % 1_000_000_000)
+
+
+def file_system_now_ns(folder: Path) -> int | None:
+    """The clock of the file system holding ``folder`` (an index folder, made if missing): the
+    mtime of its :data:`CLOCK` file written just now (the file server sets it, as it sets a run
+    file's). ``None`` if the folder is not writable (then no index is saved either)."""
+    probe = Path(folder) / CLOCK
+    try:
+        probe.parent.mkdir(exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"\n")
+        finally:
+            os.close(fd)
+        return os.stat(probe).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _ident(entry: dict) -> tuple:
@@ -253,7 +280,7 @@ def note_written(path: os.PathLike | str, contents: tuple[dict, dict] | None = N
 
     try:
         st = os.stat(path)
-        if racy(st):  # read from the file until it is older (see racy)
+        if racy(st):  # just written here: read from the file until it is older (see racy)
             return
         attrs, series = contents if contents is not None else \
             read_attrs_and_series(path, KEPT_SERIES, check_marks=False)
@@ -1389,13 +1416,15 @@ def _read_missing(res: _Resolved, reader: Reader | None, details: bool) -> dict[
     out: dict[str, IndexedRun] = {}
     if not res.missing:
         return out
+    now = functools.cache(lambda: file_system_now_ns(res.folder))  # read only if a file needs it
     for (rid, path), got in zip(res.missing, (reader or _read_serially)(res.missing)):
         if isinstance(got, RunFileError):
             out[rid] = IndexedRun(rid, path, "unreadable", got.reason)
             continue
         attrs, extra = got
         e = _entry(rid, res.files[rid][1], attrs, extra)
-        if res.folder is not None and not racy(res.files[rid][1]):
+        st = res.files[rid][1]
+        if res.folder is not None and not racy(st, now() if whole_seconds(st) else None):
             res.snap.newer[rid] = e
             res.snap.changed = True
         status = e["attrs"].get("status")
