@@ -675,9 +675,11 @@ def test_scancel_mid_run_leaves_a_stopped_run_and_rerun_failed_completes_it(clus
 
 
 def wait_for_task_end(job: str, task: int, deadline: float = DEADLINE) -> None:
-    """Wait until array task ``job_task`` has left the queue (a bound on a hang, not a timing)."""
+    """Wait until array task ``job_task`` has ended: out of squeue and final in scontrol (a bound
+    on a hang, not a timing)."""
     end = time.monotonic() + deadline
-    while f"{job}_{task} " in squeue_ids([job]) + " ":
+    while f"{job}_{task} " in squeue_ids([job]) + " " or \
+            any(r.get("JobState") not in TERMINAL for r in job_records([f"{job}_{task}"])):
         if time.monotonic() > end:
             pytest.fail(f"task {job}_{task} still in the queue after {deadline:.0f} s")
         time.sleep(0.1)
