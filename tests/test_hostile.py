@@ -409,6 +409,50 @@ def test_a_read_only_folder_seen_by_the_store(tmp_path, monkeypatch):
     assert ".lock: Permission denied: no permission to write there" in out
 
 
+def test_links_planted_under_lcnruns_own_names_are_never_followed(tmp_path):
+    """A results folder (copied, or hostile) with symbolic links where lcnrun keeps files of its
+    own under fixed names (a run's claim, the experiment's lock, the run index's clock, the log
+    of submissions): lcnrun refuses with one message and never creates, truncates or appends to
+    the file a link points to, outside the results folder."""
+    from lcnrun.schedule.slurm.submit import append_submission  # noqa: PLC0415
+    from lcnrun.store import index  # noqa: PLC0415
+
+    spec = write(tmp_path, GOOD)
+    results = tmp_path / "results"
+    assert_one_message(invoke("run", spec, "--results", results), 0, "wrote")
+    xdir = ExperimentDir(results / "tiny")
+    (run_file,) = xdir.runs_dir.glob("*.h5")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "precious.txt"
+    victim.write_text("keep me\n")
+
+    # a claim: `run --force` would truncate the claim file and write its holder's line into it
+    claim = xdir.runs_dir / f".{run_file.stem}.claim"
+    claim.symlink_to(victim)
+    out = assert_one_message(invoke("run", spec, "--results", results, "--force"), 2, "symbolic link")
+    assert str(claim) in out and "remove the link" in out
+    claim.unlink()
+    # the experiment's lock, pointing where no file is yet: it would be created there
+    (xdir.root / ".lock").unlink(missing_ok=True)  # (the lock file an earlier run left)
+    (xdir.root / ".lock").symlink_to(outside / "made-by-lcnrun")
+    assert_one_message(invoke("sweep", spec, "--results", results), 2, "symbolic link")
+    (xdir.root / ".lock").unlink()
+    # the run index's clock (written by readers that meet files with 1 s timestamps)
+    (xdir.root / index.INDEX_DIR).mkdir(exist_ok=True)
+    (xdir.root / index.INDEX_DIR / index.CLOCK).symlink_to(victim)
+    assert index.file_system_now_ns(xdir.root / index.INDEX_DIR) is None
+    # the log of Slurm submissions
+    (xdir.root / "slurm").mkdir()
+    (xdir.root / "slurm" / "submissions.jsonl").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        append_submission(xdir, {"tag": "x"})
+
+    assert victim.read_text() == "keep me\n"
+    assert sorted(os.listdir(outside)) == ["precious.txt"]
+    assert read_run(run_file).status == "completed"  # the run is as it was
+
+
 def test_a_full_disk(tmp_path):
     spec = write(tmp_path, GOOD)
     with mounted(tmp_path / "full", "size=64k") as full:

@@ -114,7 +114,8 @@ def describe_os_error(err: OSError) -> str:
     """``path: words of the OS; what it means here`` for an OSError met reading or writing."""
     what = err.strerror or str(err)
     where = err.filename if err.filename is not None else ""
-    hint = OS_ERROR_HINTS.get(err.errno or 0, "")
+    # the hint explains the OS's own words; an error lcnrun words itself says what it means
+    hint = OS_ERROR_HINTS.get(err.errno or 0, "") if what == os.strerror(err.errno or 0) else ""
     return ": ".join(str(p) for p in (where, what, hint) if p)
 
 

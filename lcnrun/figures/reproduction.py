@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..store.atomic import atomic_write_text
 from . import FIGURES
 from .base import Claim
 from .driver import FigureError, produce
@@ -202,8 +203,6 @@ def write_report(outcomes: list[FigureOutcome], out_dir: Path, *, small: bool, s
     for name, text in (("REPORT.md", render_markdown(outcomes, small=small, seconds=seconds)),
                        ("REPORT.html", render_html(outcomes, small=small, seconds=seconds))):
         target = out_dir / name
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        atomic_write_text(target, text, fsync=False)
         files.append(target)
     return files

@@ -8,6 +8,7 @@ killed writer (:func:`clean_stale_temporaries`) from a file still being written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -39,6 +40,21 @@ def temporary_path(final: Path) -> Path:
     ext = "." + _tag(ext) if ext else ""
     return final.parent / (f".{_tag(stem)}.{host_tag()}.{os.getpid()}.{secrets.token_hex(4)}"
                            f".tmp{ext}")
+
+
+def open_own_file(path: os.PathLike | str, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` of a file lcnrun keeps under a fixed name in a results folder (a claim, the
+    experiment's lock, a run-index file, the log of submissions), never through a symbolic link:
+    a link planted under such a name (a hostile or carelessly copied folder) would make lcnrun
+    create, truncate or append to a file outside the results folder. Raises ``OSError`` (ELOOP,
+    with the path) for a link."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link where lcnrun keeps a file of its own: not "
+                          "followed (remove the link)", str(path)) from None
+        raise
 
 
 def fsync_file(path: Path) -> None:

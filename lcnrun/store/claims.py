@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import TEMPORARY_PATTERN, host_tag, pid_alive
+from .atomic import TEMPORARY_PATTERN, host_tag, open_own_file, pid_alive
 
 CLAIM_PATTERN = re.compile(r"^\.(?P<run_id>[A-Za-z0-9_-]+)\.claim$")
 
@@ -95,7 +95,7 @@ def try_claim(runs_dir: os.PathLike | str, run_id: str, *, wait: bool = False,
     path = claim_path(runs_dir, run_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_own_file(path, os.O_RDWR | os.O_CREAT)
         try:
             if wait and deadline is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .atomic import atomic_write_text, clean_stale_temporaries
+from .atomic import atomic_write_text, clean_stale_temporaries, open_own_file
 from .index import bulk
 from .runfile import RunFileError, read_run_status
 
@@ -223,7 +223,7 @@ class ExperimentDir:
         at once, on one host or, where the file system supports flock (NFSv4, Lustre with
         ``flock`` mount option), across nodes. Not re-entrant."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_own_file(self.lock_path, os.O_RDWR | os.O_CREAT)
         try:
             if timeout is None:
                 fcntl.flock(fd, fcntl.LOCK_EX)

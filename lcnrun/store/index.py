@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_replace, host_tag, pid_alive
+from .atomic import atomic_replace, host_tag, open_own_file, pid_alive
 
 INDEX_DIR = ".index"
 SNAPSHOT = "snapshot.bin"
@@ -144,7 +144,7 @@ def file_system_now_ns(folder: Path) -> int | None:
     probe = Path(folder) / CLOCK
     try:
         probe.parent.mkdir(exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_own_file(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, b"\n")
         finally:
@@ -255,7 +255,7 @@ def _journal_key(name: str) -> str:
 def _append(folder: Path, entry: dict) -> None:
     line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=True) + "\n").encode()
     folder.mkdir(exist_ok=True)
-    fd = os.open(folder / _journal_name(folder), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = open_own_file(folder / _journal_name(folder), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line)  # one write of one line: readers see it whole or not at all
     finally:

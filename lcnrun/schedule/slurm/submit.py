@@ -14,6 +14,7 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ...store.atomic import open_own_file
 from ...store.experiment import ExperimentDir
 from .commands import SlurmError, run_command, slurm_message
 from .plan import SLURM_DIR, SubmissionPlan
@@ -81,14 +82,12 @@ def submit(plan: SubmissionPlan, xdir: ExperimentDir) -> dict:
     written = [plan.tasks_file]
     with open(plan.tasks_file, "x", encoding="utf-8") as fh:  # "x": a tag is never reused
         fh.write(plan.tasks_text())
-    for k in range(len(plan.arrays)):
-        path = plan.script_path(k)
-        path.write_text(script_text(plan, k), encoding="utf-8")
+    scripts = [(plan.script_path(k), script_text(plan, k)) for k in range(len(plan.arrays))]
+    for path, text in scripts + [(plan.index_script_path, index_script_text(plan))]:
+        with open(path, "x", encoding="utf-8") as fh:  # new files (never through a planted link)
+            fh.write(text)
         path.chmod(0o755)
         written.append(path)
-    plan.index_script_path.write_text(index_script_text(plan), encoding="utf-8")
-    plan.index_script_path.chmod(0o755)
-    written.append(plan.index_script_path)
     with _no_interruption():  # a job that sbatch accepted is always recorded
         return _submit_arrays(plan, xdir, written)
 
@@ -175,7 +174,7 @@ def append_submission(xdir: ExperimentDir, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, separators=(",", ":")) + "\n"
     with xdir.lock(timeout=60):
-        with open(path, "a", encoding="utf-8") as fh:
+        with os.fdopen(open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
