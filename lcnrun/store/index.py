@@ -149,7 +149,7 @@ def file_system_now_ns(folder: Path) -> int | None:
             os.write(fd, b"\n")
         finally:
             os.close(fd)
-        return os.stat(probe).st_mtime_ns
+        return os.lstat(probe).st_mtime_ns
     except OSError:
         return None
 
