@@ -411,16 +411,20 @@ def cancel_jobs_left_behind():
         subprocess.run(["scancel", *SUBMITTED], capture_output=True, timeout=30)
 
 
-def squeue_ids(job_ids) -> str:
-    # squeue fails now and then while slurmctld is busy (e.g. saving state after `scontrol
-    # update`): its empty output must not read as "no jobs left", so ask again
+def ask_slurm(argv: list[str], answered=lambda out: out.returncode == 0) -> subprocess.CompletedProcess:
+    """Run a Slurm query until it ``answered``. squeue and scontrol fail now and then while
+    slurmctld is busy (e.g. saving state after `scontrol update`): an empty output must not read
+    as "no jobs left", so ask again (a bound on a hang, not a timing)."""
     for _ in range(50):
-        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0:
-            return out.stdout.strip()
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if answered(out):
+            return out
         time.sleep(0.2)
-    raise AssertionError(f"squeue keeps failing: {out.stderr.strip()}")
+    raise AssertionError(f"{argv[0]} keeps failing: {out.stderr.strip()}")
+
+
+def squeue_ids(job_ids) -> str:
+    return ask_slurm(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"]).stdout.strip()
 
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
@@ -432,14 +436,8 @@ def job_records(job_ids) -> list[dict[str, str]]:
     a job slurmctld no longer knows (older than MinJobAge) has none."""
     records = []
     for job in job_ids:
-        for _ in range(50):  # as squeue, scontrol fails now and then while slurmctld is busy
-            out = subprocess.run(["scontrol", "-o", "show", "job", str(job)], capture_output=True,
-                                 text=True, timeout=30)
-            if out.returncode == 0 or "Invalid job id" in out.stderr:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"scontrol keeps failing: {out.stderr.strip()}")
+        out = ask_slurm(["scontrol", "-o", "show", "job", str(job)],
+                        lambda out: out.returncode == 0 or "Invalid job id" in out.stderr)
         for line in out.stdout.splitlines():
             records.append(dict(f.split("=", 1) for f in line.split() if "=" in f))
     return records
@@ -452,11 +450,16 @@ def describe_jobs(job_ids) -> str:
                      f"reason {r.get('Reason')}" for r in job_records(job_ids))
 
 
+def unfinished(job_ids) -> bool:
+    """Whether scontrol shows a task of ``job_ids`` in a state that is not final."""
+    return any(r.get("JobState") not in TERMINAL for r in job_records(job_ids))
+
+
 def wait_for_jobs(job_ids, deadline: float = DEADLINE) -> None:
     """Wait until every task of ``job_ids`` has ended: squeue lists none of them and scontrol
     shows each in a final state (an empty squeue alone is not taken as proof)."""
     end = time.monotonic() + deadline
-    while squeue_ids(job_ids) or any(r.get("JobState") not in TERMINAL for r in job_records(job_ids)):
+    while squeue_ids(job_ids) or unfinished(job_ids):
         if time.monotonic() > end:
             state = describe_jobs(job_ids)
             subprocess.run(["scancel", *job_ids], timeout=30)
@@ -678,8 +681,7 @@ def wait_for_task_end(job: str, task: int, deadline: float = DEADLINE) -> None:
     """Wait until array task ``job_task`` has ended: out of squeue and final in scontrol (a bound
     on a hang, not a timing)."""
     end = time.monotonic() + deadline
-    while f"{job}_{task} " in squeue_ids([job]) + " " or \
-            any(r.get("JobState") not in TERMINAL for r in job_records([f"{job}_{task}"])):
+    while f"{job}_{task} " in squeue_ids([job]) + " " or unfinished([f"{job}_{task}"]):
         if time.monotonic() > end:
             pytest.fail(f"task {job}_{task} still in the queue after {deadline:.0f} s")
         time.sleep(0.1)
