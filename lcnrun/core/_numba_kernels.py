@@ -25,6 +25,24 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 #: loss codes of :func:`samples_value_and_grad` (``lcnrun.core.losses``: ``Loss.kernel_code``)
 LP, PSEUDO_HUBER, LOG_COSH = 1, 2, 3
+#: log cosh r = s Q(s) and tanh r = r H(s), s = r^2, on |r| < 1: the Taylor series of both (through
+#: the Bernoulli numbers, 90 terms, exact rationals) economized on s in [0, 1] by shifted Chebyshev
+#: polynomials to degrees 15 and 16 (dropped part below 0.008 and 0.011 ulp of the smallest value)
+#: and rounded to doubles; measured against 80-digit values over 4,054 points in [0, 1), uniform
+#: and log-uniform to 1e-160: within 1.57 and 1.23 ulp (the expm1/log1p form before: 2.96, 2.39).
+#: ``scripts/log_cosh_coefficients.py`` derives them again.
+LOG_COSH_Q = (
+    0.5, -0.083333333333333148, 0.022222222222205695, -0.0067460317454680523, 0.0021869488434961993,
+    -0.0007386028506464852, 0.00025657978354470693, -9.0985710201842062e-05, 3.2765192931564661e-05,
+    -1.191930264355821e-05, 4.3323310869218534e-06, -1.5291860273073962e-06, 4.9320597803497344e-07,
+    -1.310552455068152e-07, 2.437845026299915e-08, -2.2911003035751757e-09,
+)
+TANH_H = (
+    1.0, -0.33333333333333282, 0.13333333333328126, -0.053968253966246056, 0.02186948849531245,
+    -0.0088632350244497986, 0.0035921238971461131, -0.0014558107127514827, 0.00058992942429763131,
+    -0.00023882814782457968, 9.621904049812106e-05, -3.80526371754106e-05, 1.4269503012787581e-05,
+    -4.7513067676108821e-06, 1.2684474901168273e-06, -2.3227658837407426e-07, 2.1219862519163609e-08,
+)
 #: members of an ensemble that pass over the data together (:func:`samples_value_and_grad`)
 MEMBER_GROUP = 8
 
@@ -236,22 +254,33 @@ def residual_loss(kind, param, pred, Y, lacc, g, t):
             lacc[i] += dd * s2 / (q + 1.0)
             g[i] = r / q
     elif kind == LOG_COSH:
+        # |r| < 1 (most residuals near a fit): log cosh r = s Q(s), tanh r = r H(s), s = r^2, by
+        # Horner's rule written out with constant indices (a loop over the tuple is not vectorised:
+        # measured), branch-free so that LLVM vectorises the loop; 0 is added where |r| >= 1
+        Q, H = LOG_COSH_Q, TANH_H
+        for i in range(n):
+            r = pred[i] - Y[i]
+            s = r * r
+            q = ((((((((Q[15] * s + Q[14]) * s + Q[13]) * s + Q[12]) * s + Q[11]) * s + Q[10]) * s + Q[9])
+                  * s + Q[8]) * s + Q[7])
+            q = ((((((((q * s + Q[6]) * s + Q[5]) * s + Q[4]) * s + Q[3]) * s + Q[2]) * s + Q[1]) * s + Q[0]))
+            h = ((((((((H[16] * s + H[15]) * s + H[14]) * s + H[13]) * s + H[12]) * s + H[11]) * s + H[10])
+                  * s + H[9]) * s + H[8])
+            h = ((((((((h * s + H[7]) * s + H[6]) * s + H[5]) * s + H[4]) * s + H[3]) * s + H[2]) * s + H[1])
+                 * s + H[0])
+            lacc[i] += s * q if abs(r) < 1.0 else 0.0
+            g[i] = r * h
+        # |r| >= 1 (and NaN) from the C library, in a second pass (~12% of (ii)'s residuals)
         log2 = math.log(2.0)
         for i in range(n):
             r = pred[i] - Y[i]
             a = abs(r)
-            if a < 1.0:
-                # E = e^a - 1: cosh a - 1 = E^2 / (2 (1 + E)), tanh a = E (E + 2) / (E (E + 2) + 2)
-                em = math.expm1(a)
-                u = em * (em + 2.0)
-                lacc[i] += math.log1p(em * em / (2.0 * (1.0 + em)))
-                tt = u / (u + 2.0)
-            else:
+            if not a < 1.0:
                 # E = e^{-2a} - 1: log cosh a = a + log1p(E + 1) - log 2, tanh a = -E / (2 + E)
                 em = math.expm1(-2.0 * a)
                 lacc[i] += a + math.log1p(em + 1.0) - log2
                 tt = -em / (2.0 + em)
-            g[i] = tt if r >= 0.0 else -tt
+                g[i] = tt if r >= 0.0 else -tt
     else:  # LP
         p = param
         ip = int(p)
