@@ -9,7 +9,8 @@ with the straightforward numpy BLAS peer, one BLAS thread each (issue 13).
   pass over the samples (one pass over the inputs, in polyphase order, per step).
 - Gradient descent: ``STEPS`` steps, steps/s, best of 3. Gradient flow: DOP853 to ``FLOW_T`` at
   rtol 1e-8 (atol 1e-10); the peer integrates with ``scipy.integrate.solve_ivp`` on its gradient.
-  The final losses of the two are compared (they must agree to the tolerance).
+  The final losses of the two are compared (they must agree to the tolerance). One flow each, wall
+  time, its set-up (kernels loaded, layout or patch matrix built) before the clock starts.
 - Ensembles: 100 members (``0.3 N(0, 1)`` inits) in one ``GradientDescent.run`` against the same
   members one by one: member-steps/s.
 - Memory bandwidth: the bytes a step must read (lcnrun: the laid-out inputs and targets; peer:
@@ -112,10 +113,17 @@ def flow_item(loss: str, impl: str) -> dict:
     from lcnrun.core.recording import RecordOptions  # noqa: PLC0415
 
     model, problem, theta0, _ = problem_of(loss)
-    t0 = time.perf_counter()
+    # the set-up outside the time on both sides, as in the descent items: the peer's patch matrix
+    # (~0.1 s), lcnrun's kernels loaded and its layout built (~0.5 s in a fresh process); a flow to
+    # t = 1 takes 1-6 s, the long flows of a sweep minutes
     if impl == "numpy":
         from scipy.integrate import solve_ivp  # noqa: PLC0415
         peer = NumpyPeer(model, problem)
+        peer.value_and_grad(theta0)
+    else:
+        problem.value_and_grad(theta0)
+    t0 = time.perf_counter()
+    if impl == "numpy":
         sol = solve_ivp(lambda t, y: -peer.value_and_grad(y[None])[1], (0.0, FLOW_T), theta0[0], method="DOP853",
                         rtol=FLOW_RTOL, atol=FLOW_ATOL)
         final, nfev = float(peer.value_and_grad(sol.y[:, -1][None])[0]), int(sol.nfev)

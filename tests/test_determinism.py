@@ -45,6 +45,34 @@ def test_compiled_separable_losses_equal_the_numpy_reference(arch, loss, options
         assert l1[0] == loss_k[b] and np.array_equal(g1[0], grad_k[b])
 
 
+@pytest.mark.parametrize("loss,options", SEPARABLE, ids=[f"{k}-{v}" for k, v in SEPARABLE])
+def test_a_loss_over_whole_blocks_keeps_only_the_output_positions(loss, options, make_model, rng):
+    """Where the outputs are most of a block (here 29 of each sample's 32 positions), the kernel runs
+    the loss over the whole block and keeps the outputs only. The other positions read across a
+    sample's end, so their residuals are not zero (checked here): neither their loss nor their
+    slope may reach the result, which equals the numpy reference as above. (The table's inputs
+    have 3 outputs of 8 positions: the loss runs over the output runs there.)"""
+    model = make_model("lcn-1d-k432-s221")  # e: 12 taps, stride 4
+    x = rng.standard_normal((7, 12 + 4 * 28))  # 29 outputs
+    cls = LOSSES[loss]
+    problem = Problem(model, cls(cls.Options(**options)), Dataset(x, rng.standard_normal((7, 29))))
+    f = problem.sample_forms()
+    outputs = int(f.run_len.sum()) * (f.R // f.period)
+    assert 2 * outputs >= f.c * f.R and outputs < f.c * f.R
+    theta = np.concatenate([rng.standard_normal((3, model.n_params)), 0.2 * rng.standard_normal((3, model.n_params))])
+    e = model.end_to_end(theta[:1]).reshape(-1)
+    pred = sum(e[k] * f.Z[f.base[0] + f.off[k]: f.base[0] + f.off[k] + f.R] for k in range(f.off.size))
+    others = np.ones(f.R, dtype=bool)
+    for s in range(f.R // f.period):
+        for a, n in zip(f.run_start, f.run_len):
+            others[s * f.period + a: s * f.period + a + n] = False
+    assert np.abs(pred[others] - f.Y[: f.R][others]).max() > 0.1
+    loss_k, grad_k = problem.value_and_grad(theta)
+    loss_r, grad_r = problem.numpy_value_and_grad(theta)
+    np.testing.assert_allclose(loss_k, loss_r, rtol=1e-13)
+    np.testing.assert_allclose(grad_k, grad_r, rtol=1e-12, atol=1e-13 * np.abs(grad_r).max())
+
+
 def test_sample_layout_reproduces_the_model_outputs(arch, make_model, make_problem, rng):
     """The model contract's ``sample_layout``, read in numpy: ``pred[blk, ch, m] = sum_k e[ch, k]
     Z[base[blk] + off[k] + m]`` at the output positions equals ``model.predict``, every target sits
