@@ -259,10 +259,10 @@ def _log_cosh_and_tanh_to_80_digits(x: float) -> tuple[float, float]:
         return float(a - Decimal(2).ln() + (1 + w).ln()), float(Decimal(1).copy_sign(d) * (1 - w) / (1 + w))
 
 
-def test_compiled_log_cosh_is_within_two_ulp_of_80_digit_values(rng):
+def test_compiled_log_cosh_is_within_one_ulp_of_80_digit_values(rng):
     """The kernel's ``residual_loss`` for log-cosh (``lacc += log cosh r``, ``g = tanh r``) against
-    80-digit values: within 2 ulp on ``|r| < 1`` (its polynomials, 1.57 and 1.23 ulp measured over
-    4,054 points) and beyond (``exp_small``, ``log1p_small``: 1.00 and 1.00 ulp measured over 4,250
+    80-digit values: within 1 ulp on ``|r| < 1`` (its polynomials, 1.00 and 1.00 ulp measured over
+    4,054 points; these 4,026) and beyond (``exp_small``, ``log1p_small``: 1.00 and 1.00 ulp measured over 4,250
     points in [1, 100], up to and past the clamp at 40); tiny ``r`` to full relative precision; NaN
     stays NaN (a divergent run must be seen), ``+-inf`` gives ``inf`` and ``+-1``; the values are
     added to what ``lacc`` held, once. The coefficients are exactly those that
@@ -275,8 +275,8 @@ def test_compiled_log_cosh_is_within_two_ulp_of_80_digit_values(rng):
     derived = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "log_cosh_coefficients.py"))["coefficients"]()
     assert derived["Q"][0] == K.LOG_COSH_Q and derived["H"][0] == K.TANH_H
     assert derived["Q"][1] < 0.1 and derived["H"][1] < 0.1  # the economization's part of an ulp
-    below = np.concatenate([rng.uniform(-1, 1, 300), np.nextafter(1.0, 0.0) - rng.uniform(0, 1e-9, 20),
-                            10.0 ** rng.uniform(-150, 0, 120) * rng.choice([-1, 1], 120),
+    below = np.concatenate([rng.uniform(-1, 1, 3000), np.nextafter(1.0, 0.0) - rng.uniform(0, 1e-9, 20),
+                            10.0 ** rng.uniform(-150, 0, 1000) * rng.choice([-1, 1], 1000),
                             [0.0, -0.0, 5e-324, 1e-160, 0.5, -0.999999999999]])
     above = np.concatenate([rng.uniform(1, 20, 100) * rng.choice([-1, 1], 100), 10.0 ** rng.uniform(0, 2.8, 60),
                             rng.uniform(39, 41, 40), rng.uniform(1, 1.5, 40),
@@ -294,7 +294,7 @@ def test_compiled_log_cosh_is_within_two_ulp_of_80_digit_values(rng):
     for x, value, slope in zip(r, lacc0, g0):
         ref_value, ref_slope = _log_cosh_and_tanh_to_80_digits(float(x))
         for got, want in ((value, ref_value), (slope, ref_slope)):
-            assert abs(got - want) <= 2 * np.spacing(abs(want)) or got == want, (x, got, want)
+            assert abs(got - want) <= np.spacing(abs(want)) or got == want, (x, got, want)
     bad = np.array([np.nan, np.inf, -np.inf])
     lacc, g = np.zeros(3), np.empty(3)
     K.residual_loss(K.LOG_COSH, 0.0, bad, np.zeros(3), lacc, g, np.empty(3))
@@ -307,7 +307,8 @@ def test_the_vectorised_exp_and_log1p_of_the_log_cosh_kernel_against_80_digit_va
     """``exp_small`` on [-80, 0] within 1 ulp and ``log1p_small`` on [0, e^-2] within 2 ulp of 80-digit
     values (log-cosh beyond ``|r| = 1``; measured over 20,000 points each: 1.0 and 2.0 ulp, and
     ``log cosh = |r| - log 2 + log1p_small`` within 1.0); ``two_to_the_shifted(n + 1.5 2^52)`` is
-    ``2^n`` exactly for every ``n`` of the double exponent (the bits it moves into the exponent field)."""
+    ``2^n`` exactly for every ``n`` of the double exponent (the bits it moves into the exponent field);
+    ``fma(a, b, c)`` is ``a b + c`` rounded once (exact rationals), which a multiply and an add are not."""
     from decimal import Decimal, localcontext  # noqa: PLC0415
 
     import numba  # noqa: PLC0415
@@ -330,6 +331,20 @@ def test_the_vectorised_exp_and_log1p_of_the_log_cosh_kernel_against_80_digit_va
     ex, lg, p2 = np.empty_like(x), np.empty_like(u), np.empty_like(n)
     both(x, u, n, ex, lg, p2)
     np.testing.assert_array_equal(p2, 2.0 ** n)
+    from fractions import Fraction  # noqa: PLC0415
+
+    @numba.njit
+    def fused(a, b, c, out):
+        for i in range(a.shape[0]):
+            out[i] = K.fma(a[i], b[i], c[i])
+
+    a, b = rng.standard_normal(2000), rng.standard_normal(2000)
+    c = -a * b * (1 + rng.uniform(-1e-8, 1e-8, 2000))  # cancellation: the product's low bits count
+    out = np.empty_like(a)
+    fused(a, b, c, out)
+    exact = [float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(a, b, c)]
+    np.testing.assert_array_equal(out, exact)
+    assert np.mean(out != a * b + c) > 0.5
     with localcontext() as ctx:
         ctx.prec = 80
         for got, arg, want, ulp in [(g, a, float(Decimal(a).exp()), 1) for g, a in zip(ex, x)] + \
