@@ -11,12 +11,15 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from lcnrun.core.data import Dataset
 from lcnrun.core.dynamics import DYNAMICS
+from lcnrun.core.kernels import samples_value_and_grad
 from lcnrun.core.losses import LOSSES
 from lcnrun.core.problem import Problem
 from lcnrun.runner import ensemble_key, execute, execute_ensemble
@@ -50,8 +53,9 @@ def test_a_loss_over_whole_blocks_keeps_only_the_output_positions(loss, options,
     """Where the outputs are most of a block (here 29 of each sample's 32 positions), the kernel runs
     the loss over the whole block and keeps the outputs only. The other positions read across a
     sample's end, so their residuals are not zero (checked here): neither their loss nor their
-    slope may reach the result, which equals the numpy reference as above. (The table's inputs
-    have 3 outputs of 8 positions: the loss runs over the output runs there.)"""
+    slope may reach the result, which equals the numpy reference as above, and stays bitwise the
+    same with NaN and infinities as targets there (dropped by a select, never multiplied by 0).
+    (The table's inputs have 3 outputs of 8 positions: the loss runs over the output runs there.)"""
     model = make_model("lcn-1d-k432-s221")  # e: 12 taps, stride 4
     x = rng.standard_normal((7, 12 + 4 * 28))  # 29 outputs
     cls = LOSSES[loss]
@@ -71,6 +75,10 @@ def test_a_loss_over_whole_blocks_keeps_only_the_output_positions(loss, options,
     loss_r, grad_r = problem.numpy_value_and_grad(theta)
     np.testing.assert_allclose(loss_k, loss_r, rtol=1e-13)
     np.testing.assert_allclose(grad_k, grad_r, rtol=1e-12, atol=1e-13 * np.abs(grad_r).max())
+    poison = f.Y.copy().reshape(-1, f.R)
+    poison[:, others] = rng.choice([np.nan, np.inf, -np.inf, 1e308], size=(poison.shape[0], int(others.sum())))
+    loss_p, grad_p = samples_value_and_grad(problem.chain_program(), replace(f, Y=poison.reshape(-1)), theta)
+    assert np.array_equal(loss_p, loss_k) and np.array_equal(grad_p, grad_k)
 
 
 def test_sample_layout_reproduces_the_model_outputs(arch, make_model, make_problem, rng):

@@ -317,7 +317,8 @@ def exp_small(x):
 @inline_jit
 def log1p_small(u):
     """``log(1 + u)`` for ``u`` in [0, e^-2]: ``2 atanh(w)``, ``w = u / (2 + u) <= 0.064``, by the
-    series ``2w + 2w w^2 (1/3 + w^2/5 + .. + w^10/13)`` (remainder below 1e-18 relative). Within ~1 ulp."""
+    series ``2w + 2w w^2 (1/3 + w^2/5 + .. + w^10/13)`` (remainder below 1.2e-18 relative). Within 2 ulp
+    (measured over 20,000 points; in log cosh its error is scaled by at most 0.3)."""
     w = u / (2.0 + u)
     w2 = w * w
     A = ATANH_TAYLOR
@@ -345,14 +346,15 @@ def residual_loss(kind, param, pred, Y, lacc, g, t):
     elif kind == LOG_COSH:
         # |r| < 1 (most residuals near a fit): log cosh r = s Q(s), tanh r = r H(s), s = r^2, by
         # Horner's rule in fused multiply-adds written out with constant indices (a loop over the
-        # tuple is not vectorised: measured). |r| >= 1: with u = exp(-2|r|), log cosh r = |r| - log 2 + log1p(u) and
+        # tuple is not vectorised: measured). |r| >= 1: with u = exp(-2|r|), log cosh r =
+        # |r| - log 2 + log1p(u) with log 2 in two parts (the double nearest log 2 is 0.42 ulp off
+        # the result just above |r| = 1: 2 ulp there in one case of 300, measured) and
         # tanh |r| = (1 - u) / (1 + u), by exp_small (|r| clamped at 40: beyond, log1p(u) < 1e-34
         # is far below half an ulp of |r| and tanh rounds to 1 alike) and log1p_small. Both forms
         # are computed for every residual and one is selected: no branch, no library call, so
         # that LLVM vectorises the whole loop. NaN stays NaN (the second form, and its slope's
         # last select); +-inf gives inf and +-1.
         Q, H = LOG_COSH_Q, TANH_H
-        log2 = math.log(2.0)
         for i in range(n):
             r = pred[i] - Y[i]
             s = r * r
@@ -368,7 +370,7 @@ def residual_loss(kind, param, pred, Y, lacc, g, t):
             near_slope = fma(r * s, h, H[0] * r)
             a = abs(r)
             u = exp_small(-2.0 * (a if a < 40.0 else 40.0))
-            far = (a - log2) + log1p_small(u)
+            far = (a - LN2_HI) + (log1p_small(u) - LN2_LO)
             tt = (1.0 - u) / (1.0 + u)
             near = a < 1.0
             lacc[i] += near_value if near else far
