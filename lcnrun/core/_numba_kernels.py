@@ -8,9 +8,9 @@ is read-only); a later process loads it in milliseconds.
 No ``fastmath``: no reassociation and no contraction into fused multiply-adds, so every sum is
 computed in the order written here whatever the vector width, and a member's numbers never
 depend on the other members or on how the work is split. The one fused multiply-add is explicit
-(:func:`fma`, in log-cosh's polynomials): IEEE's fusedMultiplyAdd, the same double everywhere. Every inner loop is elementwise (an
-AXPY over contiguous memory), which LLVM vectorises without reordering any sum; reductions are
-kept out of inner loops (or run over short vectors, sequentially).
+(:func:`fma`, in log-cosh's polynomials): IEEE's fusedMultiplyAdd, the same double everywhere.
+Every inner loop is elementwise (an AXPY over contiguous memory), which LLVM vectorises without
+reordering any sum; reductions are kept out of inner loops (or run over short vectors, sequentially).
 
 Hot loops are written inline over views indexed from 0, not as calls: a call with array
 arguments costs reference counting per call (measured: a 64-long product as a call ran 5x
@@ -425,16 +425,16 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
         chain_forward(theta[b], po, xo, to, out, inp, tap, mm, bufs[b])
     G = min(B, MEMBER_GROUP)
     acc = np.zeros((B, E * fold))
-    lacc = np.zeros((B, c * R))
-    pred = np.empty((G, c * R))
-    g = np.empty((G, c * R))
-    t = np.empty(c * R)
+    cR = c * R  # a block's positions
+    lacc = np.zeros((B, cR))
+    pred = np.empty((G, cR))
+    g = np.empty((G, cR))
+    t = np.empty(cR)
     n_periods = R // period
     n_folds = R // fold
     # the output positions of a block; where they are most of it, the loss runs over the whole
     # block at once (loops of c R, not of run_len: measured 0.3-0.7 ms a step faster on (ii)) and
     # keeps the outputs only
-    cR = c * R
     output = np.zeros(cR, dtype=np.bool_)
     for ch in range(c):
         for s in range(n_periods):
@@ -447,7 +447,7 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
     n_blocks = base.shape[0]
     o_lo = off.min()
     z_lines = (off.max() + R - o_lo) // 8 + 2  # 8 doubles a 64-byte line; + 2: the ends unaligned
-    y_lines = (c * R) // 8 + 2
+    y_lines = cR // 8 + 2
     z_per_tap = (z_lines + K - 1) // K
     y_per_tap = (y_lines + K - 1) // K
     z_last, y_last = Z.shape[0] - 1, Y.shape[0] - 1
@@ -457,14 +457,14 @@ def samples_value_and_grad(theta, po, xo, to, out, inp, tap, mm, Z, base, off, Y
         nb = min(B, g0 + MEMBER_GROUP) - g0
         for blk in range(n_blocks):
             zb = base[blk]
-            yo = blk * c * R
+            yo = blk * cR
             ahead = blk + PREFETCH_AHEAD
             pz = base[ahead] + o_lo if ahead < n_blocks else -1
-            py = ahead * c * R
+            py = ahead * cR
             for j in range(nb):
                 pj = pred[j]
                 gj = g[j]
-                for p in range(c * R):
+                for p in range(cR):
                     pj[p] = 0.0
                     gj[p] = 0.0
             # pred += e[k] Z[. + off[k]], k ascending, four taps per pass over pred (the same
